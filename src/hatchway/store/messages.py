@@ -1,0 +1,157 @@
+"""Device messages: replay check, jti record and storage in one transaction.
+
+US 11,546,310 B2 claim 1 step 5 lets nested JWTs travel over any transport with
+no TLS session to stop replays, so the server must reject a replayed message by
+itself. The sequence window is kept by the protocol core (``advance``); the store
+makes window update, jti record and message insert one atomic unit, and
+serialises concurrent messages from the same device by locking its window row
+(``SELECT ... FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Row
+
+from hatchway.store._base import RepositoryBase, check_id, dump_json, load_json
+from hatchway.store.errors import ReplayedJti, UnknownDevice
+from hatchway.store.records import AcceptResult, MessageRecord
+from hatchway.store.schema import devices, messages, replay_windows, seen_jti
+
+Advance = Callable[[int, int], tuple[int, int]]
+"""``advance(highest_seq, bitmap) -> (highest_seq, bitmap)``; raises to reject."""
+
+# highest_seq is a signed 64-bit column on both engines.
+_MAX_SEQ = 2**63 - 1
+
+
+def _message_from_row(row: Row[Any]) -> MessageRecord:
+    return MessageRecord(
+        message_id=row.id,
+        device_id=row.device_id,
+        seq=row.seq,
+        jti=row.jti,
+        mid=row.mid,
+        typ=row.typ,
+        body=load_json(row.body),
+        received_at=row.received_at,
+    )
+
+
+class MessageRepository(RepositoryBase):
+    """Inbound messages and the server's outbound sequence numbers."""
+
+    def accept_message(
+        self,
+        device_id: str,
+        *,
+        seq: int,
+        jti: str,
+        exp: float,
+        mid: str | None,
+        typ: str,
+        body: dict[str, Any],
+        now: float,
+        advance: Advance,
+    ) -> AcceptResult:
+        """Atomically check for replay, record ``jti`` and store the message.
+
+        ``advance`` gets the stored window and returns the new one, raising to
+        reject ``seq``; its exception propagates and nothing is written. A reused
+        ``jti`` raises :class:`ReplayedJti`. A message whose ``mid`` was stored
+        before is not stored again, but its seq and jti are still consumed (it is
+        a retransmission under fresh protection), and the earlier id returned.
+        """
+        check_id("jti", jti)
+        check_id("typ", typ)
+        if mid is not None:
+            check_id("mid", mid)
+        body_text = dump_json(body)  # fail on unserialisable bodies before locking
+        with self._write() as conn:
+            window = conn.execute(
+                select(replay_windows.c.highest_seq, replay_windows.c.bitmap)
+                .where(replay_windows.c.device_id == device_id)
+                .with_for_update()
+            ).one_or_none()
+            if window is None:
+                raise UnknownDevice(device_id)
+            highest, bitmap = advance(window.highest_seq, int(window.bitmap, 16))
+            if not 0 <= highest <= _MAX_SEQ or bitmap < 0:
+                raise ValueError("advance returned an out-of-range window")
+            # The window row lock means no other transaction can insert this
+            # device's jti between this check and the insert below.
+            seen = conn.execute(
+                select(seen_jti.c.jti).where(
+                    seen_jti.c.device_id == device_id, seen_jti.c.jti == jti
+                )
+            ).first()
+            if seen is not None:
+                raise ReplayedJti()
+            conn.execute(insert(seen_jti).values(device_id=device_id, jti=jti, exp=exp))
+            existing = None
+            if mid is not None:
+                existing = conn.scalar(
+                    select(messages.c.id).where(
+                        messages.c.device_id == device_id, messages.c.mid == mid
+                    )
+                )
+            if existing is None:
+                inserted = conn.execute(
+                    insert(messages)
+                    .values(
+                        device_id=device_id,
+                        seq=seq,
+                        jti=jti,
+                        mid=mid,
+                        typ=typ,
+                        body=body_text,
+                        received_at=now,
+                    )
+                    .returning(messages.c.id)
+                )
+                message_id = int(inserted.scalar_one())
+            else:
+                message_id = int(existing)
+            conn.execute(
+                update(replay_windows)
+                .where(replay_windows.c.device_id == device_id)
+                .values(highest_seq=highest, bitmap=format(bitmap, "x"))
+            )
+        return AcceptResult(duplicate=existing is not None, message_id=message_id)
+
+    def list_messages(self, device_id: str, *, limit: int = 100) -> list[MessageRecord]:
+        """The device's ``limit`` most recent messages, newest last."""
+        query = (
+            select(messages)
+            .where(messages.c.device_id == device_id)
+            .order_by(messages.c.id.desc())
+            .limit(limit)
+        )
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return [_message_from_row(row) for row in reversed(rows)]
+
+    def count_messages(self, device_id: str) -> int:
+        query = select(func.count()).select_from(messages).where(messages.c.device_id == device_id)
+        with self._read() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def next_outbound_seq(self, device_id: str) -> int:
+        """Hand out the next server->device sequence number (1, 2, 3, ...).
+
+        A single ``UPDATE ... RETURNING`` increments and reads in one statement,
+        so concurrent callers and restarts never see the same number twice.
+        """
+        with self._write() as conn:
+            value = conn.execute(
+                update(devices)
+                .where(devices.c.device_id == device_id)
+                .values(outbound_seq=devices.c.outbound_seq + 1)
+                .returning(devices.c.outbound_seq)
+            ).scalar_one_or_none()
+        if value is None:
+            raise UnknownDevice(device_id)
+        return int(value)

@@ -1,0 +1,1 @@
+"""Alembic migration scripts for the hatchway store (run by ``Store.open``)."""

@@ -1,0 +1,59 @@
+"""``Store``: the one repository interface over SQLite and PostgreSQL.
+
+``Store.open(url)`` creates the engine, upgrades the schema to the newest Alembic
+revision and returns a store whose methods are each one transaction. Methods are
+synchronous and thread-safe (the server calls them from worker threads); every
+method that needs the time takes ``now`` (POSIX seconds), as STYLE.md §8 asks.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from hatchway.store.commands import CommandRepository
+from hatchway.store.devices import DeviceRepository
+from hatchway.store.engine import create_store_engine, upgrade_to_head
+from hatchway.store.messages import MessageRepository
+
+
+class Store(DeviceRepository, MessageRepository, CommandRepository):
+    """Devices, messages and commands behind one interface.
+
+    Later entities (users, login sessions, refresh tokens, audit log) join as
+    further repository mixins plus an Alembic revision each.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        """Wrap an engine whose schema is already at head; prefer :meth:`open`."""
+        super().__init__(engine)
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        """Open ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``).
+
+        Creates the schema on an empty database and applies any newer migrations;
+        on a database already at head this changes nothing.
+        """
+        engine = create_store_engine(url)
+        store = cls(engine)
+        try:
+            upgrade_to_head(store._write_engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        return store
+
+    @property
+    def engine(self) -> Engine:
+        """The underlying engine, for health checks and tests."""
+        return self._engine
+
+    def close(self) -> None:
+        """Close every pooled connection. The store must not be used afterwards."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
