@@ -6,22 +6,12 @@ that lacks them, but never when ``CI=true``: there a missing service is a failur
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from hatchway.runtime import FrozenClock, SeededRandom
+from tests.services import IN_CI, require
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def require(available: bool, what: str) -> None:
-    """Skip when ``what`` is missing locally; fail when it is missing in CI."""
-    if available:
-        return
-    if IN_CI:
-        pytest.fail(f"{what} is required when CI=true but is not available")
-    pytest.skip(f"{what} not available")
+__all__ = ["IN_CI", "require"]
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 Loaded by ``pytest_plugins = ["store_fixtures"]`` in each store test module rather
 than a ``tests/store/conftest.py``: a second, package-less conftest would replace
-``sys.modules["conftest"]`` and break ``from conftest import require`` elsewhere.
+``sys.modules["conftest"]`` and break ``from tests.services import require`` elsewhere.
 
 PostgreSQL tests use a fresh schema per test (dropped afterwards), named after a
 random per-session token, so parallel runs and reruns never see each other's
@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from conftest import require
+from tests.services import require
 from hatchway.store import Store
 
 PG_URL = os.environ.get(
