@@ -21,8 +21,8 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from tests.services import require
 from hatchway.store import Store
+from tests.services import require
 
 PG_URL = os.environ.get(
     "HATCHWAY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

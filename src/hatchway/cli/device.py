@@ -1,0 +1,304 @@
+"""``hatchway device …``: operator commands (on the server's data dir) and device commands.
+
+Operator: ``provision``, ``command``, ``list``, ``messages``.
+Device:   ``enroll``, ``send``, ``poll``, ``respond``, ``deregister``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from hatchway.cli.common import DatabaseOption, DataDirOption, JsonOption, load_settings
+from hatchway.cli.output import console, emit, errors_reported, parse_json_object
+
+app = typer.Typer(
+    help="Provision, enrol and talk to devices (message-level security).", no_args_is_help=True
+)
+
+StateOption = Annotated[Path, typer.Option("--state", help="The device state file (JSON, 0600).")]
+
+
+def _context(data_dir: Path | None, database_url: str | None) -> Any:
+    from hatchway.server.context import ServerContext
+
+    return ServerContext.create(load_settings(data_dir, database_url))
+
+
+@app.command()
+def provision(
+    device_id: Annotated[str, typer.Argument(help="The device id, e.g. meter-001.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Reset an existing device and issue a new secret.")
+    ] = False,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a device and print its one-time enrolment secret (stored only as a hash)."""
+    with errors_reported(as_json):
+        ctx = _context(data_dir, database_url)
+        try:
+            secret = ctx.enrolment.provision(device_id, force=force)
+        finally:
+            ctx.close()
+        ca = ctx.identity.ca_cert_path
+        emit(
+            as_json,
+            {"device_id": device_id, "secret": secret, "ca_certificate": str(ca)},
+            lambda: console.print(
+                f"provisioned [bold]{device_id}[/]\n"
+                f"one-time enrolment secret: [bold]{secret}[/]\n"
+                f"server CA certificate:     {ca}\n"
+                "Give the device the secret (stdin or HATCHWAY_ENROLMENT_SECRET); it works once.",
+                highlight=False,
+            ),
+        )
+
+
+@app.command()
+def enroll(
+    server: Annotated[
+        str, typer.Option("--server", help="HTTPS base URL, e.g. https://localhost:8443")
+    ],
+    device_id: Annotated[str, typer.Option("--device-id")],
+    state: StateOption,
+    ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca",
+            help="CA certificate that signed the server's TLS certificate. "
+            "Default: HATCHWAY_CA_FILE, else the local data dir's ca.pem.",
+        ),
+    ] = None,
+    sign_alg: Annotated[str, typer.Option(help="ES256 (P-256) or EdDSA (Ed25519).")] = "ES256",
+    enc_curve: Annotated[str, typer.Option(help="P-256 or X25519.")] = "P-256",
+    key_alg: Annotated[str, typer.Option(help="ECDH-ES or ECDH-ES+A256KW.")] = "ECDH-ES",
+    as_json: JsonOption = False,
+) -> None:
+    """Enrol over TLS: secret -> first token -> key exchange; then TLS is closed."""
+    from hatchway.device import Device
+    from hatchway.msgsec import KeyAlg, SignAlg
+
+    with errors_reported(as_json):
+        secret = os.environ.get("HATCHWAY_ENROLMENT_SECRET") or _read_secret()
+        ca_file = _ca_file(ca)
+        device = Device.enroll(
+            server=server,
+            device_id=device_id,
+            secret=secret,
+            state_path=state,
+            ca_file=ca_file,
+            sign_alg=SignAlg(sign_alg),
+            enc_curve=enc_curve,
+            key_alg=KeyAlg(key_alg),
+        )
+        st = device.state
+        emit(
+            as_json,
+            {
+                "device_id": device_id,
+                "state": str(state),
+                "suite": st.suite,
+                "endpoints": st.endpoints,
+            },
+            lambda: console.print(
+                f"enrolled [bold]{device_id}[/]; TLS closed. State saved to {state} (0600).\n"
+                f"messages now go to {st.endpoints['messages']} sealed with {st.suite}",
+                highlight=False,
+            ),
+        )
+
+
+def _read_secret() -> str:
+    if sys.stdin.isatty():
+        import getpass
+
+        secret = getpass.getpass("enrolment secret: ")
+    else:
+        secret = sys.stdin.readline()
+    secret = secret.strip()
+    if not secret:
+        raise ValueError("no enrolment secret: pipe it on stdin or set HATCHWAY_ENROLMENT_SECRET")
+    return secret
+
+
+def _ca_file(explicit: Path | None) -> Path | None:
+    if explicit:
+        return explicit
+    if env := os.environ.get("HATCHWAY_CA_FILE"):
+        return Path(env)
+    local = load_settings().data_dir / "ca.pem"
+    return local if local.exists() else None
+
+
+@app.command()
+def send(
+    state: StateOption,
+    data: Annotated[str, typer.Argument(help="Telemetry as a JSON object.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Send sealed telemetry over plain HTTP (no TLS) and check the sealed acknowledgement."""
+    from hatchway.device import Device
+
+    with errors_reported(as_json):
+        payload = parse_json_object(data, "telemetry")
+        with Device.load(state) as device:
+            ack = device.send(payload)
+        emit(
+            as_json,
+            {"acknowledged": True, "jti": ack.in_reply_to, "seq": ack.seq},
+            lambda: console.print(
+                f"sent; server acknowledged message {ack.in_reply_to}", highlight=False
+            ),
+        )
+
+
+@app.command()
+def poll(
+    state: StateOption,
+    result: Annotated[
+        str | None, typer.Option("--result", help="Answer the command with this JSON result.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Poll for the next queued command (sealed), optionally answering it at once."""
+    from hatchway.device import Device
+
+    with errors_reported(as_json):
+        answer = parse_json_object(result, "result") if result else None
+        with Device.load(state) as device:
+            command = device.poll()
+            if command and answer is not None:
+                device.respond(command, answer)
+        out = {
+            "command": command.body if command else None,
+            "answered": bool(command and answer is not None),
+        }
+        emit(
+            as_json,
+            out,
+            lambda: console.print_json(data=out) if command else console.print("no command queued"),
+        )
+
+
+@app.command()
+def respond(
+    state: StateOption,
+    command_id: Annotated[str, typer.Argument(help="The cid of the command being answered.")],
+    result: Annotated[str, typer.Argument(help="The result as a JSON object.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Send a sealed command result."""
+    from hatchway.device import Device
+
+    with errors_reported(as_json):
+        body = parse_json_object(result, "result")
+        with Device.load(state) as device:
+            device.respond(command_id, body)
+        emit(
+            as_json,
+            {"cid": command_id, "acknowledged": True},
+            lambda: console.print(f"result for {command_id} acknowledged"),
+        )
+
+
+@app.command()
+def deregister(state: StateOption, as_json: JsonOption = False) -> None:
+    """De-register this device (sealed); the server refuses its messages afterwards."""
+    from hatchway.device import Device
+
+    with errors_reported(as_json):
+        with Device.load(state) as device:
+            device.deregister()
+            device_id = device.device_id
+        emit(
+            as_json,
+            {"device_id": device_id, "deregistered": True},
+            lambda: console.print(f"{device_id} de-registered"),
+        )
+
+
+@app.command()
+def command(
+    device_id: Annotated[str, typer.Argument()],
+    body: Annotated[
+        str, typer.Argument(help='The command as a JSON object, e.g. \'{"op": "reboot"}\'.')
+    ],
+    data_dir: DataDirOption = None,
+    database_url: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Operator: queue a command; the device receives it sealed on its next poll."""
+    with errors_reported(as_json):
+        from hatchway.flows.messaging import check_command
+
+        payload = check_command(parse_json_object(body, "command"))
+        ctx = _context(data_dir, database_url)
+        try:
+            if ctx.store.get_device(device_id) is None:
+                raise ValueError(f"no device {device_id!r}; provision it first")
+            cid = ctx.store.queue_command(device_id, payload, now=ctx.enrolment.clock())
+        finally:
+            ctx.close()
+        emit(
+            as_json,
+            {"device_id": device_id, "cid": cid},
+            lambda: console.print(f"queued command {cid} for {device_id}", highlight=False),
+        )
+
+
+@app.command("list")
+def list_devices(
+    data_dir: DataDirOption = None, database_url: DatabaseOption = None, as_json: JsonOption = False
+) -> None:
+    """Operator: list devices and their state."""
+    with errors_reported(as_json):
+        ctx = _context(data_dir, database_url)
+        try:
+            rows = [(d, ctx.store.count_messages(d.device_id)) for d in ctx.store.list_devices()]
+        finally:
+            ctx.close()
+        data = {
+            "devices": [
+                {"device_id": d.device_id, "status": d.status.value, "messages": n} for d, n in rows
+            ]
+        }
+
+        def human() -> None:
+            table = Table("device", "status", "messages")
+            for d, n in rows:
+                table.add_row(d.device_id, d.status.value, str(n))
+            console.print(table)
+
+        emit(as_json, data, human)
+
+
+@app.command()
+def messages(
+    device_id: Annotated[str, typer.Argument()],
+    limit: Annotated[int, typer.Option(min=1, max=10000)] = 20,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Operator: show the latest messages a device sent."""
+    with errors_reported(as_json):
+        ctx = _context(data_dir, database_url)
+        try:
+            rows = ctx.store.list_messages(device_id, limit=limit)
+        finally:
+            ctx.close()
+        data = {
+            "device_id": device_id,
+            "messages": [
+                {"seq": m.seq, "typ": m.typ, "body": m.body, "received_at": m.received_at}
+                for m in rows
+            ],
+        }
+        emit(as_json, data, lambda: console.print_json(data=data))

@@ -1,0 +1,155 @@
+"""Server settings: defaults, then ``HATCHWAY_*`` environment variables, then flags.
+
+Every setting has an embedded default so that ``hatchway serve`` on a fresh machine
+runs with nothing but Python installed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from hatchway.errors import ConfigurationError
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "hatchway"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path = field(default_factory=default_data_dir)
+    host: str = "127.0.0.1"
+    https_port: int = 8443
+    http_port: int = 8080
+    #: SQLAlchemy URL; empty means SQLite inside the data dir.
+    database_url: str = ""
+    #: Externally visible base URLs; empty means derived from host and ports.
+    public_https_url: str = ""
+    public_http_url: str = ""
+    #: Lifetime of the single-use first token (issue: at most 5 minutes).
+    first_token_ttl: int = 300
+    #: Lifetime the server gives its own sealed replies.
+    message_ttl: int = 300
+    #: Upper bound on a sealed message, checked before any parsing.
+    max_message_size: int = 65536
+    #: Size of the per-device sliding replay window over sequence numbers.
+    replay_window: int = 64
+    mqtt_url: str = ""
+    log_level: str = "info"
+    #: Cross-device login (issue 3): RFC 8628 ``expires_in`` and ``interval``.
+    login_expires_in: int = 300
+    login_interval: int = 5
+    #: "Request initiation verification": the device must type the phone's number.
+    login_number_matching: bool = False
+    #: Lifetimes of the access token (JWT) and of each rotated refresh token.
+    login_access_token_ttl: int = 600
+    login_refresh_token_ttl: int = 30 * 24 * 3600
+    #: Device authorization requests each client IP may start per minute.
+    login_start_per_minute: int = 30
+    #: Notification bus; empty means in-process (or the store's PostgreSQL when it is one).
+    bus_url: str = ""
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'hatchway.sqlite3'}"
+
+    @property
+    def issuer(self) -> str:
+        """The server's identity: its public HTTPS base URL (RFC 8414 ``issuer``)."""
+        if self.public_https_url:
+            return self.public_https_url.rstrip("/")
+        port = "" if self.https_port == 443 else f":{self.https_port}"
+        return f"https://{_url_host(self.host)}{port}"
+
+    @property
+    def plain_base_url(self) -> str:
+        if self.public_http_url:
+            return self.public_http_url.rstrip("/")
+        port = "" if self.http_port == 80 else f":{self.http_port}"
+        return f"http://{_url_host(self.host)}{port}"
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """Apply non-``None`` overrides (from CLI flags)."""
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        if "data_dir" in clean:
+            clean["data_dir"] = Path(clean["data_dir"])
+        return replace(self, **clean)
+
+
+def _url_host(host: str) -> str:
+    # Listening on a wildcard address says nothing about the name clients use.
+    if host in ("0.0.0.0", "::", "127.0.0.1"):  # noqa: S104 - comparison, not a bind
+        return "localhost"
+    return f"[{host}]" if ":" in host else host
+
+
+_INT_FIELDS = {
+    "https_port",
+    "http_port",
+    "first_token_ttl",
+    "message_ttl",
+    "max_message_size",
+    "replay_window",
+    "login_expires_in",
+    "login_interval",
+    "login_access_token_ttl",
+    "login_refresh_token_ttl",
+    "login_start_per_minute",
+}
+_BOOL_FIELDS = {"login_number_matching"}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def settings_from_env(environ: dict[str, str] | None = None) -> Settings:
+    """Read ``HATCHWAY_<FIELD>`` variables; bad values fail loudly, naming the variable."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name in Settings.__dataclass_fields__:
+        key = f"HATCHWAY_{name.upper()}"
+        raw = env.get(key)
+        if raw is None or raw == "":
+            continue
+        if name in _INT_FIELDS:
+            try:
+                values[name] = int(raw)
+            except ValueError:
+                raise ConfigurationError(f"{key} must be an integer, got {raw!r}") from None
+        elif name in _BOOL_FIELDS:
+            if raw.lower() not in _TRUE | _FALSE:
+                raise ConfigurationError(f"{key} must be true or false, got {raw!r}")
+            values[name] = raw.lower() in _TRUE
+        elif name == "data_dir":
+            values[name] = Path(raw).expanduser()
+        else:
+            values[name] = raw
+    settings = Settings(**values)
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    for port_name in ("https_port", "http_port"):
+        port = getattr(settings, port_name)
+        if not 0 <= port <= 65535:
+            raise ConfigurationError(f"{port_name} must be between 0 and 65535, got {port}")
+    if not 0 < settings.first_token_ttl <= 300:
+        raise ConfigurationError("first_token_ttl must be between 1 and 300 seconds")
+    if not 1024 <= settings.max_message_size <= 16 * 1024 * 1024:
+        raise ConfigurationError("max_message_size must be between 1 KiB and 16 MiB")
+    if not 8 <= settings.replay_window <= 4096:
+        raise ConfigurationError("replay_window must be between 8 and 4096")
+    if not 1 <= settings.login_expires_in <= 3600:
+        raise ConfigurationError("login_expires_in must be between 1 and 3600 seconds")
+    if not 1 <= settings.login_interval <= 60:
+        raise ConfigurationError("login_interval must be between 1 and 60 seconds")
+    if not 10 <= settings.login_access_token_ttl <= 3600:
+        raise ConfigurationError("login_access_token_ttl must be between 10 and 3600 seconds")
+    if settings.login_refresh_token_ttl < 60:
+        raise ConfigurationError("login_refresh_token_ttl must be at least 60 seconds")
+    if settings.login_start_per_minute < 1:
+        raise ConfigurationError("login_start_per_minute must be positive")

@@ -1,0 +1,250 @@
+"""The device SDK's safe surface: ``Device.send``, ``poll``, ``respond``, ``deregister``.
+
+Every message is sealed (JWS inside JWE) before it leaves and every reply is opened and
+checked: it must be the expected kind, signed by the pinned server key, addressed to us,
+fresh, not replayed, and carry the ``jti`` of our request in ``irt``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hatchway.device.enrol import enroll
+from hatchway.device.state import DeviceState, StateFile
+from hatchway.device.transport import HttpTransport, MessageRejected, Transport, TransportError
+from hatchway.errors import InvalidMessage
+from hatchway.msgsec import (
+    DecryptionKey,
+    EncryptionKey,
+    KeyAlg,
+    Message,
+    MessageType,
+    OpenPolicy,
+    ReplayWindow,
+    SenderInfo,
+    SignAlg,
+    SigningKey,
+    Suite,
+    VerifyingKey,
+    open_message,
+    seal,
+)
+from hatchway.runtime import Clock, Random, system_clock, system_random
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    cid: str
+    body: dict[str, Any]
+    message: Message
+
+
+class Device:
+    def __init__(
+        self,
+        state_file: StateFile,
+        *,
+        transport: Transport | None = None,
+        clock: Clock = system_clock,
+        random: Random = system_random,
+        message_ttl: int = 120,
+        retry_for: float = 30.0,
+    ) -> None:
+        self._file = state_file
+        self._transport: Transport = transport or HttpTransport()
+        self.clock = clock
+        self.random = random
+        self.message_ttl = message_ttl
+        self.retry_for = retry_for
+        st = state_file.state
+        self.device_id = st.device_id
+        self.server_id = st.server_id
+        self._signing = SigningKey.from_jwk(st.signing_key)
+        self._decryption = DecryptionKey.from_jwk(st.encryption_key)
+        self._suite = Suite.from_json(st.suite)
+        server_sig, server_enc = _server_keys(st.server_keys)
+        self._server_enc = server_enc
+        self._server = SenderInfo(
+            id=st.server_id,
+            verifying_key=server_sig,
+            suite=Suite(sign=server_sig.alg, key=self._suite.key, enc=self._suite.enc),
+        )
+        self._url = st.endpoints["messages"]
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def enroll(
+        cls,
+        *,
+        server: str,
+        device_id: str,
+        secret: str,
+        state_path: Path,
+        ca_file: Path | None = None,
+        sign_alg: SignAlg = SignAlg.ES256,
+        enc_curve: str = "P-256",
+        key_alg: KeyAlg = KeyAlg.ECDH_ES,
+        **options: Any,
+    ) -> Device:
+        state = enroll(
+            server=server,
+            device_id=device_id,
+            secret=secret,
+            state_path=state_path,
+            ca_file=ca_file,
+            sign_alg=sign_alg,
+            enc_curve=enc_curve,
+            key_alg=key_alg,
+        )
+        return cls(state, **options)
+
+    @classmethod
+    def load(cls, state_path: Path, **options: Any) -> Device:
+        return cls(StateFile.load(state_path), **options)
+
+    @property
+    def state_path(self) -> Path:
+        return self._file.path
+
+    @property
+    def state(self) -> DeviceState:
+        return self._file.state
+
+    # -- the safe calls -------------------------------------------------------------------
+    def send(self, data: dict[str, Any]) -> Message:
+        """Send telemetry; returns the server's acknowledgement."""
+        return self._exchange(MessageType.TELEMETRY, {"readings": data}, {MessageType.ACK})
+
+    def poll(self) -> Command | None:
+        """Ask for the next queued command; ``None`` when there is none."""
+        reply = self._exchange(MessageType.POLL, {}, {MessageType.ACK, MessageType.COMMAND})
+        if reply.typ is not MessageType.COMMAND:
+            return None
+        cid = str(reply.body["cid"])
+        # Remember which delivery to answer (its jti goes in the result's `irt`), and
+        # persist the inbound window before the caller acts on the command.
+        delivered = dict(self._file.state.extra.get("commands", {}))
+        delivered[cid] = reply.jti
+        while len(delivered) > 32:
+            delivered.pop(next(iter(delivered)))
+        self._file.update(extra={**self._file.state.extra, "commands": delivered})
+        self._file.save()
+        return Command(cid=cid, body=reply.body, message=reply)
+
+    def respond(
+        self, command: Command | str, result: Any = None, *, error: str | None = None
+    ) -> Message:
+        """Answer a command: its result, or ``error`` when it failed."""
+        if isinstance(command, Command):
+            cid, irt = command.cid, command.message.jti
+        else:
+            cid, irt = command, self._file.state.extra.get("commands", {}).get(command)
+            if irt is None:
+                raise ValueError(f"no command {command!r} was received by this device")
+        body: dict[str, Any] = {"cid": cid, "ok": error is None}
+        if result is not None:
+            body["result"] = result
+        if error is not None:
+            body["error"] = error
+        return self._exchange(MessageType.COMMAND_RESULT, body, {MessageType.ACK}, irt=irt)
+
+    def deregister(self, reason: str = "requested by device") -> Message:
+        return self._exchange(MessageType.DEREGISTER, {"reason": reason}, {MessageType.ACK})
+
+    def close(self) -> None:
+        close = getattr(self._transport, "close", None)
+        if callable(close):
+            close()
+        self._file.save()
+
+    def __enter__(self) -> Device:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the pipeline ---------------------------------------------------------------------
+    def _exchange(
+        self,
+        kind: MessageType,
+        body: dict[str, Any],
+        expect: set[MessageType],
+        *,
+        irt: str | None = None,
+    ) -> Message:
+        # One mid for every retransmission, so the server stores the message exactly once.
+        body = {"mid": uuid.UUID(bytes=self.random(16)).hex, **body}
+        deadline = time.monotonic() + self.retry_for
+        delay = 0.05
+        while True:
+            request = self._message(kind, body, irt)
+            token = seal(
+                request,
+                signing_key=self._signing,
+                recipient_key=self._server_enc,
+                suite=self._suite,
+                random=self.random,
+            )
+            try:
+                raw = self._transport(self._url, token)
+            except TransportError:
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            return self._open_reply(raw, request, expect)
+
+    def _message(self, kind: MessageType, body: dict[str, Any], irt: str | None) -> Message:
+        now = int(self.clock())
+        return Message(
+            typ=kind,
+            iss=self.device_id,
+            aud=self.server_id,
+            iat=now,
+            exp=now + self.message_ttl,
+            jti=self.random(16).hex(),
+            seq=self._file.next_seq(),
+            body=body,
+            in_reply_to=irt,
+        )
+
+    def _open_reply(self, raw: bytes, request: Message, expect: set[MessageType]) -> Message:
+        # The reply to a command result answers that result's jti, so `irt` binds it.
+        reply, _ = open_message(
+            raw,
+            decryption_keys={self._decryption.kid: self._decryption},
+            resolve_sender=lambda kid: (
+                self._server if kid == self._server.verifying_key.kid else None
+            ),
+            policy=OpenPolicy(audience=self.device_id, expected=frozenset(expect)),
+            now=self.clock(),
+        )
+        if reply.in_reply_to != request.jti:
+            raise InvalidMessage("reply does not answer our request")
+        st = self._file.state
+        window = ReplayWindow(highest=st.inbound_highest, bitmap=st.inbound_bitmap).accept(
+            reply.seq
+        )
+        self._file.update(inbound_highest=window.highest, inbound_bitmap=window.bitmap)
+        return reply
+
+
+def _server_keys(jwks: dict[str, Any]) -> tuple[VerifyingKey, EncryptionKey]:
+    signing: VerifyingKey | None = None
+    encryption: EncryptionKey | None = None
+    for jwk in jwks.get("keys", []):
+        if jwk.get("use") == "sig" and signing is None:
+            signing = VerifyingKey.from_jwk(jwk)
+        elif jwk.get("use") == "enc" and encryption is None:
+            encryption = EncryptionKey.from_jwk(jwk)
+    if signing is None or encryption is None:
+        raise InvalidMessage("server key set lacks a signing or an encryption key")
+    return signing, encryption
+
+
+__all__ = ["Command", "Device", "MessageRejected", "TransportError"]

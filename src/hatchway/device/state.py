@@ -1,0 +1,125 @@
+"""The device's persistent state: one JSON file, mode 0600, written atomically.
+
+Format ``hatchway-device-state/1`` (documented in docs/device-state.md)::
+
+    device_id, server_id            who we are and who the server is
+    signing_key, encryption_key     our private JWKs (with kid)
+    suite                           the algorithms pinned for us at enrolment
+    server_keys                     the server's public JWK set
+    endpoints                       {"messages": "http://.../m"}
+    device_certificate, ca_certificate   PEM
+    seq: {"next", "reserved"}       outbound sequence numbers
+    inbound: {"highest", "bitmap"}  replay window over the server's sequence numbers
+
+Sequence numbers are reserved in blocks: before ``next`` may reach ``reserved`` the
+file is rewritten with a higher ``reserved``. After a crash the device resumes from
+``reserved``, skipping at most one block, so a number is never used twice.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from hatchway.errors import ConfigurationError
+from hatchway.pki.files import write_private
+
+FORMAT = "hatchway-device-state/1"
+SEQ_BLOCK = 32
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceState:
+    device_id: str
+    server_id: str
+    signing_key: dict[str, Any]
+    encryption_key: dict[str, Any]
+    suite: dict[str, str]
+    server_keys: dict[str, Any]
+    endpoints: dict[str, str]
+    device_certificate: str = ""
+    ca_certificate: str = ""
+    seq_next: int = 0
+    seq_reserved: int = 0
+    inbound_highest: int = -1
+    inbound_bitmap: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "device_id": self.device_id,
+            "server_id": self.server_id,
+            "signing_key": self.signing_key,
+            "encryption_key": self.encryption_key,
+            "suite": self.suite,
+            "server_keys": self.server_keys,
+            "endpoints": self.endpoints,
+            "device_certificate": self.device_certificate,
+            "ca_certificate": self.ca_certificate,
+            "seq": {"next": self.seq_next, "reserved": self.seq_reserved},
+            "inbound": {
+                "highest": self.inbound_highest,
+                "bitmap": format(self.inbound_bitmap, "x"),
+            },
+            **({"extra": self.extra} if self.extra else {}),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DeviceState:
+        if data.get("format") != FORMAT:
+            raise ConfigurationError(f"not a {FORMAT} file (format={data.get('format')!r})")
+        reserved = int(data["seq"]["reserved"])
+        return cls(
+            device_id=str(data["device_id"]),
+            server_id=str(data["server_id"]),
+            signing_key=dict(data["signing_key"]),
+            encryption_key=dict(data["encryption_key"]),
+            suite=dict(data["suite"]),
+            server_keys=dict(data["server_keys"]),
+            endpoints=dict(data["endpoints"]),
+            device_certificate=str(data.get("device_certificate", "")),
+            ca_certificate=str(data.get("ca_certificate", "")),
+            # Resume past everything that may have been used before a crash.
+            seq_next=reserved,
+            seq_reserved=reserved,
+            inbound_highest=int(data["inbound"]["highest"]),
+            inbound_bitmap=int(data["inbound"]["bitmap"], 16),
+            extra=dict(data.get("extra", {})),
+        )
+
+
+class StateFile:
+    """Loads and saves a ``DeviceState``; hands out sequence numbers crash-safely."""
+
+    def __init__(self, path: Path, state: DeviceState) -> None:
+        self.path = path
+        self.state = state
+
+    @classmethod
+    def load(cls, path: Path) -> StateFile:
+        try:
+            data = json.loads(path.read_text())
+            return cls(path, DeviceState.from_json(data))
+        except FileNotFoundError:
+            raise ConfigurationError(f"no device state at {path}; enrol first") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigurationError(f"{path} is not a valid device state file: {exc}") from None
+
+    def save(self) -> None:
+        write_private(self.path, json.dumps(self.state.to_json(), indent=2).encode())
+
+    def next_seq(self) -> int:
+        state = self.state
+        if state.seq_next >= state.seq_reserved:
+            # Write the reservation to disk *before* using any number in it.
+            self.state = replace(state, seq_reserved=state.seq_next + SEQ_BLOCK)
+            self.save()
+        seq = self.state.seq_next
+        self.state = replace(self.state, seq_next=seq + 1)
+        return seq
+
+    def update(self, **changes: Any) -> None:
+        self.state = replace(self.state, **changes)

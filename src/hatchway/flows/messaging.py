@@ -1,0 +1,271 @@
+"""Sealed messages after TLS: US 11,546,310 B2 claim step 5 and claims 2–5, server side.
+
+Transport-agnostic: ``MessageService.handle`` takes the sealed token bytes from any
+transport (plain HTTP today, MQTT later) and returns the sealed reply bytes. Every
+failure raises the opaque ``InvalidMessage``; the real reason is logged here and
+never sent back.
+
+The replay check, the ``jti`` record and the stored message commit in one store
+transaction, so a crash or restart can neither lose an accepted message nor let a
+replay in. A device that retries after a lost reply re-seals the same payload with a
+fresh ``seq``/``jti`` but the same ``mid``; the store then acknowledges the duplicate
+instead of storing it twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from hatchway.config import Settings
+from hatchway.errors import InvalidMessage
+from hatchway.msgsec import (
+    EncryptionKey,
+    Message,
+    MessageType,
+    OpenPolicy,
+    ReplayWindow,
+    SenderInfo,
+    Suite,
+    VerifyingKey,
+    open_message,
+    seal,
+)
+from hatchway.runtime import Clock, Random
+from hatchway.server.datadir import ServerIdentity
+from hatchway.store import DeviceRecord, DeviceStatus, InvalidTransition, Store, UnknownCommand
+
+log = logging.getLogger("hatchway.messages")
+
+#: Kinds a device may send to the server; everything else is refused at the door.
+INBOUND = frozenset(
+    {
+        MessageType.TELEMETRY,
+        MessageType.POLL,
+        MessageType.COMMAND_RESULT,
+        MessageType.DEREGISTER,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Peer:
+    device_id: str
+    sender: SenderInfo
+    encryption_key: EncryptionKey
+
+
+class MessageService:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        identity: ServerIdentity,
+        settings: Settings,
+        clock: Clock,
+        random: Random,
+        cache_size: int = 4096,
+    ) -> None:
+        self.store = store
+        self.identity = identity
+        self.settings = settings
+        self.clock = clock
+        self.random = random
+        self.server_id = settings.issuer
+        self._keys = {identity.decryption_key.kid: identity.decryption_key}
+        self._policy = OpenPolicy(
+            audience=self.server_id,
+            expected=INBOUND,
+            max_size=settings.max_message_size,
+        )
+        # kid -> peer; enrolment and de-registration go through the store, so a miss
+        # (or a stale entry on another replica) is resolved by asking the store again.
+        self._peers: OrderedDict[str, _Peer] = OrderedDict()
+        self._peers_lock = threading.Lock()
+        self._cache_size = cache_size
+
+    # -- sender lookup ------------------------------------------------------------------
+    def _peer(self, kid: str) -> _Peer | None:
+        with self._peers_lock:
+            peer = self._peers.get(kid)
+            if peer is not None:
+                self._peers.move_to_end(kid)
+                return peer
+        record = self.store.find_device_by_signing_kid(kid)
+        if record is None or record.status is not DeviceStatus.ENROLLED:
+            return None
+        peer = _peer_from_record(record)
+        with self._peers_lock:
+            self._peers[kid] = peer
+            while len(self._peers) > self._cache_size:
+                self._peers.popitem(last=False)
+        return peer
+
+    def forget(self, kid: str) -> None:
+        with self._peers_lock:
+            self._peers.pop(kid, None)
+
+    # -- the pipeline -------------------------------------------------------------------
+    def handle(self, token: bytes) -> bytes:
+        now = self.clock()
+        peers: dict[str, _Peer] = {}
+
+        def resolve(kid: str) -> SenderInfo | None:
+            peer = self._peer(kid)
+            if peer is None:
+                return None
+            peers["it"] = peer
+            return peer.sender
+
+        try:
+            message, _ = open_message(
+                token,
+                decryption_keys=self._keys,
+                resolve_sender=resolve,
+                policy=self._policy,
+                now=now,
+            )
+            peer = peers["it"]
+            if self._accept(peer, message, now) and message.typ is not MessageType.POLL:
+                # A retransmission (same mid) was already handled: acknowledge it again
+                # without repeating its side effects.
+                reply = self._message(peer, MessageType.ACK, message, now, {"status": "duplicate"})
+            else:
+                reply = self._dispatch(peer, message, now)
+        except InvalidMessage as exc:
+            log.warning("message rejected: %s", exc.reason or "unspecified")
+            raise
+        return self._seal(peer, reply)
+
+    def _accept(self, peer: _Peer, message: Message, now: float) -> bool:
+        """Replay-check and store the message; ``True`` when it duplicates a stored ``mid``."""
+        window_size = self.settings.replay_window
+
+        def advance(highest: int, bitmap: int) -> tuple[int, int]:
+            window = ReplayWindow(highest=highest, bitmap=bitmap, size=window_size)
+            moved = window.accept(message.seq)
+            return moved.highest, moved.bitmap
+
+        mid = message.body.get("mid")
+        try:
+            result = self.store.accept_message(
+                peer.device_id,
+                seq=message.seq,
+                jti=message.jti,
+                exp=float(message.exp),
+                mid=mid if isinstance(mid, str) else None,
+                typ=message.typ.value,
+                body=message.body,
+                now=now,
+                advance=advance,
+            )
+        except InvalidMessage:
+            raise
+        except Exception as exc:  # a replayed jti or a store refusal: same opaque answer
+            raise InvalidMessage(f"replay or store refusal: {type(exc).__name__}: {exc}") from None
+        if result.duplicate:
+            log.info("duplicate mid %s from %s acknowledged, not stored again", mid, peer.device_id)
+        return result.duplicate
+
+    def _dispatch(self, peer: _Peer, message: Message, now: float) -> Message:
+        kind = message.typ
+        if kind is MessageType.POLL:
+            pending = self.store.pending_commands(peer.device_id, limit=1)
+            if pending:
+                command = pending[0]
+                body = command_body(command.command_id, command.body)
+                reply = self._message(peer, MessageType.COMMAND, message, now, body)
+                self.store.mark_command_delivered(command.command_id, jti=reply.jti, now=now)
+                return reply
+            return self._message(peer, MessageType.ACK, message, now, {"status": "no-command"})
+        if kind is MessageType.COMMAND_RESULT:
+            cid = str(message.body.get("cid"))
+            delivered = self.store.get_command(cid)
+            # The result must answer the delivery this device actually received.
+            if delivered is None or delivered.delivery_jti != message.in_reply_to:
+                raise InvalidMessage(f"result for {cid!r} does not answer its delivery")
+            try:
+                self.store.record_command_result(peer.device_id, cid, message.body, now=now)
+            except (UnknownCommand, InvalidTransition) as exc:
+                raise InvalidMessage(f"result for command {cid!r} refused: {exc}") from None
+            return self._message(peer, MessageType.ACK, message, now, {"status": "recorded"})
+        if kind is MessageType.DEREGISTER:
+            self.store.deregister_device(peer.device_id, now=now)
+            self.forget(peer.sender.verifying_key.kid)
+            return self._message(peer, MessageType.ACK, message, now, {"status": "deregistered"})
+        return self._message(peer, MessageType.ACK, message, now, {"status": "stored"})
+
+    def _message(
+        self, peer: _Peer, kind: MessageType, request: Message, now: float, body: dict[str, Any]
+    ) -> Message:
+        return Message(
+            typ=kind,
+            iss=self.server_id,
+            aud=peer.device_id,
+            iat=int(now),
+            exp=int(now) + self.settings.message_ttl,
+            jti=self.random(16).hex(),
+            seq=self.store.next_outbound_seq(peer.device_id),
+            body=body,
+            in_reply_to=request.jti,
+        )
+
+    def _seal(self, peer: _Peer, reply: Message) -> bytes:
+        return seal(
+            reply,
+            signing_key=self.identity.signing_key,
+            recipient_key=peer.encryption_key,
+            suite=Suite(sign=self.identity.signing_key.alg, key=peer.sender.suite.key),
+            random=self.random,
+        )
+
+    # -- server-initiated (MQTT push later) ------------------------------------------------
+    def seal_for(self, device_id: str, kind: MessageType, body: dict[str, Any]) -> bytes:
+        record = self.store.get_device(device_id)
+        if record is None or record.status is not DeviceStatus.ENROLLED:
+            raise LookupError(f"device {device_id!r} is not enrolled")
+        peer = _peer_from_record(record)
+        now = self.clock()
+        message = Message(
+            typ=kind,
+            iss=self.server_id,
+            aud=device_id,
+            iat=int(now),
+            exp=int(now) + self.settings.message_ttl,
+            jti=self.random(16).hex(),
+            seq=self.store.next_outbound_seq(device_id),
+            body=body,
+        )
+        return self._seal(peer, message)
+
+
+def command_body(cid: str, queued: dict[str, Any]) -> dict[str, Any]:
+    """The COMMAND body: ``op`` from the operator's JSON, every other key under ``args``."""
+    args = {k: v for k, v in queued.items() if k != "op"}
+    body: dict[str, Any] = {"cid": cid, "op": str(queued.get("op", ""))}
+    if args:
+        body["args"] = args
+    return body
+
+
+def check_command(queued: dict[str, Any]) -> dict[str, Any]:
+    """Operator input: a JSON object with a non-empty string ``op``."""
+    if not isinstance(queued.get("op"), str) or not queued["op"]:
+        raise ValueError('a command needs an "op" string, e.g. {"op": "reboot"}')
+    return queued
+
+
+def _peer_from_record(record: DeviceRecord) -> _Peer:
+    assert record.signing_jwk is not None and record.encryption_jwk is not None  # noqa: S101
+    assert record.suite is not None  # noqa: S101
+    verifying = VerifyingKey.from_jwk(record.signing_jwk)
+    return _Peer(
+        device_id=record.device_id,
+        sender=SenderInfo(
+            id=record.device_id, verifying_key=verifying, suite=Suite.from_json(record.suite)
+        ),
+        encryption_key=EncryptionKey.from_jwk(record.encryption_jwk),
+    )

@@ -1,0 +1,131 @@
+"""The HTTPS listener: discovery metadata, JWKS and enrolment (claim steps 1–3).
+
+Thin adapter: parse the HTTP request, call the enrolment flow, map its errors to
+OAuth-style JSON errors. Later flows (login, secure-element web app) mount here too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from hatchway.flows.enrolment import KEYS_PATH, MESSAGE_PATH, TOKEN_PATH, EnrolmentRejected
+from hatchway.msgsec import EncAlg, KeyAlg, SignAlg, jwk_set
+from hatchway.server.context import ServerContext
+from hatchway.server.logs import RequestLog
+from hatchway.server.plain_app import add_message_route
+
+log = logging.getLogger("hatchway.enrolment")
+
+MAX_JSON_BODY = 16 * 1024
+SECURITY_HEADERS = {
+    "Strict-Transport-Security": "max-age=31536000",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def error(status: int, code: str, description: str = "") -> JSONResponse:
+    body = {"error": code}
+    if description:
+        body["error_description"] = description
+    return JSONResponse(body, status_code=status, headers=SECURITY_HEADERS)
+
+
+async def read_json(request: Request) -> dict[str, Any] | None:
+    """A JSON object body of bounded size, or ``None`` for anything else."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_JSON_BODY:
+            return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def metadata(ctx: ServerContext) -> dict[str, Any]:
+    s = ctx.settings
+    return {
+        "issuer": s.issuer,
+        "jwks_uri": s.issuer + "/jwks.json",
+        "grant_types_supported": [],
+        "hatchway_enrolment_token_endpoint": s.issuer + TOKEN_PATH,
+        "hatchway_enrolment_keys_endpoint": s.issuer + KEYS_PATH,
+        "hatchway_message_endpoint": s.plain_base_url + MESSAGE_PATH,
+        "hatchway_message_signing_alg_values_supported": [a.value for a in SignAlg],
+        "hatchway_message_encryption_alg_values_supported": [a.value for a in KeyAlg],
+        "hatchway_message_encryption_enc_values_supported": [a.value for a in EncAlg],
+        "hatchway_max_message_size": s.max_message_size,
+    }
+
+
+def build_https_app(ctx: ServerContext) -> FastAPI:
+    app = FastAPI(title="hatchway", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/.well-known/oauth-authorization-server")
+    async def discovery() -> JSONResponse:
+        return JSONResponse(metadata(ctx), headers={"Cache-Control": "max-age=300"})
+
+    @app.get("/jwks.json")
+    async def jwks() -> JSONResponse:
+        keys = jwk_set(ctx.identity.signing_key.public(), ctx.identity.decryption_key.public())
+        return JSONResponse(keys, headers={"Cache-Control": "max-age=300"})
+
+    @app.post(TOKEN_PATH)
+    async def first_token(request: Request) -> JSONResponse:
+        data = await read_json(request)
+        if data is None:
+            return error(400, "invalid_request", "expected a JSON object")
+        try:
+            token = await run_in_threadpool(
+                ctx.enrolment.issue_first_token, data.get("device_id"), data.get("secret")
+            )
+        except EnrolmentRejected as exc:
+            log.warning("first token refused: %s", exc.reason)
+            return error(400, exc.public, "the device credential was not accepted")
+        return JSONResponse(
+            {
+                "first_token": token.token,
+                "token_type": "Bearer",
+                "expires_in": token.expires_in,
+                "challenge": token.challenge,
+                "keys_endpoint": ctx.settings.issuer + KEYS_PATH,
+            },
+            headers=SECURITY_HEADERS,
+        )
+
+    @app.post(KEYS_PATH)
+    async def exchange_keys(request: Request) -> JSONResponse:
+        auth = request.headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return error(401, "invalid_token", "a first token is required")
+        data = await read_json(request)
+        if data is None:
+            return error(400, "invalid_request", "expected a JSON object")
+        try:
+            result = await run_in_threadpool(ctx.enrolment.exchange_keys, token.strip(), data)
+        except EnrolmentRejected as exc:
+            log.warning("key exchange refused: %s", exc.reason)
+            status = 401 if exc.public == "invalid_token" else 400
+            return error(status, exc.public, _DESCRIPTIONS.get(exc.public, ""))
+        return JSONResponse(result, headers=SECURITY_HEADERS)
+
+    add_message_route(app, ctx)
+    return RequestLog(app, listener="https")  # type: ignore[return-value]
+
+
+_DESCRIPTIONS = {
+    "invalid_token": "the first token is invalid, expired or already used",
+    "invalid_proof": "the keys were sent without a valid proof of possession",
+    "invalid_request": "the key exchange request is malformed",
+}

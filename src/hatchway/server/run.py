@@ -1,0 +1,91 @@
+"""Run both listeners in one process and stop them cleanly on SIGTERM or SIGINT.
+
+uvicorn installs its own signal handlers per server; with two servers in one loop we
+take the signals ourselves and tell both to finish in-flight requests and exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+from collections.abc import Callable, Generator
+
+import uvicorn
+
+from hatchway.config import Settings
+from hatchway.server.context import ServerContext
+from hatchway.server.https_app import build_https_app
+from hatchway.server.logs import configure_logging
+from hatchway.server.plain_app import build_plain_app
+
+log = logging.getLogger("hatchway.server")
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield  # signals are handled once, in serve(), for both listeners
+
+
+def _configs(ctx: ServerContext) -> tuple[uvicorn.Config, uvicorn.Config]:
+    s = ctx.settings
+    common = {"log_config": None, "access_log": False, "server_header": False, "lifespan": "off"}
+    https = uvicorn.Config(
+        build_https_app(ctx),
+        host=s.host,
+        port=s.https_port,
+        ssl_certfile=str(ctx.identity.tls_cert_path),
+        ssl_keyfile=str(ctx.identity.tls_key_path),
+        ssl_version=ssl.PROTOCOL_TLS_SERVER,
+        **common,  # type: ignore[arg-type]
+    )
+    plain = uvicorn.Config(build_plain_app(ctx), host=s.host, port=s.http_port, **common)  # type: ignore[arg-type]
+    return https, plain
+
+
+async def serve(
+    settings: Settings, *, on_ready: Callable[[ServerContext], None] | None = None
+) -> None:
+    configure_logging(settings.log_level)
+    ctx = ServerContext.create(settings)
+    servers = [_Server(config) for config in _configs(ctx)]
+    loop = asyncio.get_running_loop()
+
+    def stop(signum: int) -> None:
+        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
+        for server in servers:
+            server.should_exit = True
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        tasks = [asyncio.create_task(server.serve()) for server in servers]
+        while not all(server.started for server in servers):
+            if any(task.done() for task in tasks):
+                break  # a listener failed to start (port taken...): stop the other one
+            await asyncio.sleep(0.02)
+        if all(server.started for server in servers):
+            log.info(
+                "listening",
+                extra={
+                    "https": ctx.settings.issuer,
+                    "plain": ctx.settings.plain_base_url,
+                    "data_dir": str(ctx.settings.data_dir),
+                },
+            )
+            if on_ready:
+                on_ready(ctx)
+        else:
+            stop(signal.SIGTERM)
+        await asyncio.gather(*tasks)
+        failed = [s for s in servers if not s.started]
+        if failed:
+            raise SystemExit(1)
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        ctx.close()
+        log.info("stopped")
