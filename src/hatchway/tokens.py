@@ -7,17 +7,29 @@ and ``typ`` is checked so one kind of token can never pass as another (RFC 8725 
 
 from __future__ import annotations
 
+import contextlib
 import hmac
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from joserfc import jwk, jwt
-from joserfc.errors import JoseError
+from joserfc.errors import JoseError, SecurityWarning
 
 from hatchway.errors import InvalidMessage
 
 ALLOWED_BEARER_ALGS = ("ES256", "EdDSA")
 MAX_BEARER_SIZE = 8192
+
+
+@contextlib.contextmanager
+def eddsa_allowed() -> Iterator[None]:
+    """joserfc warns that the name "EdDSA" is deprecated by RFC 9864 (in favour of
+    "Ed25519"). hatchway allow-lists EdDSA on purpose for interoperability with JOSE
+    libraries that do not know the new name yet, so that one warning is silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="EdDSA is deprecated", category=SecurityWarning)
+        yield
 
 
 def import_jwk(data: Mapping[str, Any]) -> Any:

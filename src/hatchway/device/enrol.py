@@ -25,7 +25,7 @@ from hatchway.msgsec import (
     generate_decryption_key,
     generate_signing_key,
 )
-from hatchway.tokens import import_jwk
+from hatchway.tokens import eddsa_allowed, import_jwk
 
 PROOF_TYP = "hatchway-pop+jwt"
 METADATA_PATH = "/.well-known/oauth-authorization-server"
@@ -95,8 +95,11 @@ def _proof(
 ) -> str:
     payload = {"iss": device_id, "aud": issuer, "nonce": nonce, "enc_kid": decryption.kid}
     header = {"alg": signing.alg.value, "typ": PROOF_TYP, "kid": signing.kid}
-    key = import_jwk(signing.to_jwk(private=True))
-    return jws.serialize_compact(header, json.dumps(payload), key, algorithms=[signing.alg.value])
+    with eddsa_allowed():
+        key = import_jwk(signing.to_jwk(private=True))
+        return jws.serialize_compact(
+            header, json.dumps(payload), key, algorithms=[signing.alg.value]
+        )
 
 
 def _endpoint(meta: dict[str, Any], name: str) -> str:

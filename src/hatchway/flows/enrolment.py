@@ -40,7 +40,7 @@ from hatchway.msgsec import (
 from hatchway.runtime import Clock, Random
 from hatchway.server.datadir import ServerIdentity
 from hatchway.store import DeviceExists, SecretAlreadyUsed, Store, UnknownDevice
-from hatchway.tokens import import_jwk, sign_jwt, verify_jwt
+from hatchway.tokens import eddsa_allowed, import_jwk, sign_jwt, verify_jwt
 
 log = logging.getLogger("hatchway.enrolment")
 
@@ -232,7 +232,9 @@ class EnrolmentService:
             raise EnrolmentRejected("invalid_request", "proof of possession missing")
         alg = verifying.alg.value
         try:
-            obj = jws.deserialize_compact(proof, import_jwk(verifying.to_jwk()), algorithms=[alg])
+            with eddsa_allowed():
+                key = import_jwk(verifying.to_jwk())
+                obj = jws.deserialize_compact(proof, key, algorithms=[alg])
             payload = json.loads(obj.payload)
         except (JoseError, ValueError, TypeError, InvalidMessage) as exc:
             raise EnrolmentRejected("invalid_proof", f"proof rejected: {exc!r}") from None
