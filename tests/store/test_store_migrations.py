@@ -33,7 +33,9 @@ def test_scripts_ship_inside_the_package() -> None:
     # Installers only ship .py files that live in packages.
     assert (location / "__init__.py").is_file()
     assert (location / "versions" / "__init__.py").is_file()
-    assert [rev.revision for rev in script.walk_revisions()] == [_head()]
+    revisions = list(script.walk_revisions())  # newest first; raises on branches
+    assert revisions[0].revision == _head()
+    assert revisions[-1].revision == "0001" and revisions[-1].down_revision is None
 
 
 def test_open_on_empty_database_creates_head(store_url: str) -> None:

@@ -15,6 +15,23 @@ from hatchway.store.errors import (
     UnknownCommand,
     UnknownDevice,
 )
+from hatchway.store.login_errors import (
+    LoginSessionExists,
+    RefreshFamilyExists,
+    RefreshTokenInvalid,
+    RefreshTokenReused,
+    StaleSession,
+    UnknownUser,
+    UserCodeTaken,
+    UserExists,
+)
+from hatchway.store.login_records import (
+    AuditEvent,
+    AuditRecord,
+    RefreshRecord,
+    SessionFamilyRecord,
+    UserRecord,
+)
 from hatchway.store.messages import Advance
 from hatchway.store.records import (
     COMMAND_TRANSITIONS,
@@ -27,16 +44,20 @@ from hatchway.store.records import (
     JsonObject,
     MessageRecord,
 )
-from hatchway.store.schema import MAX_ID_LENGTH, MAX_KID_LENGTH
+from hatchway.store.schema import MAX_ID_LENGTH, MAX_KID_LENGTH, MAX_USERNAME_LENGTH
 from hatchway.store.store import Store
+from hatchway.store.users import username_key
 
 __all__ = [
     "COMMAND_TRANSITIONS",
     "DEVICE_TRANSITIONS",
     "MAX_ID_LENGTH",
     "MAX_KID_LENGTH",
+    "MAX_USERNAME_LENGTH",
     "AcceptResult",
     "Advance",
+    "AuditEvent",
+    "AuditRecord",
     "CommandRecord",
     "CommandStatus",
     "DeviceExists",
@@ -45,11 +66,23 @@ __all__ = [
     "InvalidTransition",
     "JsonObject",
     "KeyIdTaken",
+    "LoginSessionExists",
     "MessageRecord",
+    "RefreshFamilyExists",
+    "RefreshRecord",
+    "RefreshTokenInvalid",
+    "RefreshTokenReused",
     "ReplayedJti",
     "SecretAlreadyUsed",
+    "SessionFamilyRecord",
+    "StaleSession",
     "Store",
     "StoreError",
     "UnknownCommand",
     "UnknownDevice",
+    "UnknownUser",
+    "UserCodeTaken",
+    "UserExists",
+    "UserRecord",
+    "username_key",
 ]

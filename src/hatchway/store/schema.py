@@ -18,16 +18,20 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Double,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
     Text,
     UniqueConstraint,
+    false,
+    text,
 )
 
 NAMING_CONVENTION = {
@@ -143,4 +147,129 @@ commands = Table(
     UniqueConstraint("command_id"),
     Index(None, "device_id", "status", "id"),
     sqlite_autoincrement=True,
+)
+
+# --- Cross-device login (US 9,635,022 B2): revision 0002 -------------------
+
+#: Longest username (as typed, case preserved) the store accepts.
+MAX_USERNAME_LENGTH = 64
+
+# Usernames are unique case-insensitively: the key is the NFKC-casefolded name
+# (hatchway.store.users.username_key), which can be longer than the name itself.
+users = Table(
+    "users",
+    metadata,
+    Column("username_key", String(MAX_ID_LENGTH), primary_key=True),
+    Column("username", String(MAX_USERNAME_LENGTH), nullable=False),
+    # ScramVerifier.to_json(): salt, iterations, StoredKey, ServerKey. Never a password.
+    Column("verifier", Text, nullable=False),
+    Column("disabled", Boolean, nullable=False, server_default=false()),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    # hatchway.login.ratelimit.AttemptState, one column per field, so every
+    # replica sees the same back-off and lockout.
+    Column("failed_attempts", Integer, nullable=False, server_default="0"),
+    Column("blocked_until", Double, nullable=False, server_default="0"),
+    Column("locked", Boolean, nullable=False, server_default=false()),
+    Column("last_failure_at", Double, nullable=True),
+)
+
+#: Session states in which a user code still names a session (ACTIVE_STATES).
+ACTIVE_LOGIN_STATES = ("pending", "approved")
+_ACTIVE_LOGIN_SQL = "state IN ('pending', 'approved')"
+
+# Mirrors hatchway.login.states.LoginSession. Keyed by the SHA-256 of the device
+# code: the code itself is never stored, so a database dump cannot be polled with.
+login_sessions = Table(
+    "login_sessions",
+    metadata,
+    Column("device_code_hash", LargeBinary, primary_key=True),
+    Column("user_code", String(16), nullable=False),
+    Column("username", String(MAX_USERNAME_LENGTH), nullable=False),
+    Column("client_id", String(MAX_ID_LENGTH), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("device_name", Text, nullable=False),
+    Column("initiator_ip", String(64), nullable=False),
+    Column("initiator_user_agent", Text, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("expires_at", Double, nullable=False),
+    Column("interval", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("last_poll_at", Double, nullable=True),
+    Column("match_number", String(8), nullable=True),
+    Column("match_failures", Integer, nullable=False, server_default="0"),
+    Column("decided_at", Double, nullable=True),
+    Column("approver_ip", String(64), nullable=True),
+    Column("approver_user_agent", Text, nullable=True),
+    # A user code is reused only once its session is over; a partial unique
+    # index says exactly that on both engines.
+    Index(
+        "uq_login_sessions_user_code_active",
+        "user_code",
+        unique=True,
+        sqlite_where=text(_ACTIVE_LOGIN_SQL),
+        postgresql_where=text(_ACTIVE_LOGIN_SQL),
+    ),
+    # The expiry sweep and the pending count scan by state and deadline.
+    Index(None, "state", "expires_at"),
+)
+
+# One row per sign-in (a "session family", OAuth 2.1 §4.3.1 / RFC 6819
+# §5.2.2.3): every rotated refresh token belongs to it, and revoking it ends
+# them all.
+refresh_families = Table(
+    "refresh_families",
+    metadata,
+    Column("family_id", String(MAX_ID_LENGTH), primary_key=True),
+    Column("username", String(MAX_USERNAME_LENGTH), nullable=False),
+    Column("username_key", String(MAX_ID_LENGTH), nullable=False),
+    Column("client_id", String(MAX_ID_LENGTH), nullable=False),
+    Column("device_name", Text, nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("last_used_at", Double, nullable=True),
+    Column("revoked_at", Double, nullable=True),
+    Index(None, "username_key"),
+)
+
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    # SHA-256 of the opaque token; the token itself is never stored.
+    Column("token_hash", LargeBinary, primary_key=True),
+    Column(
+        "family_id",
+        String(MAX_ID_LENGTH),
+        ForeignKey("refresh_families.family_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("created_at", Double, nullable=False),
+    Column("expires_at", Double, nullable=False),
+    # Set when the token is rotated; presenting it again is reuse.
+    Column("used_at", Double, nullable=True),
+    Index(None, "family_id"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", SurrogateKey, primary_key=True, autoincrement=True),
+    Column("at", Double, nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("username", String(MAX_USERNAME_LENGTH), nullable=True),
+    Column("ip", String(64), nullable=True),
+    Column("user_agent", Text, nullable=True),
+    Column("session_ref", String(MAX_ID_LENGTH), nullable=True),
+    Column("detail", Text, nullable=True),
+    Index(None, "event", "id"),
+    sqlite_autoincrement=True,
+)
+
+# Runtime switches shared by every replica (e.g. the admin's "login flow off").
+settings = Table(
+    "settings",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", Double, nullable=False),
 )

@@ -10,17 +10,31 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
+from hatchway.store.audit import AuditRepository
 from hatchway.store.commands import CommandRepository
 from hatchway.store.devices import DeviceRepository
 from hatchway.store.engine import create_store_engine, upgrade_to_head
+from hatchway.store.logins import LoginRepository
 from hatchway.store.messages import MessageRepository
+from hatchway.store.tokens import TokenRepository
+from hatchway.store.users import UserRepository
 
 
-class Store(DeviceRepository, MessageRepository, CommandRepository):
-    """Devices, messages and commands behind one interface.
+class Store(
+    DeviceRepository,
+    MessageRepository,
+    CommandRepository,
+    UserRepository,
+    LoginRepository,
+    TokenRepository,
+    AuditRepository,
+):
+    """Everything hatchway persists, behind one interface.
 
-    Later entities (users, login sessions, refresh tokens, audit log) join as
-    further repository mixins plus an Alembic revision each.
+    Message-level security: devices, messages, commands (revision 0001).
+    Cross-device login: users, login sessions, refresh token families, the
+    audit log and runtime flags (revision 0002). Each entity is one repository
+    mixin; later entities join the same way, with an Alembic revision each.
     """
 
     def __init__(self, engine: Engine) -> None:

@@ -1,0 +1,104 @@
+"""Values the login-side repositories hand out (US 9,635,022 B2, RFC 8628).
+
+Frozen, slotted dataclasses like :mod:`hatchway.store.records` (STYLE.md §3).
+Login sessions themselves are the login core's own
+:class:`hatchway.login.states.LoginSession`; the store converts to and from it
+rather than keeping a second, drifting copy of that value.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from hatchway.login.ratelimit import AttemptState
+from hatchway.login.scram import ScramVerifier
+from hatchway.store.records import JsonObject
+
+
+class AuditEvent(StrEnum):
+    """What the audit log records (the issue's "Controls and records")."""
+
+    START = "start"
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    CONSUMED = "consumed"
+    PASSWORD_FAILED = "password_failed"  # noqa: S105 - an event name, not a secret
+    LOCKED = "locked"
+    RATE_LIMITED = "rate_limited"
+    FLOW_DISABLED = "flow_disabled"
+    TOKEN_REFRESHED = "token_refreshed"  # noqa: S105 - an event name, not a secret
+    SESSION_REVOKED = "session_revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """An account: its SCRAM verifier (never a password) and attempt history."""
+
+    username: str
+    """As first registered, case preserved."""
+    verifier: JsonObject = field(repr=False)
+    """``ScramVerifier.to_json()`` as an object: salt, iterations, StoredKey, ServerKey."""
+    disabled: bool
+    created_at: float
+    updated_at: float
+    failed_attempts: int
+    blocked_until: float
+    """Back-off or lockout deadline; 0 when neither (LockoutPolicy semantics)."""
+    locked: bool
+    last_failure_at: float | None
+
+    @property
+    def scram_verifier(self) -> ScramVerifier:
+        """The verifier, parsed, for ``ScramServerExchange``."""
+        return ScramVerifier.from_json(json.dumps(self.verifier))
+
+    @property
+    def attempt_state(self) -> AttemptState:
+        """The login core's value, for ``LockoutPolicy.check`` / ``is_locked``."""
+        return AttemptState(
+            failures=self.failed_attempts, blocked_until=self.blocked_until, locked=self.locked
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshRecord:
+    """One refresh token (known by its SHA-256 only) and its family's details."""
+
+    token_hash: bytes = field(repr=False)
+    family_id: str
+    username: str
+    client_id: str
+    device_name: str
+    scope: str
+    created_at: float
+    expires_at: float
+    used_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionFamilyRecord:
+    """One signed-in device: a refresh token family, as ``sessions list`` shows it."""
+
+    family_id: str
+    username: str
+    client_id: str
+    device_name: str
+    scope: str
+    created_at: float
+    last_used_at: float | None
+    revoked_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    audit_id: int
+    at: float
+    event: AuditEvent
+    username: str | None
+    ip: str | None
+    user_agent: str | None
+    session_ref: str | None
+    detail: JsonObject | None
