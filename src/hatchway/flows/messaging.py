@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hatchway.config import Settings
-from hatchway.errors import InvalidMessage
+from hatchway.errors import HatchwayError, InvalidMessage
 from hatchway.msgsec import (
     EncryptionKey,
     Message,
@@ -36,7 +36,14 @@ from hatchway.msgsec import (
 )
 from hatchway.runtime import Clock, Random
 from hatchway.server.datadir import ServerIdentity
-from hatchway.store import DeviceRecord, DeviceStatus, InvalidTransition, Store, UnknownCommand
+from hatchway.store import (
+    AcceptResult,
+    DeviceRecord,
+    DeviceStatus,
+    InvalidTransition,
+    Store,
+    UnknownCommand,
+)
 
 log = logging.getLogger("hatchway.messages")
 
@@ -129,19 +136,21 @@ class MessageService:
                 now=now,
             )
             peer = peers["it"]
-            if self._accept(peer, message, now) and message.typ is not MessageType.POLL:
+            accepted = self._accept(peer, message, now)
+            if accepted.duplicate and message.typ is not MessageType.POLL:
                 # A retransmission (same mid) was already handled: acknowledge it again
                 # without repeating its side effects.
-                reply = self._message(peer, MessageType.ACK, message, now, {"status": "duplicate"})
+                body = {"status": "duplicate"}
+                reply = self._message(peer, MessageType.ACK, message, now, body, accepted.reply_seq)
             else:
-                reply = self._dispatch(peer, message, now)
+                reply = self._dispatch(peer, message, now, accepted.reply_seq)
         except InvalidMessage as exc:
             log.warning("message rejected: %s", exc.reason or "unspecified")
             raise
         return self._seal(peer, reply)
 
-    def _accept(self, peer: _Peer, message: Message, now: float) -> bool:
-        """Replay-check and store the message; ``True`` when it duplicates a stored ``mid``."""
+    def _accept(self, peer: _Peer, message: Message, now: float) -> AcceptResult:
+        """Replay-check and store the message, reserving the reply's sequence number."""
         window_size = self.settings.replay_window
 
         def advance(highest: int, bitmap: int) -> tuple[int, int]:
@@ -164,23 +173,25 @@ class MessageService:
             )
         except InvalidMessage:
             raise
-        except Exception as exc:  # a replayed jti or a store refusal: same opaque answer
-            raise InvalidMessage(f"replay or store refusal: {type(exc).__name__}: {exc}") from None
+        except HatchwayError as exc:  # e.g. de-registered meanwhile: same opaque answer
+            raise InvalidMessage(f"store refused: {type(exc).__name__}: {exc}") from None
+        # Anything else (the database is down...) propagates as a 5xx, which the device
+        # retries: refusing it as "invalid" would make the device drop the message.
         if result.duplicate:
             log.info("duplicate mid %s from %s acknowledged, not stored again", mid, peer.device_id)
-        return result.duplicate
+        return result
 
-    def _dispatch(self, peer: _Peer, message: Message, now: float) -> Message:
+    def _dispatch(self, peer: _Peer, message: Message, now: float, seq: int) -> Message:
         kind = message.typ
         if kind is MessageType.POLL:
             pending = self.store.pending_commands(peer.device_id, limit=1)
             if pending:
                 command = pending[0]
                 body = command_body(command.command_id, command.body)
-                reply = self._message(peer, MessageType.COMMAND, message, now, body)
+                reply = self._message(peer, MessageType.COMMAND, message, now, body, seq)
                 self.store.mark_command_delivered(command.command_id, jti=reply.jti, now=now)
                 return reply
-            return self._message(peer, MessageType.ACK, message, now, {"status": "no-command"})
+            return self._message(peer, MessageType.ACK, message, now, {"status": "no-command"}, seq)
         if kind is MessageType.COMMAND_RESULT:
             cid = str(message.body.get("cid"))
             delivered = self.store.get_command(cid)
@@ -191,15 +202,23 @@ class MessageService:
                 self.store.record_command_result(peer.device_id, cid, message.body, now=now)
             except (UnknownCommand, InvalidTransition) as exc:
                 raise InvalidMessage(f"result for command {cid!r} refused: {exc}") from None
-            return self._message(peer, MessageType.ACK, message, now, {"status": "recorded"})
+            return self._message(peer, MessageType.ACK, message, now, {"status": "recorded"}, seq)
         if kind is MessageType.DEREGISTER:
             self.store.deregister_device(peer.device_id, now=now)
             self.forget(peer.sender.verifying_key.kid)
-            return self._message(peer, MessageType.ACK, message, now, {"status": "deregistered"})
-        return self._message(peer, MessageType.ACK, message, now, {"status": "stored"})
+            return self._message(
+                peer, MessageType.ACK, message, now, {"status": "deregistered"}, seq
+            )
+        return self._message(peer, MessageType.ACK, message, now, {"status": "stored"}, seq)
 
     def _message(
-        self, peer: _Peer, kind: MessageType, request: Message, now: float, body: dict[str, Any]
+        self,
+        peer: _Peer,
+        kind: MessageType,
+        request: Message,
+        now: float,
+        body: dict[str, Any],
+        seq: int,
     ) -> Message:
         return Message(
             typ=kind,
@@ -208,7 +227,7 @@ class MessageService:
             iat=int(now),
             exp=int(now) + self.settings.message_ttl,
             jti=self.random(16).hex(),
-            seq=self.store.next_outbound_seq(peer.device_id),
+            seq=seq,
             body=body,
             in_reply_to=request.jti,
         )

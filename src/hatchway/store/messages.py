@@ -120,7 +120,15 @@ class MessageRepository(RepositoryBase):
                 .where(replay_windows.c.device_id == device_id)
                 .values(highest_seq=highest, bitmap=format(bitmap, "x"))
             )
-        return AcceptResult(duplicate=existing is not None, message_id=message_id)
+            reply_seq = conn.execute(
+                update(devices)
+                .where(devices.c.device_id == device_id)
+                .values(outbound_seq=devices.c.outbound_seq + 1)
+                .returning(devices.c.outbound_seq)
+            ).scalar_one()
+        return AcceptResult(
+            duplicate=existing is not None, message_id=message_id, reply_seq=int(reply_seq)
+        )
 
     def list_messages(self, device_id: str, *, limit: int = 100) -> list[MessageRecord]:
         """The device's ``limit`` most recent messages, newest last."""

@@ -104,3 +104,6 @@ class AcceptResult:
 
     duplicate: bool
     message_id: int
+    #: The server->device sequence number reserved for the reply, in the same
+    #: transaction, so answering a message costs one commit instead of two.
+    reply_seq: int = 0
