@@ -20,6 +20,7 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
+from store_enrol import enrol_device
 
 from hatchway.store import Store
 from tests.services import require
@@ -76,3 +77,10 @@ def provisioned_device(store: Store) -> str:
     """A provisioned device whose secret hash is ``"hash-1"``."""
     store.provision_device("dev-1", "hash-1", now=1000.0)
     return "dev-1"
+
+
+@pytest.fixture
+def enrolled_device(store: Store, provisioned_device: str) -> str:
+    """``dev-1``, enrolled: only enrolled devices may have messages accepted."""
+    enrol_device(store, provisioned_device)
+    return provisioned_device

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 from sqlalchemy import select
+from store_enrol import enrol_device
 from store_replay import Rejected, window_advance
 
 from hatchway.store import ReplayedJti, SecretAlreadyUsed, Store
@@ -39,7 +40,7 @@ def _run_threads(work: Callable[[int], None]) -> None:
     assert errors == []
 
 
-def test_interleaved_seqs_are_accepted_exactly_once(store: Store, provisioned_device: str) -> None:
+def test_interleaved_seqs_are_accepted_exactly_once(store: Store, enrolled_device: str) -> None:
     """Every thread submits every seq (same jti per seq) in its own order."""
     seqs = list(range(1, 41))
     accepted: list[int] = []
@@ -52,7 +53,7 @@ def test_interleaved_seqs_are_accepted_exactly_once(store: Store, provisioned_de
         for seq in order:
             try:
                 store.accept_message(
-                    provisioned_device,
+                    enrolled_device,
                     seq=seq,
                     jti=f"jti-{seq}",
                     exp=10_000.0,
@@ -72,16 +73,14 @@ def test_interleaved_seqs_are_accepted_exactly_once(store: Store, provisioned_de
     _run_threads(work)
     assert sorted(accepted) == seqs  # each seq once, none lost
     assert sum(rejected.values()) == (THREADS - 1) * len(seqs)
-    stored = [m.seq for m in store.list_messages(provisioned_device, limit=1000)]
+    stored = [m.seq for m in store.list_messages(enrolled_device, limit=1000)]
     assert sorted(stored) == seqs
     with store.engine.connect() as conn:
         jtis = conn.execute(select(seen_jti.c.jti)).scalars().all()
     assert sorted(jtis) == sorted(f"jti-{s}" for s in seqs)
 
 
-def test_same_jti_under_different_seqs_is_accepted_once(
-    store: Store, provisioned_device: str
-) -> None:
+def test_same_jti_under_different_seqs_is_accepted_once(store: Store, enrolled_device: str) -> None:
     wins: list[int] = []
     lock = threading.Lock()
 
@@ -90,7 +89,7 @@ def test_same_jti_under_different_seqs_is_accepted_once(
             seq = round_ * THREADS + i + 1
             try:
                 store.accept_message(
-                    provisioned_device,
+                    enrolled_device,
                     seq=seq,
                     jti=f"shared-{round_}",
                     exp=10_000.0,
@@ -107,11 +106,11 @@ def test_same_jti_under_different_seqs_is_accepted_once(
 
     _run_threads(work)
     assert sorted(wins) == list(range(10))
-    assert store.count_messages(provisioned_device) == 10
+    assert store.count_messages(enrolled_device) == 10
 
 
 def test_failing_advance_under_contention_leaves_no_rows(
-    store: Store, provisioned_device: str
+    store: Store, enrolled_device: str
 ) -> None:
     def refuse(highest: int, bitmap: int) -> tuple[int, int]:
         raise Rejected("policy")
@@ -122,7 +121,7 @@ def test_failing_advance_under_contention_leaves_no_rows(
             advance = window_advance(seq) if seq % 2 else refuse
             try:
                 store.accept_message(
-                    provisioned_device,
+                    enrolled_device,
                     seq=seq,
                     jti=f"j-{seq}",
                     exp=10_000.0,
@@ -139,7 +138,7 @@ def test_failing_advance_under_contention_leaves_no_rows(
     with store.engine.connect() as conn:
         jtis = set(conn.execute(select(seen_jti.c.jti)).scalars())
     assert jtis == {f"j-{s}" for s in range(1, 41, 2)}
-    assert {m.seq for m in store.list_messages(provisioned_device)} == set(range(1, 41, 2))
+    assert {m.seq for m in store.list_messages(enrolled_device)} == set(range(1, 41, 2))
 
 
 def test_two_store_instances_share_one_window(store_url: str) -> None:
@@ -147,6 +146,7 @@ def test_two_store_instances_share_one_window(store_url: str) -> None:
     stores = [Store.open(store_url), Store.open(store_url)]
     try:
         stores[0].provision_device("dev", "h", now=1.0)
+        enrol_device(stores[0], "dev")
         accepted: list[int] = []
         lock = threading.Lock()
 
@@ -178,13 +178,13 @@ def test_two_store_instances_share_one_window(store_url: str) -> None:
             opened.close()
 
 
-def test_outbound_seq_is_unique_under_contention(store: Store, provisioned_device: str) -> None:
+def test_outbound_seq_is_unique_under_contention(store: Store, enrolled_device: str) -> None:
     got: list[int] = []
     lock = threading.Lock()
 
     def work(i: int) -> None:
         for _ in range(25):
-            value = store.next_outbound_seq(provisioned_device)
+            value = store.next_outbound_seq(enrolled_device)
             with lock:
                 got.append(value)
 
@@ -196,7 +196,7 @@ def test_state_survives_reopen(store_url: str) -> None:
     """A restart (a new Store.open on the same database) keeps every guard."""
     first = Store.open(store_url)
     first.provision_device("dev", "hash", now=1.0)
-    first.consume_enrolment_secret("dev", now=2.0)
+    enrol_device(first, "dev", now=2.0)
     assert first.use_token_once("enrol-token", exp=1000.0, now=3.0)
     for seq in (1, 2, 5):
         first.accept_message(
@@ -210,8 +210,9 @@ def test_state_survives_reopen(store_url: str) -> None:
             now=4.0,
             advance=window_advance(seq),
         )
-    assert first.next_outbound_seq("dev") == 1
-    assert first.next_outbound_seq("dev") == 2
+    # Each accepted message reserved its reply's number (1, 2, 3) in its transaction.
+    assert first.next_outbound_seq("dev") == 4
+    assert first.next_outbound_seq("dev") == 5
     command_id = first.queue_command("dev", {"op": "reboot"}, now=5.0)
     first.close()
 
@@ -235,7 +236,7 @@ def test_state_survives_reopen(store_url: str) -> None:
             now=10.0, advance=window_advance(3),
         )  # fmt: skip
         assert accepted.duplicate is False
-        assert second.next_outbound_seq("dev") == 3
+        assert second.next_outbound_seq("dev") == 7  # 6 went to the reply to seq 3
         assert [m.seq for m in second.list_messages("dev")] == [1, 2, 5, 3]
         assert [c.command_id for c in second.pending_commands("dev")] == [command_id]
     finally:

@@ -281,6 +281,7 @@ def test_reprovision_resets_enrolment(store: Store, provisioned_device: str) -> 
     assert record.deregistered_at is None
     # The old key no longer resolves, and the new enrolment may reuse it.
     assert store.find_device_by_signing_kid("sig-1") is None
+    _enrol(store, provisioned_device, now=3050.0)
     seen: list[tuple[int, int]] = []
 
     def probe(highest: int, bitmap: int) -> tuple[int, int]:
@@ -300,7 +301,6 @@ def test_reprovision_resets_enrolment(store: Store, provisioned_device: str) -> 
     )
     assert seen == [(0, 0)]  # the replay window starts over
     assert store.count_messages(provisioned_device) == 2  # history is kept
-    _enrol(store, provisioned_device, now=3200.0)
 
 
 def test_reprovision_unknown_device(store: Store) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Row
 
 from hatchway.store._base import RepositoryBase, check_id, dump_json, load_json
 from hatchway.store.errors import ReplayedJti, UnknownDevice
-from hatchway.store.records import AcceptResult, MessageRecord
+from hatchway.store.records import AcceptResult, DeviceStatus, MessageRecord
 from hatchway.store.schema import devices, messages, replay_windows, seen_jti
 
 Advance = Callable[[int, int], tuple[int, int]]
@@ -120,12 +120,19 @@ class MessageRepository(RepositoryBase):
                 .where(replay_windows.c.device_id == device_id)
                 .values(highest_seq=highest, bitmap=format(bitmap, "x"))
             )
+            # Checked inside the transaction: a device de-registered on another replica
+            # (whose keys may still be cached there) can no longer get a message in.
             reply_seq = conn.execute(
                 update(devices)
-                .where(devices.c.device_id == device_id)
+                .where(
+                    devices.c.device_id == device_id,
+                    devices.c.status == DeviceStatus.ENROLLED.value,
+                )
                 .values(outbound_seq=devices.c.outbound_seq + 1)
                 .returning(devices.c.outbound_seq)
-            ).scalar_one()
+            ).scalar_one_or_none()
+            if reply_seq is None:
+                raise UnknownDevice(f"{device_id} is not enrolled")
         return AcceptResult(
             duplicate=existing is not None, message_id=message_id, reply_seq=int(reply_seq)
         )
