@@ -7,6 +7,10 @@ Appendix C and RFC 4648 §3.5 allow rejecting non-canonical encodings. We do all
 of that here, because two parsers that disagree on what a token *says* are how
 signature-wrapping attacks start.
 
+JSON goes through ``orjson`` when its result is provably the same as the strict
+standard-library path below, and through that path otherwise (see ``dumps`` and
+``loads_object``): the fast path changes speed, never what is accepted.
+
 Every failure raises ``CodecError``; the caller turns it into the opaque
 ``InvalidMessage`` so no parser detail reaches the peer.
 """
@@ -16,6 +20,8 @@ from __future__ import annotations
 import binascii
 import json
 from typing import Any
+
+import orjson
 
 __all__ = ["CodecError", "b64d", "b64e", "dumps", "loads_object"]
 
@@ -100,6 +106,20 @@ def _depth_ok(text: str) -> bool:
 
 def loads_object(data: bytes) -> dict[str, Any]:
     """Parse UTF-8 JSON that must be an object, with duplicate keys rejected."""
+    if data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
+        try:
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            value = None
+        # Byte for byte orjson's own encoding of the value: so no duplicate
+        # member, no escape or number spelling that parsers read differently,
+        # no NaN, nothing after the object. The peer is usually hatchway.
+        if type(value) is dict and orjson.dumps(value) == data:
+            return value
+    return _strict_loads(data)
+
+
+def _strict_loads(data: bytes) -> dict[str, Any]:
     try:
         text = data.decode("utf-8", errors="strict")
     except UnicodeDecodeError as exc:
@@ -122,4 +142,13 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan
 
 def dumps(value: dict[str, Any]) -> bytes:
     """Compact JSON, UTF-8, no NaN: what we sign is exactly what we mean."""
+    try:
+        out = orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        out = b""
+    # orjson writes NaN as null and serialises types the standard library
+    # refuses (dataclasses, UUIDs...): keep its bytes only if they read back as
+    # the very same value, else let the standard encoder accept or raise.
+    if out and orjson.loads(out) == value:
+        return out
     return _ENCODER.encode(value).encode()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from hatchway.errors import ConfigurationError, InvalidMessage, LocalProtocolError
 from hatchway.msgsec import _jose
@@ -30,7 +30,6 @@ __all__ = ["OpenPolicy", "SenderInfo", "open_message", "seal"]
 
 _KEY_ALGS = frozenset(a.value for a in KeyAlg)
 _ENC_ALGS = frozenset(e.value for e in EncAlg)
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,18 +83,20 @@ def seal(
         check_rule(message)  # the shape was checked when the Message was built
     except InvalidMessage as exc:
         raise LocalProtocolError(f"message breaks its kind's rule: {exc.reason}") from None
-    header = {"alg": suite.sign.value, "kid": signing_key.kid, "typ": message.typ.value}
-    inner = _jose.jws_encode(
-        header, dumps(message.to_claims()), signing_key.key, hedged=random is system_random
+    hedged = random is system_random
+    inner = _jose.jws_compact(
+        _jose.jws_header(suite.sign, signing_key.kid, message.typ),
+        suite.sign,
+        dumps(message.to_claims()),
+        signing_key.key,
+        hedged=hedged,
     )
-    outer = {"alg": suite.key.value, "enc": suite.enc.value, "kid": recipient_key.kid, "cty": "JWT"}
+    crv, kid = recipient_key.crv, recipient_key.kid
     try:
-        ephemeral = (
-            _jose.ephemeral_for(recipient_key.key, random)
-            if ephemeral_key is None
-            else ephemeral_key
+        ephemeral = _jose.ephemeral(crv, random) if ephemeral_key is None else ephemeral_key
+        return _jose.jwe_encode(
+            suite.key, suite.enc, kid, crv, inner, recipient_key.key, ephemeral, random
         )
-        return _jose.jwe_encode(outer, inner, recipient_key.key, ephemeral, random)
     except _jose.JoseError as exc:
         raise LocalProtocolError(f"cannot encrypt to this recipient: {exc}") from None
 
@@ -116,16 +117,26 @@ def open_message(
     if not math.isfinite(now):
         raise LocalProtocolError("now must be a finite POSIX time")
     raw = _bounded_bytes(token, policy.max_size)
-    outer, jws = _guarded(_decrypt_outer, raw, decryption_keys)
+    try:
+        outer, jws = _decrypt_outer(raw, decryption_keys)
+    except Exception as exc:
+        raise _opaque(exc) from None
     sender = resolve_sender(jws.header["kid"])
     if sender is None:
         raise InvalidMessage(reason="unknown sender kid")
-    message = _guarded(_verify_inner, outer, jws, sender, policy, now)
+    try:
+        message = _verify_inner(outer, jws, sender, policy, now)
+    except Exception as exc:
+        raise _opaque(exc) from None
     return message, sender
 
 
 def _bounded_bytes(token: object, max_size: int) -> bytes:
     # The cap comes first: nothing below runs on an oversized input.
+    if type(token) is bytes:
+        if len(token) > max_size:
+            raise InvalidMessage(reason="token too large")
+        return token
     if isinstance(token, str):
         if len(token) > max_size or not token.isascii():
             raise InvalidMessage(reason="token too large or not ASCII")
@@ -137,20 +148,17 @@ def _bounded_bytes(token: object, max_size: int) -> bytes:
     raise InvalidMessage(reason="token is not bytes or str")
 
 
-def _guarded(fn: Callable[..., _T], *args: Any) -> _T:
-    """Map every failure inside ``fn`` to ``InvalidMessage``.
+def _opaque(exc: Exception) -> InvalidMessage:
+    """The one ``InvalidMessage`` for any failure while opening.
 
-    The explicit checks raise ``InvalidMessage``/``JoseError``; the last clause
+    The explicit checks raise ``InvalidMessage``/``JoseError``; the last case
     is the safety net that keeps a parser bug from becoming an oracle or a 500.
     """
-    try:
-        return fn(*args)
-    except InvalidMessage:
-        raise
-    except (_jose.JoseError, CodecError) as exc:
-        raise InvalidMessage(reason=str(exc)) from None
-    except Exception as exc:
-        raise InvalidMessage(reason=f"unexpected {type(exc).__name__}") from None
+    if isinstance(exc, InvalidMessage):
+        return exc
+    if isinstance(exc, _jose.JoseError | CodecError):
+        return InvalidMessage(reason=str(exc))
+    return InvalidMessage(reason=f"unexpected {type(exc).__name__}")
 
 
 def _decrypt_outer(
