@@ -60,28 +60,39 @@ def make_world(tmp: Path) -> tuple[SoftCard, Scp11Host, Callable[[], Scp11Host]]
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench CA")])
     start = dt.datetime.fromtimestamp(NOW, dt.UTC)
     ca = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(ca_key.public_key()).serial_number(1)
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(ca_key.public_key())
+        .serial_number(1)
         .not_valid_before(start - dt.timedelta(days=1))
         .not_valid_after(start + dt.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
     oce_key = ec.generate_private_key(ec.SECP256R1())
-    oce = issue_application_certificate(ca, ca_key, oce_key.public_key(), origin=ORIGIN,
-                                        tls_spki_sha256=None, now=NOW, valid_days=1)
+    oce = issue_application_certificate(
+        ca, ca_key, oce_key.public_key(), origin=ORIGIN, tls_spki_sha256=None, now=NOW, valid_days=1
+    )
     storage = CardStateFile(tmp / "card.json")
     storage.save(personalize(ca, ca_key, now=NOW, random=SeededRandom(b"bench")))
     card = SoftCard.from_file(storage.path, clock=FrozenClock(NOW), random=SeededRandom(b"c"))
     card.power_on()
     store = parse_certificate_store(
-        transceive(card.transmit, get_certificate_store_command(KeyRef(0x11, 1))).check())
+        transceive(card.transmit, get_certificate_store_command(KeyRef(0x11, 1))).check()
+    )
     counter = iter(range(10**9))
 
     def new_host() -> Scp11Host:
-        return Scp11Host(Scp11Variant.A, card_certificates=store, trust_anchor=ca,
-                         oce_chain=[oce], oce_key=oce_key, now=NOW,
-                         random=SeededRandom(next(counter).to_bytes(8, "big")))
+        return Scp11Host(
+            Scp11Variant.A,
+            card_certificates=store,
+            trust_anchor=ca,
+            oce_chain=[oce],
+            oce_key=oce_key,
+            now=NOW,
+            random=SeededRandom(next(counter).to_bytes(8, "big")),
+        )
 
     return card, new_host(), new_host
 
@@ -89,8 +100,9 @@ def make_world(tmp: Path) -> tuple[SoftCard, Scp11Host, Callable[[], Scp11Host]]
 def bench_secure_messaging() -> None:
     keys = SessionKeys(b"\x01" * 16, b"\x02" * 16, b"\x03" * 16)
     print("secure messaging per APDU (host wrap + card unwrap + card wrap + host unwrap)")
-    print(f"{'payload':>8} {'plain µs':>9} {'SM µs':>8} {'×':>6} "
-          f"{'plain B':>8} {'SM B':>6} {'+B':>5}")
+    print(
+        f"{'payload':>8} {'plain µs':>9} {'SM µs':>8} {'×':>6} {'plain B':>8} {'SM B':>6} {'+B':>5}"
+    )
     for size in (0, 16, 64, 200, 1024):
         _sm_row(keys, size)
 
@@ -117,8 +129,10 @@ def _sm_row(keys: SessionKeys, size: int) -> None:
     wrapped = h2.wrap(command.encode())
     c2.unwrap_command(CommandApdu.parse(wrapped))
     sm_bytes = len(wrapped) + len(c2.wrap_response(answer).encode())
-    print(f"{size:>8} {t_plain:>9.1f} {t_sm:>8.1f} {t_sm / t_plain:>6.1f} "
-          f"{plain_bytes:>8} {sm_bytes:>6} {sm_bytes - plain_bytes:>5}")
+    print(
+        f"{size:>8} {t_plain:>9.1f} {t_sm:>8.1f} {t_sm / t_plain:>6.1f} "
+        f"{plain_bytes:>8} {sm_bytes:>6} {sm_bytes - plain_bytes:>5}"
+    )
 
 
 def bench_handshake() -> None:
@@ -143,10 +157,14 @@ def bench_handshake() -> None:
             channel.unwrap(card.transmit(channel.wrap(read)))
 
         t_job = timed(job, 500)
-        print(f"\nfull SCP11a handshake in-process: {t_handshake / 1000:.2f} ms, "
-              f"{apdus} APDUs in 1 batched round trip (+1 for GET DATA BF21 if uncached)")
-        print(f"one protected applet command through the emulator: {t_job:.1f} µs "
-              f"(handshake = {t_handshake / t_job:.0f}× one command)")
+        print(
+            f"\nfull SCP11a handshake in-process: {t_handshake / 1000:.2f} ms, "
+            f"{apdus} APDUs in 1 batched round trip (+1 for GET DATA BF21 if uncached)"
+        )
+        print(
+            f"one protected applet command through the emulator: {t_job:.1f} µs "
+            f"(handshake = {t_handshake / t_job:.0f}× one command)"
+        )
 
 
 if __name__ == "__main__":

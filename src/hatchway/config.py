@@ -50,8 +50,8 @@ class Settings:
     login_refresh_token_ttl: int = 30 * 24 * 3600
     #: Device authorization requests each client IP may start per minute.
     login_start_per_minute: int = 30
-    #: Notification bus; empty means in-process (or the store's PostgreSQL when it is one).
-    bus_url: str = ""
+    #: Approval-page code lookups and password attempts per client IP per minute.
+    login_attempts_per_minute: int = 10
 
     @property
     def resolved_database_url(self) -> str:
@@ -99,6 +99,7 @@ _INT_FIELDS = {
     "login_access_token_ttl",
     "login_refresh_token_ttl",
     "login_start_per_minute",
+    "login_attempts_per_minute",
 }
 _BOOL_FIELDS = {"login_number_matching"}
 _TRUE = {"1", "true", "yes", "on"}
@@ -151,5 +152,5 @@ def validate(settings: Settings) -> None:
         raise ConfigurationError("login_access_token_ttl must be between 10 and 3600 seconds")
     if settings.login_refresh_token_ttl < 60:
         raise ConfigurationError("login_refresh_token_ttl must be at least 60 seconds")
-    if settings.login_start_per_minute < 1:
-        raise ConfigurationError("login_start_per_minute must be positive")
+    if settings.login_start_per_minute < 1 or settings.login_attempts_per_minute < 1:
+        raise ConfigurationError("login rate limits must be positive")

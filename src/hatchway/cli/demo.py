@@ -16,6 +16,7 @@ import httpx
 import typer
 from rich.progress import Progress
 
+from hatchway.cli.login import login_demo_step
 from hatchway.cli.output import console, errors_reported
 from hatchway.server.process import ServerProcess
 
@@ -55,6 +56,8 @@ def demo(
         server = ServerProcess(root / "server")
         try:
             summary = _msgsec(server, root, messages, say, quiet=as_json)
+            summary["login"] = login_demo_step(server, say)
+            summary["secure_element"] = _secure_element(server, root, say)
         finally:
             server.stop()
             if not keep:
@@ -164,6 +167,61 @@ def _msgsec(
         "command_roundtrip": True,
         "bytes_sent": transport.bytes_sent,
         "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def _secure_element(server: ServerProcess, root: Path, say: Any) -> dict[str, Any]:
+    """US 10,812,467 B2: the web flow with the page played by a WebSocket client."""
+    import ssl
+
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+    from websockets.typing import Origin
+
+    from hatchway.runtime import system_clock, system_random
+    from hatchway.se import CardStateFile, personalize
+    from hatchway.se.relay import BridgeProcess, PageClient
+    from hatchway.server.datadir import ensure_data_dir
+
+    say("[bold]Secure-element channel through a web app[/] (US 10,812,467 B2)")
+    ca = ensure_data_dir(server.data_dir).ca
+    card = root / "card.json"
+    CardStateFile(card).save(personalize(ca.certificate, ca.private_key, now=system_clock(),
+                                         random=system_random))
+    say("  1. emulated SE personalised: trusts the server's CA, SD key certified by it")
+    phish = "https://hatchway-login.example"
+    tls = ssl.create_default_context(cafile=str(server.ca_file))
+    with BridgeProcess(card, [server.https_url, phish]) as bridge:
+        say(f"  2. bridge on {bridge.url}, allowing {server.https_url} and (on purpose) {phish}")
+        with PageClient(server.https_url, bridge.url, origin=server.https_url,
+                        verify=tls) as page:
+            good = page.run()
+        if not good.ok:
+            raise RuntimeError(f"the genuine page failed: {good.outcome}")
+        say(f"  3. genuine page: channel opened and a secret provisioned + read back in "
+            f"{good.round_trips} server round trips, {good.apdus} APDUs, "
+            f"{good.seconds * 1000:.0f} ms; the page saw only ciphertext")
+        with PageClient(server.https_url, bridge.url, origin=phish, verify=tls) as page:
+            bad = page.run()
+        if bad.ok or bad.outcome.get("sw") != "6A88":
+            raise RuntimeError(f"the phishing page was not refused by the SE: {bad.outcome}")
+        say(f"  4. phishing copy on {phish} relaying the genuine certificate: the SE refused "
+            f"it ({bad.outcome['error_description']})")
+    with BridgeProcess(card, [server.https_url]) as bridge:
+        try:
+            connect(bridge.url, origin=Origin(phish), open_timeout=10).close()
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+        else:
+            raise RuntimeError("the bridge accepted an origin outside its allow-list")
+    say(f"  5. with the default allow-list the bridge refuses {phish} (HTTP {status})")
+    return {
+        "flow": "sechannel",
+        "round_trips": good.round_trips,
+        "apdus": good.apdus,
+        "seconds": round(good.seconds, 3),
+        "phishing_refused_sw": bad.outcome["sw"],
+        "bridge_refused_status": status,
     }
 
 

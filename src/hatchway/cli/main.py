@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from hatchway import __version__
-from hatchway.cli import demo, device, serve
+from hatchway.cli import demo, device, login, se, serve, sessions, users
 
 app = typer.Typer(
     help="hatchway: secure sessions for devices that cannot carry one alone.",
@@ -16,6 +16,12 @@ app = typer.Typer(
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 app.add_typer(device.app, name="device")
+app.add_typer(se.app, name="se")
+app.add_typer(users.app, name="users")
+app.add_typer(sessions.app, name="sessions")
+app.add_typer(login.flow_app, name="login-flow")
+app.command("login")(login.login)
+app.command("whoami")(login.whoami)
 
 
 @app.command()

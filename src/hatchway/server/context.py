@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hatchway.bus import Bus, bus_from_url
 from hatchway.config import Settings
 from hatchway.flows.enrolment import EnrolmentService
+from hatchway.flows.login import LoginService
 from hatchway.flows.messaging import MessageService
+from hatchway.flows.sechannel import SecureChannelService, ensure_application_identity
 from hatchway.runtime import Clock, Random, system_clock, system_random
 from hatchway.server.datadir import ServerIdentity, ensure_data_dir
 from hatchway.store import Store
@@ -19,6 +22,10 @@ class ServerContext:
     store: Store
     enrolment: EnrolmentService
     messages: MessageService
+    bus: Bus
+    login: LoginService
+    #: The secure-element channel's OCE side (``None`` only when built by hand).
+    sechannel: SecureChannelService | None = None
 
     @classmethod
     def create(
@@ -33,12 +40,25 @@ class ServerContext:
             "clock": clock,
             "random": random,
         }
+        # One bus per process; a PostgreSQL store shares its database as the bus,
+        # so an approval on one replica wakes the device waiting on another.
+        bus = bus_from_url(settings.database_url or None)
         return cls(
             settings=settings,
             identity=identity,
             store=store,
             enrolment=EnrolmentService(**common),  # type: ignore[arg-type]
             messages=MessageService(**common),  # type: ignore[arg-type]
+            bus=bus,
+            login=LoginService(**common, bus=bus),  # type: ignore[arg-type]
+            sechannel=SecureChannelService(
+                ensure_application_identity(
+                    settings.data_dir, identity.ca, origin=settings.issuer,
+                    tls_cert_path=identity.tls_cert_path, now=clock(),
+                ),
+                clock=clock,
+                random=random,
+            ),
         )
 
     def close(self) -> None:

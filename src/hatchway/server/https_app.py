@@ -15,10 +15,15 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from hatchway.flows.enrolment import KEYS_PATH, MESSAGE_PATH, TOKEN_PATH, EnrolmentRejected
+from hatchway.flows.login import DEVICE_AUTHORIZATION_PATH, REFRESH_GRANT, WAIT_PATH, WHOAMI_PATH
+from hatchway.flows.login import TOKEN_PATH as LOGIN_TOKEN_PATH
+from hatchway.login import GrantType
 from hatchway.msgsec import EncAlg, KeyAlg, SignAlg, jwk_set
 from hatchway.server.context import ServerContext
+from hatchway.server.login_routes import add_login_routes
 from hatchway.server.logs import RequestLog
 from hatchway.server.plain_app import add_message_route
+from hatchway.server.se_routes import add_se_routes
 
 log = logging.getLogger("hatchway.enrolment")
 
@@ -57,7 +62,12 @@ def metadata(ctx: ServerContext) -> dict[str, Any]:
     return {
         "issuer": s.issuer,
         "jwks_uri": s.issuer + "/jwks.json",
-        "grant_types_supported": [],
+        "grant_types_supported": [GrantType.DEVICE_CODE.value, REFRESH_GRANT],
+        "device_authorization_endpoint": s.issuer + DEVICE_AUTHORIZATION_PATH,
+        "token_endpoint": s.issuer + LOGIN_TOKEN_PATH,
+        "token_endpoint_auth_methods_supported": ["none"],
+        "hatchway_device_wait_endpoint": s.issuer + WAIT_PATH,
+        "hatchway_userinfo_endpoint": s.issuer + WHOAMI_PATH,
         "hatchway_enrolment_token_endpoint": s.issuer + TOKEN_PATH,
         "hatchway_enrolment_keys_endpoint": s.issuer + KEYS_PATH,
         "hatchway_message_endpoint": s.plain_base_url + MESSAGE_PATH,
@@ -121,6 +131,8 @@ def build_https_app(ctx: ServerContext) -> FastAPI:
         return JSONResponse(result, headers=SECURITY_HEADERS)
 
     add_message_route(app, ctx)
+    add_se_routes(app, ctx)
+    add_login_routes(app, ctx)
     return RequestLog(app, listener="https")  # type: ignore[return-value]
 
 

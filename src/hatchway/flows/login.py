@@ -1,0 +1,360 @@
+"""Cross-device login, device side: US 9,635,022 B2 claim steps 1, 2 and 6.
+
+RFC 8628 on top of the sans-I/O core in :mod:`hatchway.login`:
+
+* :meth:`LoginService.start` is the device authorization endpoint (§3.1–3.2):
+  the device sends the username as ``login_hint`` and never a password (step 1);
+  the server opens a session and returns its identifiers (step 2). The answer
+  looks the same whether or not the account exists.
+* :meth:`LoginService.token` is the token endpoint (§3.4–3.5) for the
+  device_code grant, and for the refresh_token grant with rotation (RFC 6749 §6,
+  reuse detection per RFC 6819 §5.2.2.3). The decision itself is
+  :func:`hatchway.login.poll`; this module only loads, stores, audits and mints.
+* :meth:`LoginService.device_view` backs the push endpoint (step 6: the device
+  learns the result via a reference derived from its identifier).
+
+Methods are synchronous (the store is); the ASGI routes call them in worker threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from hatchway.config import Settings
+from hatchway.flows.login_common import (
+    FLOW_FLAG,
+    LOCKOUT,
+    LoginRefused,
+    Notifier,
+    login_channel,
+)
+from hatchway.flows.login_tokens import ACCESS_TOKEN_TYP as ACCESS_TOKEN_TYP
+from hatchway.flows.login_tokens import REFRESH_GRANT as REFRESH_GRANT
+from hatchway.flows.login_tokens import TokenGrants
+from hatchway.login import (
+    GrantType,
+    IssueTokens,
+    KeyedLimiter,
+    LoginSession,
+    PendingReason,
+    SessionState,
+    SlowDown,
+    TokenBucket,
+    hash_device_code,
+    new_device_code,
+    new_match_number,
+    new_session,
+    new_user_code,
+    poll,
+)
+from hatchway.login.polling import AuthorizationPending
+from hatchway.runtime import Clock, Random
+from hatchway.server.datadir import ServerIdentity
+from hatchway.store import Store
+from hatchway.store.login_errors import (
+    StaleSession,
+    UserCodeTaken,
+)
+from hatchway.store.login_records import AuditEvent
+
+log = logging.getLogger("hatchway.login")
+
+DEVICE_AUTHORIZATION_PATH = "/oauth/device_authorization"
+TOKEN_PATH = "/oauth/token"  # noqa: S105 - a URL path
+WAIT_PATH = "/oauth/device/wait"
+VERIFICATION_PATH = "/login"
+WHOAMI_PATH = "/api/whoami"
+_MAX_FIELD = 256
+_CAS_RETRIES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceAuthorization:
+    """The device authorization response (RFC 8628 §3.2)."""
+
+    device_code: str
+    user_code: str
+    verification_uri: str
+    verification_uri_complete: str
+    expires_in: int
+    interval: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "device_code": self.device_code,
+            "user_code": self.user_code,
+            "verification_uri": self.verification_uri,
+            "verification_uri_complete": self.verification_uri_complete,
+            "expires_in": self.expires_in,
+            "interval": self.interval,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceView:
+    """What the push endpoint tells a waiting device about its session."""
+
+    reference: str
+    state: SessionState
+    match_number_required: bool
+    expires_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value,
+            "match_number_required": self.match_number_required
+            and self.state is SessionState.APPROVED,
+        }
+
+
+def _field(form: dict[str, str], name: str, *, required: bool = True, default: str = "") -> str:
+    value = form.get(name, default)
+    if not isinstance(value, str) or len(value) > _MAX_FIELD or (required and not value):
+        raise LoginRefused("invalid_request", f"missing or malformed {name}")
+    return value
+
+
+class LoginService(TokenGrants):
+    """Device authorization, token issue and push state for the login flow."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        identity: ServerIdentity,
+        settings: Settings,
+        clock: Clock,
+        random: Random,
+        bus: Notifier | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.random = random
+        self.bus = bus
+        self.identity = identity
+        self._signing_jwk = identity.signing_key.to_jwk(private=True)
+        self._verifying_jwk = identity.signing_key.public().to_jwk()
+        self._last_sweep = 0.0
+        # SQLite admits one writer at a time and makes the others retry in its
+        # busy handler, which sleeps for up to 100 ms per retry; under load that
+        # sleeping, not the work, sets the throughput. Queueing this process's
+        # login writes on a lock instead keeps SQLite's lock uncontended here.
+        # PostgreSQL takes row locks and needs no such help.
+        self._write_lock: threading.Lock | contextlib.nullcontext[None] = (
+            threading.Lock() if store.engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        )
+        per_minute = settings.login_start_per_minute
+        # Each start costs a row for expires_in seconds: bound it per client IP.
+        self.start_limiter = KeyedLimiter(
+            TokenBucket(capacity=per_minute, refill_per_second=per_minute / 60)
+        )
+
+    # --- admin switch ---------------------------------------------------------
+
+    def enabled(self) -> bool:
+        return self.store.get_flag(FLOW_FLAG) != "1"
+
+    def set_enabled(self, enabled: bool, *, actor: str = "operator") -> None:
+        self.store.set_flag(FLOW_FLAG, "0" if enabled else "1", now=self.clock())
+        self.store.audit(
+            AuditEvent.FLOW_DISABLED,
+            now=self.clock(),
+            detail={"enabled": enabled, "actor": actor},
+        )
+
+    # --- claim steps 1–2: device authorization ---------------------------------
+
+    def start(self, form: dict[str, str], *, ip: str, user_agent: str) -> DeviceAuthorization:
+        """Open a PENDING session for ``login_hint`` and return its codes."""
+        with self._write_lock:
+            return self._start(form, ip=ip, user_agent=user_agent)
+
+    def _start(self, form: dict[str, str], *, ip: str, user_agent: str) -> DeviceAuthorization:
+        client_id = _field(form, "client_id")
+        username = _field(form, "login_hint")
+        scope = _field(form, "scope", required=False)
+        device_name = _field(form, "device_name", required=False, default=client_id)[:64]
+        now = self.clock()
+        if not self.enabled():
+            self.store.audit(
+                AuditEvent.FLOW_DISABLED, now=now, username=username, ip=ip, user_agent=user_agent
+            )
+            raise LoginRefused(
+                "temporarily_unavailable", "sign-in from devices is turned off", status=503
+            )
+        allowance = self.start_limiter.hit(f"ip:{ip}", now)
+        if not allowance.allowed:
+            raise LoginRefused(
+                "slow_down",
+                "too many sign-in requests from this address",
+                status=429,
+                retry_after=allowance.retry_after,
+            )
+        self._sweep(now)
+        s = self.settings
+        match = new_match_number(self.random) if s.login_number_matching else None
+        device_code = new_device_code(self.random)
+        # The session is opened whether or not the account exists (no enumeration);
+        # an unknown name simply can never be approved.
+        for _ in range(_CAS_RETRIES):
+            session = new_session(
+                device_code_hash=hash_device_code(device_code),
+                user_code=new_user_code(self.random),
+                username=username,
+                client_id=client_id,
+                scope=scope,
+                device_name=device_name,
+                initiator_ip=ip,
+                initiator_user_agent=user_agent[:_MAX_FIELD],
+                now=now,
+                expires_in=s.login_expires_in,
+                interval=s.login_interval,
+                match_number=match,
+            )
+            try:
+                self.store.create_login_session(session)
+                break
+            except UserCodeTaken:
+                continue  # a collision among live codes; draw another
+        else:  # pragma: no cover - needs ~20**8 / 5 live sessions
+            raise LoginRefused("temporarily_unavailable", status=503, reason="user codes exhausted")
+        self.store.audit(
+            AuditEvent.START,
+            now=now,
+            username=username,
+            ip=ip,
+            user_agent=user_agent,
+            session_ref=session.reference,
+            detail={"client_id": client_id, "device_name": device_name},
+        )
+        base = s.issuer + VERIFICATION_PATH
+        return DeviceAuthorization(
+            device_code=device_code,
+            user_code=session.user_code,
+            verification_uri=base,
+            verification_uri_complete=f"{base}?user_code={session.user_code}",
+            expires_in=s.login_expires_in,
+            interval=s.login_interval,
+        )
+
+    def _sweep(self, now: float) -> None:
+        """Expire overdue sessions at most every 30 s, so every expiry is audited."""
+        if now - self._last_sweep < 30:
+            return
+        self._last_sweep = now
+        for session in self.store.expire_login_sessions(now=now):
+            self._audit_decision(session, now)
+            self._publish(session)
+
+    # --- claim step 6: push and token ------------------------------------------
+
+    def _load(self, device_code: str, client_id: str) -> LoginSession:
+        session = self.store.get_login_session_by_device_code_hash(hash_device_code(device_code))
+        if session is None or session.client_id != client_id:
+            raise LoginRefused("invalid_grant", "unknown device_code", reason="no such session")
+        return session
+
+    def device_view(self, form: dict[str, str]) -> DeviceView:
+        """The session's state for the push endpoint; never changes the session."""
+        session = self._load(_field(form, "device_code"), _field(form, "client_id"))
+        state = session.state
+        if state in (SessionState.PENDING, SessionState.APPROVED) and session.is_due(self.clock()):
+            state = SessionState.EXPIRED
+        return DeviceView(session.reference, state, session.number_matching, session.expires_at)
+
+    def token(self, form: dict[str, str], *, ip: str, user_agent: str) -> dict[str, Any]:
+        """The token endpoint: device_code grant or refresh_token grant."""
+        grant = _field(form, "grant_type")
+        if grant == GrantType.DEVICE_CODE:
+            with self._write_lock:
+                return self._device_grant(form, ip=ip, user_agent=user_agent)
+        if grant == REFRESH_GRANT:
+            with self._write_lock:
+                return self._refresh_grant(form, ip=ip, user_agent=user_agent)
+        raise LoginRefused("unsupported_grant_type")
+
+    def _account_active(self, username: str, now: float) -> bool:
+        user = self.store.get_user(username)
+        return (
+            user is not None
+            and not user.disabled
+            and not LOCKOUT.is_locked(user.attempt_state, now)
+        )
+
+    def _device_grant(self, form: dict[str, str], *, ip: str, user_agent: str) -> dict[str, Any]:
+        device_code = _field(form, "device_code")
+        client_id = _field(form, "client_id")
+        match_number = form.get("match_number") or None
+        if match_number is not None and len(match_number) > 8:
+            raise LoginRefused("invalid_request", "malformed match_number")
+        for _ in range(_CAS_RETRIES):
+            session = self._load(device_code, client_id)
+            now = self.clock()
+            result = poll(
+                session,
+                now=now,
+                match_number=match_number,
+                account_active=self._account_active(session.username, now),
+            )
+            if result.session != session:
+                try:
+                    self.store.update_login_session(
+                        result.session, expected_state=session.state, expected=session
+                    )
+                except StaleSession:
+                    continue  # another poll or the phone moved it first: decide again
+                if result.session.state is not session.state:
+                    self._audit_decision(result.session, now, ip=ip, user_agent=user_agent)
+                    self._publish(result.session)
+            break
+        else:
+            raise LoginRefused("slow_down", interval=session.interval, reason="contention")
+        decision = result.decision
+        if isinstance(decision, IssueTokens):
+            return self._mint(decision, now=now)
+        if isinstance(decision, SlowDown):
+            raise LoginRefused("slow_down", interval=decision.interval)
+        description = ""
+        if isinstance(decision, AuthorizationPending):
+            description = decision.reason.value
+            if decision.reason is PendingReason.MATCH_NUMBER_MISMATCH:
+                description += f"; attempts_left={decision.attempts_left}"
+        error = decision.error.value if decision.error is not None else "server_error"
+        raise LoginRefused(error, description)
+
+    # --- records --------------------------------------------------------------
+
+    def _audit_decision(
+        self,
+        session: LoginSession,
+        now: float,
+        *,
+        ip: str | None = None,
+        user_agent: str | None = None,
+    ) -> None:
+        event = {
+            SessionState.APPROVED: AuditEvent.APPROVED,
+            SessionState.DENIED: AuditEvent.DENIED,
+            SessionState.EXPIRED: AuditEvent.EXPIRED,
+            SessionState.CONSUMED: AuditEvent.CONSUMED,
+        }.get(session.state)
+        if event is None:
+            return
+        self.store.audit(
+            event,
+            now=now,
+            username=session.username,
+            ip=ip or session.approver_ip or session.initiator_ip,
+            user_agent=user_agent or session.approver_user_agent or session.initiator_user_agent,
+            session_ref=session.reference,
+            detail={"device_name": session.device_name},
+        )
+
+    def _publish(self, session: LoginSession) -> None:
+        if self.bus is not None:
+            self.bus.publish(login_channel(session.reference), session.state.value)

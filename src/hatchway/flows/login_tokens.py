@@ -1,0 +1,165 @@
+"""Token issue for the cross-device login: access JWT, rotating refresh token.
+
+* The access token is a short-lived JWT signed by the server (RFC 9068 profile,
+  ``typ`` ``at+jwt``, ``aud`` the issuer's ``/api``), carrying the session
+  family as ``sid`` so that revoking the session also stops the access token
+  at the protected endpoint, not only at the next refresh.
+* The refresh token is 256 random bits, stored only as its SHA-256, rotated on
+  every use (RFC 6749 §6, OAuth 2.1 §4.3.1); presenting a rotated one again
+  revokes its whole family (RFC 6819 §5.2.2.3).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from hatchway.config import Settings
+from hatchway.errors import InvalidMessage
+from hatchway.flows.login_common import LoginRefused, b64url
+from hatchway.login import IssueTokens
+from hatchway.runtime import Clock, Random
+from hatchway.store import Store
+from hatchway.store.login_errors import RefreshTokenInvalid, RefreshTokenReused
+from hatchway.store.login_records import AuditEvent
+from hatchway.tokens import sign_jwt, verify_jwt
+
+ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 - RFC 9068 §2.1 media type, not a secret
+REFRESH_GRANT = "refresh_token"
+_MAX_FIELD = 256
+
+
+def _field(form: dict[str, str], name: str) -> str:
+    value = form.get(name, "")
+    if not isinstance(value, str) or not value or len(value) > _MAX_FIELD:
+        raise LoginRefused("invalid_request", f"missing or malformed {name}")
+    return value
+
+
+def _sha256(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+class TokenGrants:
+    """Minting, refresh and verification; mixed into ``LoginService``."""
+
+    store: Store
+    settings: Settings
+    clock: Clock
+    random: Random
+    _signing_jwk: dict[str, Any]
+    _verifying_jwk: dict[str, Any]
+
+    def _account_active(self, username: str, now: float) -> bool:
+        raise NotImplementedError  # pragma: no cover - LoginService provides it
+
+    def _refresh_grant(self, form: dict[str, str], *, ip: str, user_agent: str) -> dict[str, Any]:
+        presented = _field(form, "refresh_token")
+        client_id = _field(form, "client_id")
+        now = self.clock()
+        old_hash = _sha256(presented)
+        record = self.store.get_refresh_token(old_hash)
+        if record is None or record.client_id != client_id:
+            raise LoginRefused("invalid_grant", reason="unknown refresh token or wrong client")
+        if not self._account_active(record.username, now):
+            raise LoginRefused("invalid_grant", reason="account disabled or locked")
+        new_token = b64url(self.random(32))
+        try:
+            rotated = self.store.rotate_refresh_token(
+                old_hash,
+                _sha256(new_token),
+                now=now,
+                expires_at=now + self.settings.login_refresh_token_ttl,
+            )
+        except RefreshTokenReused:
+            self.store.audit(
+                AuditEvent.SESSION_REVOKED,
+                now=now,
+                username=record.username,
+                ip=ip,
+                user_agent=user_agent,
+                detail={"family": record.family_id, "why": "reuse"},
+            )
+            raise LoginRefused("invalid_grant", reason="refresh token reused") from None
+        except RefreshTokenInvalid:
+            raise LoginRefused("invalid_grant", reason="refresh token invalid") from None
+        self.store.audit(
+            AuditEvent.TOKEN_REFRESHED,
+            now=now,
+            username=rotated.username,
+            ip=ip,
+            user_agent=user_agent,
+            detail={"family": rotated.family_id},
+        )
+        return self._token_response(
+            rotated.username, rotated.client_id, rotated.scope, rotated.family_id, new_token, now
+        )
+
+    def _mint(self, issue: IssueTokens, *, now: float) -> dict[str, Any]:
+        family = b64url(self.random(16))
+        refresh = b64url(self.random(32))
+        self.store.create_refresh_token(
+            _sha256(refresh),
+            username=issue.username,
+            client_id=issue.client_id,
+            device_name=issue.device_name,
+            session_family=family,
+            now=now,
+            expires_at=now + self.settings.login_refresh_token_ttl,
+            scope=issue.scope,
+        )
+        return self._token_response(
+            issue.username, issue.client_id, issue.scope, family, refresh, now
+        )
+
+    def _token_response(
+        self, username: str, client_id: str, scope: str, family: str, refresh: str, now: float
+    ) -> dict[str, Any]:
+        ttl = self.settings.login_access_token_ttl
+        iat = int(now)
+        claims = {
+            "iss": self.settings.issuer,
+            "aud": self.audience,
+            "sub": username,
+            "client_id": client_id,
+            "scope": scope,
+            "sid": family,
+            "iat": iat,
+            "exp": iat + ttl,
+            "jti": b64url(self.random(16)),
+        }
+        access = sign_jwt(self._signing_jwk, typ=ACCESS_TOKEN_TYP, claims=claims)
+        body: dict[str, Any] = {
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": ttl,
+            "refresh_token": refresh,
+        }
+        if scope:
+            body["scope"] = scope
+        return body
+
+    # --- the protected API ----------------------------------------------------
+
+    @property
+    def audience(self) -> str:
+        return self.settings.issuer + "/api"
+
+    def verify_access_token(self, token: str) -> dict[str, Any]:
+        """Claims of a valid access token whose session is not revoked; else InvalidMessage."""
+        now = self.clock()
+        claims = verify_jwt(
+            token,
+            self._verifying_jwk,
+            typ=ACCESS_TOKEN_TYP,
+            issuer=self.settings.issuer,
+            audience=self.audience,
+            now=now,
+            max_lifetime=self.settings.login_access_token_ttl,
+        )
+        family = self.store.get_session_family(str(claims.get("sid", "")))
+        if family is None or family.revoked_at is not None:
+            raise InvalidMessage("session revoked")
+        if not self._account_active(str(claims.get("sub", "")), now):
+            raise InvalidMessage("account disabled or locked")
+        return claims

@@ -1,0 +1,114 @@
+"""HTML for the phone's approval page (US 9,635,022 B2 claim steps 3–5).
+
+The page tells the truth about the request (who, which device, when, from
+where), asks for the password only, and gives Approve and Deny the same size
+and weight. No inline script or style: the CSP allows only ``'self'``, so the
+session reference and the CSRF token reach ``login-page.js`` as data attributes.
+Every value from the store or the network goes through :func:`html.escape`.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+from hatchway.flows.login_approval import SessionPage, started_at_text
+from hatchway.flows.login_common import mask_username
+
+STATIC_PREFIX = "/login/static/"
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+PAGE_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "Strict-Transport-Security": "max-age=31536000",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    # "same-origin", not "no-referrer": with no-referrer Chromium sends
+    # "Origin: null" on the Deny form POST, which the CSRF check must refuse;
+    # the user code in our URLs still never leaves the origin.
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def _layout(title: str, body: str, *, script: bool = False) -> str:
+    js = f'<script type="module" src="{STATIC_PREFIX}login-page.js"></script>' if script else ""
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        '<meta name=viewport content="width=device-width,initial-scale=1">'
+        f"<title>{escape(title)} · hatchway</title>"
+        f'<link rel=stylesheet href="{STATIC_PREFIX}login.css">{js}</head>'
+        f"<body><main>{body}</main></body></html>"
+    )
+
+
+def code_entry_page(csrf: str, *, message: str = "") -> str:
+    """``verification_uri``: asks for the code shown on the device."""
+    note = f"<p class=note role=alert>{escape(message)}</p>" if message else ""
+    return _layout(
+        "Enter code",
+        "<h1>Sign in a device</h1>"
+        "<p>Enter the code your device shows.</p>"
+        f"{note}"
+        '<form method=get action="/login">'
+        "<label for=user_code>Code</label>"
+        "<input id=user_code name=user_code autocomplete=off autocapitalize=characters "
+        'spellcheck=false placeholder="XXXX-XXXX" required maxlength=16>'
+        "<button type=submit>Continue</button></form>",
+    )
+
+
+_ENDED = {
+    "approved": ("Already approved", "This request was approved already. Nothing more to do."),
+    "consumed": ("Already used", "This code was used already. Start again on the device."),
+    "denied": ("Request denied", "This request was denied. The device was not signed in."),
+    "expired": ("Code expired", "This code has expired. Start again on the device."),
+    "unknown": (
+        "Unknown code",
+        "This code is unknown, expired or already used. Check it, or start again on the device.",
+    ),
+    "limited": ("Too many attempts", "Too many codes were tried from here. Wait a minute."),
+}
+
+
+def ended_page(status: str) -> str:
+    title, text = _ENDED.get(status, _ENDED["unknown"])
+    return _layout(
+        title,
+        f"<h1 id=status data-status={escape(status)}>{escape(title)}</h1><p>{escape(text)}</p>"
+        '<p><a href="/login">Enter another code</a></p>',
+    )
+
+
+def approval_page(view: SessionPage, csrf: str) -> str:
+    """The page for a pending session: the request's facts, a password, two buttons."""
+    s = view.session
+    if s is None:
+        return ended_page("unknown")
+    who = escape(mask_username(s.username))
+    device = escape(s.device_name)
+    when = escape(started_at_text(s))
+    where = escape(s.initiator_ip)
+    return _layout(
+        "Approve sign-in",
+        f"<h1>Sign in as <span id=who>{who}</span> on <span id=device>{device}</span></h1>"
+        f"<p id=origin>Sign in as {who} on {device} — started {when} from {where}</p>"
+        "<p>Only continue if you started this yourself on that device, just now.</p>"
+        f'<form id=approve method=post action="/login/deny" '
+        f'data-session-ref="{escape(s.reference)}" data-user-code="{escape(s.user_code)}" '
+        f'data-csrf="{escape(csrf)}">'
+        f'<input type=hidden name=user_code value="{escape(s.user_code)}">'
+        f'<input type=hidden name=csrf value="{escape(csrf)}">'
+        "<label for=password>Password</label>"
+        "<input id=password name=password type=password autocomplete=current-password>"
+        "<div class=choices><button id=approve-button type=submit name=action value=approve>"
+        "Approve</button>"
+        "<button id=deny-button type=submit name=action value=deny formnovalidate>Deny</button>"
+        "</div></form>"
+        "<p id=result role=status aria-live=polite></p>"
+        "<p id=match hidden>Enter this number on the device: <strong id=match-number>"
+        "</strong></p>",
+        script=True,
+    )

@@ -1,0 +1,330 @@
+"""HTTPS routes of the cross-device login (RFC 8628 and the phone's approval page).
+
+Thin adapter over :mod:`hatchway.flows.login` (device side) and
+:mod:`hatchway.flows.login_approval` (phone side): parse, call in a worker
+thread, map :class:`LoginRefused` to RFC 6749 §5.2 / RFC 8628 §3.5 JSON.
+
+* ``POST /oauth/device_authorization`` — RFC 8628 §3.1 (form-encoded).
+* ``POST /oauth/token`` — §3.4 device_code grant, RFC 6749 §6 refresh.
+* ``POST /oauth/device/wait`` — push as a long poll: answers the moment the
+  bus announces a decision for the session, from whichever replica made it.
+* ``GET /login`` — ``verification_uri`` (code entry) and
+  ``verification_uri_complete`` (the approval page).
+* ``POST /login/scram/start|finish`` (JSON), ``POST /login/deny`` (form),
+  CSRF-protected: a ``__Host-`` cookie plus an HMAC of it in the page, and a
+  same-origin check on ``Origin`` when the browser sends one.
+* ``GET /login/static/*`` — page assets with a JavaScript MIME type for ``.js``.
+* ``GET /api/whoami`` — the protected endpoint; Bearer access token (RFC 6750).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import secrets
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from hatchway.errors import InvalidMessage
+from hatchway.flows.login import (
+    DEVICE_AUTHORIZATION_PATH,
+    TOKEN_PATH,
+    VERIFICATION_PATH,
+    WAIT_PATH,
+    WHOAMI_PATH,
+    DeviceView,
+)
+from hatchway.flows.login_approval import ApprovalService
+from hatchway.flows.login_common import LoginRefused, login_channel, server_secret
+from hatchway.login import STATIC_DIR, SessionState
+from hatchway.server.context import ServerContext
+from hatchway.server.login_pages import (
+    PAGE_HEADERS,
+    STATIC_PREFIX,
+    approval_page,
+    code_entry_page,
+    ended_page,
+)
+
+log = logging.getLogger("hatchway.login")
+
+MAX_FORM_BODY = 8 * 1024
+# Same as https_app's (not imported from there: that module mounts this one).
+SECURITY_HEADERS = {
+    "Strict-Transport-Security": "max-age=31536000",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+}
+MAX_WAIT = 30.0
+CSRF_COOKIE = "__Host-hw_csrf"
+_STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+_STATIC_FILES = {p.name: p for p in STATIC_DIR.iterdir() if p.suffix in _STATIC_TYPES}
+
+
+def _ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _ua(request: Request) -> str:
+    return request.headers.get("user-agent", "")[:256]
+
+
+async def _body(request: Request) -> bytes:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BODY:
+            raise LoginRefused("invalid_request", "request too large")
+    return body
+
+
+async def _form(request: Request) -> dict[str, str]:
+    body = await _body(request)
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
+    except (UnicodeDecodeError, ValueError):
+        raise LoginRefused("invalid_request", "malformed form body") from None
+    form: dict[str, str] = {}
+    for key, value in pairs:
+        if key in form:  # RFC 6749 §3.2: parameters must not be repeated
+            raise LoginRefused("invalid_request", f"repeated parameter {key}")
+        form[key] = value
+    return form
+
+
+def _refused(exc: LoginRefused) -> JSONResponse:
+    if exc.reason != exc.error:
+        log.info("login request refused: %s", exc.reason)
+    headers = dict(SECURITY_HEADERS)
+    if exc.retry_after:
+        headers["Retry-After"] = str(exc.retry_after)
+    if exc.status_hint == 401:
+        headers["WWW-Authenticate"] = f'Bearer error="{exc.error}"'
+    return JSONResponse(exc.body(), status_code=exc.status_hint, headers=headers)
+
+
+class _Csrf:
+    """Double-submit cookie whose page token is an HMAC of the cookie (OWASP)."""
+
+    def __init__(self, key: bytes, origin: str) -> None:
+        self._key = key
+        self._origin = origin
+
+    def token_for(self, cookie: str) -> str:
+        return hmac.new(self._key, cookie.encode(), "sha256").hexdigest()
+
+    def issue(self, request: Request) -> tuple[str, str]:
+        cookie = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
+        return cookie, self.token_for(cookie)
+
+    def check(self, request: Request, token: str | None) -> None:
+        origin = request.headers.get("origin")
+        if origin is not None and origin != self._origin:
+            raise LoginRefused("invalid_request", "cross-origin request refused", status=403)
+        cookie = request.cookies.get(CSRF_COOKIE, "")
+        if not cookie or not token or not hmac.compare_digest(token, self.token_for(cookie)):
+            raise LoginRefused("invalid_request", "missing or wrong CSRF token", status=403)
+
+
+def _page(html: str, cookie: str, status: int = 200) -> HTMLResponse:
+    response = HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+    response.set_cookie(
+        CSRF_COOKIE, cookie, secure=True, httponly=True, samesite="strict", path="/"
+    )
+    return response
+
+
+def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
+    """Mount the login endpoints on the HTTPS app."""
+    login = ctx.login
+    approval = ApprovalService(login)
+    csrf = _Csrf(server_secret(ctx.identity, "csrf"), ctx.settings.issuer)
+
+    @app.post(DEVICE_AUTHORIZATION_PATH)
+    async def device_authorization(request: Request) -> JSONResponse:
+        try:
+            form = await _form(request)
+            answer = await run_in_threadpool(
+                login.start, form, ip=_ip(request), user_agent=_ua(request)
+            )
+        except LoginRefused as exc:
+            return _refused(exc)
+        return JSONResponse(answer.to_json(), headers=SECURITY_HEADERS)
+
+    @app.post(TOKEN_PATH)
+    async def token(request: Request) -> JSONResponse:
+        try:
+            form = await _form(request)
+            body = await run_in_threadpool(
+                login.token, form, ip=_ip(request), user_agent=_ua(request)
+            )
+        except LoginRefused as exc:
+            return _refused(exc)
+        return JSONResponse(body, headers={**SECURITY_HEADERS, "Pragma": "no-cache"})
+
+    @app.post(WAIT_PATH)
+    async def wait(request: Request) -> JSONResponse:
+        try:
+            form = await _form(request)
+            try:
+                timeout = min(max(float(form.get("timeout") or 25), 0.0), MAX_WAIT)
+            except ValueError:
+                raise LoginRefused("invalid_request", "malformed timeout") from None
+            view = await run_in_threadpool(login.device_view, form)
+            if view.state is SessionState.PENDING:
+                await ctx.bus.start()  # idempotent; PostgreSQL LISTENs on first use
+                view = await _wait_for_decision(ctx, form, view, timeout)
+        except LoginRefused as exc:
+            return _refused(exc)
+        return JSONResponse(view.to_json(), headers=SECURITY_HEADERS)
+
+    @app.get(VERIFICATION_PATH)
+    async def verification(request: Request, user_code: str = "") -> HTMLResponse:
+        cookie, token = csrf.issue(request)
+        if not user_code:
+            return _page(code_entry_page(token), cookie)
+        view = await run_in_threadpool(approval.page, user_code, ip=_ip(request))
+        if view.status == "pending":
+            return _page(approval_page(view, token), cookie)
+        status = 429 if view.status == "limited" else 200 if view.session else 404
+        return _page(ended_page(view.status), cookie, status)
+
+    @app.post("/login/scram/start")
+    async def scram_start(request: Request) -> JSONResponse:
+        try:
+            csrf.check(request, request.headers.get("x-csrf-token"))
+            data = await _json(request)
+            server_first, exchange = await run_in_threadpool(
+                approval.scram_start,
+                user_code=_str(data, "user_code"),
+                client_first=_str(data, "client_first"),
+                ip=_ip(request),
+            )
+        except LoginRefused as exc:
+            return _refused(exc)
+        return JSONResponse(
+            {"server_first": server_first, "exchange": exchange}, headers=SECURITY_HEADERS
+        )
+
+    @app.post("/login/scram/finish")
+    async def scram_finish(request: Request) -> JSONResponse:
+        try:
+            csrf.check(request, request.headers.get("x-csrf-token"))
+            data = await _json(request)
+            result = await run_in_threadpool(
+                approval.scram_finish,
+                exchange=_str(data, "exchange"),
+                client_final=_str(data, "client_final"),
+                ip=_ip(request),
+                user_agent=_ua(request),
+            )
+        except LoginRefused as exc:
+            return _refused(exc)
+        body: dict[str, Any] = {"status": result.status, "server_final": result.server_final}
+        if result.match_number is not None:
+            body["match_number"] = result.match_number
+        return JSONResponse(body, headers=SECURITY_HEADERS)
+
+    @app.post("/login/deny")
+    async def deny(request: Request) -> Response:
+        cookie, _ = csrf.issue(request)
+        try:
+            form = await _form(request)
+            csrf.check(request, form.get("csrf"))
+            status = await run_in_threadpool(
+                approval.deny,
+                user_code=form.get("user_code", ""),
+                ip=_ip(request),
+                user_agent=_ua(request),
+            )
+        except LoginRefused as exc:
+            if exc.status_hint == 403:
+                return _page(ended_page("unknown"), cookie, 403)
+            return _page(
+                ended_page("unknown" if exc.status_hint == 404 else "consumed"),
+                cookie,
+                exc.status_hint,
+            )
+        return _page(ended_page(status), cookie)
+
+    @app.get(STATIC_PREFIX + "{name}")
+    async def static(name: str) -> Response:
+        path = _STATIC_FILES.get(name)
+        if path is None:
+            return Response(status_code=404)
+        return Response(
+            path.read_bytes(),
+            media_type=_STATIC_TYPES[path.suffix],
+            headers={"Cache-Control": "max-age=300", "X-Content-Type-Options": "nosniff"},
+        )
+
+    @app.get(WHOAMI_PATH)
+    async def whoami(request: Request) -> JSONResponse:
+        scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+        try:
+            if scheme.lower() != "bearer" or not bearer:
+                raise InvalidMessage("no bearer token")
+            claims = await run_in_threadpool(login.verify_access_token, bearer.strip())
+        except InvalidMessage as exc:
+            log.info("access token refused: %s", exc.reason)
+            return _refused(LoginRefused("invalid_token", "access token invalid", status=401))
+        return JSONResponse(
+            {
+                "username": claims["sub"],
+                "client_id": claims.get("client_id"),
+                "scope": claims.get("scope", ""),
+                "session": claims.get("sid"),
+                "expires_at": claims["exp"],
+            },
+            headers=SECURITY_HEADERS,
+        )
+
+    @app.get("/login/", include_in_schema=False)
+    async def login_slash() -> RedirectResponse:
+        return RedirectResponse(VERIFICATION_PATH)
+
+
+async def _wait_for_decision(
+    ctx: ServerContext, form: dict[str, str], view: DeviceView, timeout: float
+) -> DeviceView:
+    """Sleep on the bus until the session leaves PENDING, it expires, or ``timeout``.
+
+    Subscribe first, then re-read (bus/base.py's race-free pattern): a decision
+    published in between is already queued for us. The bus only wakes us; the
+    store says what happened, so a lost or duplicate wake-up costs no correctness.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(timeout, max(0.0, view.expires_at - ctx.login.clock()))
+    with ctx.bus.subscribe(login_channel(view.reference)) as sub:
+        view = await run_in_threadpool(ctx.login.device_view, form)
+        while view.state is SessionState.PENDING:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            await sub.get(left)
+            view = await run_in_threadpool(ctx.login.device_view, form)
+    return view
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    try:
+        data = json.loads(await _body(request))
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise LoginRefused("invalid_request", "expected a JSON object")
+    return data
+
+
+def _str(data: dict[str, Any], name: str) -> str:
+    value = data.get(name)
+    if not isinstance(value, str) or not value or len(value) > 4096:
+        raise LoginRefused("invalid_request", f"missing or malformed {name}")
+    return value

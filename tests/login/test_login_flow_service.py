@@ -1,0 +1,211 @@
+"""The login flow services (flows/login*.py) against a real SQLite store, with an
+injected clock: RFC 8628 §3.4–3.5 answers, SCRAM approval, lockout, audit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hatchway.config import settings_from_env
+from hatchway.errors import InvalidMessage
+from hatchway.flows.login import DeviceAuthorization, LoginService
+from hatchway.flows.login_approval import ApprovalService
+from hatchway.flows.login_common import LOCKOUT, LoginRefused, login_channel, mask_username
+from hatchway.login import ScramClient, make_verifier
+from hatchway.runtime import FrozenClock, SeededRandom
+from hatchway.server.context import ServerContext
+
+GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+PASSWORD = "pencil"
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.published: list[tuple[str, str]] = []
+
+    def publish(self, channel: str, payload: str) -> None:
+        self.published.append((channel, payload))
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, clock: FrozenClock) -> ServerContext:
+    settings = settings_from_env(
+        {"HATCHWAY_DATA_DIR": str(tmp_path / "data"), "HATCHWAY_LOGIN_ATTEMPTS_PER_MINUTE": "600"}
+    )
+    context = ServerContext.create(settings, clock=clock, random=SeededRandom())
+    rnd = SeededRandom(b"user")
+    context.store.add_user("alice", make_verifier(PASSWORD, random=rnd, iterations=4096), now=0)
+    yield context
+    context.close()
+
+
+def _start(login: LoginService, user: str = "alice") -> DeviceAuthorization:
+    return login.start(
+        {"client_id": "tv", "login_hint": user, "device_name": "TV"},
+        ip="192.0.2.1",
+        user_agent="tv/1",
+    )
+
+
+def _token(login: LoginService, code: str, **extra: str) -> dict[str, object]:
+    return login.token(
+        {"grant_type": GRANT, "device_code": code, "client_id": "tv", **extra},
+        ip="192.0.2.1",
+        user_agent="tv/1",
+    )
+
+
+def _approve(approval: ApprovalService, started: DeviceAuthorization, password: str) -> str:
+    # Looked up directly, not through page(): that counts against the per-code limit.
+    view = approval.store.get_login_session_by_user_code(started.user_code)
+    assert view is not None
+    client = ScramClient(view.reference, password, random=SeededRandom(b"phone"))
+    server_first, exchange = approval.scram_start(
+        user_code=started.user_code, client_first=client.first(), ip="198.51.100.7"
+    )
+    result = approval.scram_finish(
+        exchange=exchange,
+        client_final=client.final(server_first),
+        ip="198.51.100.7",
+        user_agent="phone/1",
+    )
+    client.verify(result.server_final)
+    return result.status
+
+
+def _error(fn: object, *args: object, **kwargs: object) -> LoginRefused:
+    with pytest.raises(LoginRefused) as refused:
+        fn(*args, **kwargs)  # type: ignore[operator]
+    return refused.value
+
+
+def test_pending_slow_down_then_issue_once(ctx: ServerContext, clock: FrozenClock) -> None:
+    bus = Recorder()
+    ctx.login.bus = bus
+    approval = ApprovalService(ctx.login)
+    started = _start(ctx.login)
+    assert _error(_token, ctx.login, started.device_code).error == "authorization_pending"
+    clock.advance(1)
+    slow = _error(_token, ctx.login, started.device_code)
+    assert (slow.error, slow.interval) == ("slow_down", 10)
+    assert _approve(approval, started, PASSWORD) == "approved"
+    ref = ctx.store.get_login_session_by_user_code(started.user_code)
+    assert ref is not None and bus.published == [(login_channel(ref.reference), "approved")]
+    # Collecting an approved session is exempt from slow_down (push wakes the device).
+    tokens = _token(ctx.login, started.device_code)
+    claims = ctx.login.verify_access_token(str(tokens["access_token"]))
+    assert claims["sub"] == "alice" and claims["client_id"] == "tv"
+    assert _error(_token, ctx.login, started.device_code).error == "invalid_grant"
+    events = [r.event.value for r in ctx.store.list_audit(10)]
+    assert events[:3] == ["consumed", "approved", "start"]
+
+
+def test_wrong_password_counts_and_locks(ctx: ServerContext, clock: FrozenClock) -> None:
+    approval = ApprovalService(ctx.login)
+    started = _start(ctx.login)
+    assert _error(_approve, approval, started, "wrong").error == "access_denied"
+    user = ctx.store.get_user("alice")
+    assert user is not None and user.failed_attempts == 1
+    for failures in range(1, 10):
+        clock.advance(LOCKOUT.delay_after(failures) + 0.1)  # just past each back-off
+        _error(_approve, approval, started, "wrong")
+    clock.advance(1)
+    assert _error(_approve, approval, started, PASSWORD).error == "too_many_attempts"
+    assert ctx.store.list_audit(1)[0].event.value == "locked"
+
+
+def test_unknown_account_answers_like_a_real_one(ctx: ServerContext, clock: FrozenClock) -> None:
+    approval = ApprovalService(ctx.login)
+    real, fake = _start(ctx.login, "alice"), _start(ctx.login, "mallory")
+    assert real.to_json().keys() == fake.to_json().keys()
+    answers = []
+    for started in (real, fake):
+        errors = []
+        for _ in range(5):
+            errors.append(_error(_approve, approval, started, "guess").error)
+        answers.append(errors)
+    # Same answers, including the back-off after the free failures.
+    assert answers[0] == answers[1]
+    assert "too_many_attempts" in answers[0]
+
+
+def test_deny_and_expiry(ctx: ServerContext, clock: FrozenClock) -> None:
+    approval = ApprovalService(ctx.login)
+    started = _start(ctx.login)
+    assert approval.deny(user_code=started.user_code, ip="198.51.100.7", user_agent="p") == (
+        "denied"
+    )
+    assert _error(_token, ctx.login, started.device_code).error == "access_denied"
+    late = _start(ctx.login)
+    clock.advance(301)
+    assert approval.page(late.user_code, ip="198.51.100.7").status == "expired"
+    assert _error(_token, ctx.login, late.device_code).error == "expired_token"
+
+
+def test_sealed_exchange_cannot_be_tampered_with(ctx: ServerContext) -> None:
+    approval = ApprovalService(ctx.login)
+    started = _start(ctx.login)
+    view = approval.page(started.user_code, ip="198.51.100.7")
+    assert view.session is not None
+    client = ScramClient(view.session.reference, PASSWORD, random=SeededRandom())
+    server_first, exchange = approval.scram_start(
+        user_code=started.user_code, client_first=client.first(), ip="198.51.100.7"
+    )
+    body, _, mac = exchange.partition(".")
+    forged = body[:-2] + ("A" if body[-2] != "A" else "B") + body[-1] + "." + mac
+    refused = _error(
+        approval.scram_finish,
+        exchange=forged,
+        client_final=client.final(server_first),
+        ip="x",
+        user_agent="y",
+    )
+    assert refused.error == "invalid_request"
+
+
+def test_number_matching(tmp_path: Path, clock: FrozenClock) -> None:
+    settings = settings_from_env(
+        {"HATCHWAY_DATA_DIR": str(tmp_path / "d"), "HATCHWAY_LOGIN_NUMBER_MATCHING": "true"}
+    )
+    ctx = ServerContext.create(settings, clock=clock, random=SeededRandom())
+    try:
+        ctx.store.add_user(
+            "alice", make_verifier(PASSWORD, random=SeededRandom(), iterations=4096), now=0
+        )
+        approval = ApprovalService(ctx.login)
+        started = _start(ctx.login)
+        view = approval.page(started.user_code, ip="198.51.100.7")
+        assert view.session is not None and view.session.match_number is not None
+        assert _approve(approval, started, PASSWORD) == "approved"
+        pending = _error(_token, ctx.login, started.device_code)
+        assert (pending.error, pending.description) == (
+            "authorization_pending",
+            "awaiting_match_number",
+        )
+        tokens = _token(ctx.login, started.device_code, match_number=view.session.match_number)
+        assert "access_token" in tokens
+    finally:
+        ctx.close()
+
+
+def test_admin_switch(ctx: ServerContext) -> None:
+    ctx.login.set_enabled(False)
+    assert _error(_start, ctx.login).status_hint == 503
+    ctx.login.set_enabled(True)
+    assert _start(ctx.login).user_code
+
+
+def test_access_token_checks(ctx: ServerContext) -> None:
+    with pytest.raises(InvalidMessage):
+        ctx.login.verify_access_token("not.a.jwt")
+
+
+def test_mask_username() -> None:
+    assert mask_username("alice") == "a•••e"
+    assert mask_username("al") == "a•••"

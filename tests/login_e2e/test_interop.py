@@ -1,0 +1,104 @@
+"""Interop: OAuth 2.0 client libraries not written here complete the device flow.
+
+authlib (httpx) and requests-oauthlib (oauthlib's ``DeviceClient``) discover the
+endpoints from the RFC 8414 metadata, start the RFC 8628 flow, poll the token
+endpoint through ``authorization_pending`` and refresh. The phone is hatchway's
+phone-side client.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from hatchway.login.phone import PhoneClient
+from hatchway.server.process import ServerProcess
+from tests.login_e2e.conftest import PASSWORD, add_user
+
+pytestmark = pytest.mark.e2e
+
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+def _approve(server: ServerProcess, uri: str) -> None:
+    context = ssl.create_default_context(cafile=str(server.ca_file))
+    with httpx.Client(verify=context) as http:
+        phone = PhoneClient(http)
+        assert phone.approve(phone.open(uri), PASSWORD, origin=server.https_url).status == (
+            "approved"
+        )
+
+
+def test_authlib_device_flow(server: ServerProcess) -> None:
+    from authlib.integrations.base_client.errors import OAuthError
+    from authlib.integrations.requests_client import OAuth2Session
+
+    add_user(server, "judy")
+    ca = str(server.ca_file)
+    with OAuth2Session(client_id="authlib-tv", token_endpoint_auth_method="none") as client:
+        meta = client.get(
+            server.https_url + "/.well-known/oauth-authorization-server",
+            withhold_token=True,
+            verify=ca,
+        ).json()
+        started = client.post(
+            meta["device_authorization_endpoint"],
+            data={"client_id": "authlib-tv", "login_hint": "judy"},
+            withhold_token=True,
+            verify=ca,
+        ).json()
+        with pytest.raises(OAuthError) as pending:
+            client.fetch_token(
+                meta["token_endpoint"],
+                grant_type=DEVICE_GRANT,
+                device_code=started["device_code"],
+                verify=ca,
+            )
+        assert pending.value.error == "authorization_pending"
+        _approve(server, started["verification_uri_complete"])
+        time.sleep(started["interval"])  # RFC 8628 §3.5: respect the interval
+        token: dict[str, Any] = client.fetch_token(
+            meta["token_endpoint"],
+            grant_type=DEVICE_GRANT,
+            device_code=started["device_code"],
+            verify=ca,
+        )
+        assert token["token_type"].lower() == "bearer"
+        who = client.get(meta["hatchway_userinfo_endpoint"], verify=ca).json()
+        assert who["username"] == "judy"
+        refreshed = client.refresh_token(meta["token_endpoint"], verify=ca)
+        assert refreshed["refresh_token"] != token["refresh_token"]
+        assert client.get(meta["hatchway_userinfo_endpoint"], verify=ca).status_code == 200
+
+
+def test_requests_oauthlib_device_flow(server: ServerProcess) -> None:
+    import requests
+    from oauthlib.oauth2 import DeviceClient
+    from requests_oauthlib import OAuth2Session
+
+    add_user(server, "kate")
+    ca = str(server.ca_file)
+    session = OAuth2Session(client=DeviceClient(client_id="rol-tv"))
+    meta = session.get(server.https_url + "/.well-known/oauth-authorization-server", verify=ca)
+    endpoints = meta.json()
+    started = session.post(
+        endpoints["device_authorization_endpoint"],
+        data={"client_id": "rol-tv", "login_hint": "kate"},
+        verify=ca,
+    ).json()
+    _approve(server, started["verification_uri_complete"])
+    token = session.fetch_token(
+        endpoints["token_endpoint"],
+        device_code=started["device_code"],
+        include_client_id=True,
+        verify=ca,
+    )
+    assert token["access_token"]
+    who = session.get(endpoints["hatchway_userinfo_endpoint"], verify=ca)
+    assert who.json()["username"] == "kate"
+    assert isinstance(who, requests.Response)
+    session.close()

@@ -1,0 +1,93 @@
+"""US 10,812,467 B2 claim 1 in real Chromium (Playwright) against real processes.
+
+``hatchway serve`` and ``hatchway se bridge --card`` run as subprocesses; the page
+served at ``/se/`` opens the channel and the provisioning job succeeds. A phishing
+copy of the page, on another origin that relays the genuine API and certificate,
+fails *at the SE* (6A88: identity mismatch) even when the bridge lets that origin
+through; with the default allow-list the bridge itself refuses it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from hatchway.se.relay import BridgeProcess
+from hatchway.server.process import ServerProcess
+from tests.services import CHROMIUM, CHROMIUM_ARGS, require_chromium
+
+from .harness import PhishingProxy, card_secret
+
+pytestmark = [pytest.mark.e2e, pytest.mark.chromium]
+
+
+def spki_pin(server: ServerProcess) -> str:
+    cert = x509.load_pem_x509_certificate((server.data_dir / "tls.pem").read_bytes())
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+@pytest.fixture(scope="module")
+def browser(server: ServerProcess) -> Iterator[object]:
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        # The dev CA is not in Chromium's store: pin the server's SPKI instead of
+        # turning certificate checks off.
+        args = [*CHROMIUM_ARGS, f"--ignore-certificate-errors-spki-list={spki_pin(server)}"]
+        launched = pw.chromium.launch(executable_path=CHROMIUM, args=args)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def run_page(browser: object, url: str) -> tuple[str, str]:
+    page = browser.new_page()  # type: ignore[attr-defined]
+    try:
+        page.goto(url)
+        page.click("#start")
+        page.wait_for_selector("#status[data-state=ok], #status[data-state=failed]",
+                               timeout=30_000)
+        status = page.locator("#status")
+        return status.get_attribute("data-state"), status.inner_text()
+    finally:
+        page.close()
+
+
+def test_page_opens_the_channel_and_provisions(
+    browser: object, server: ServerProcess, card_file: Path
+) -> None:
+    with BridgeProcess(card_file, [server.https_url]) as bridge:
+        state, text = run_page(browser, f"{server.https_url}/se/?bridge={bridge.port}")
+    assert state == "ok", text
+    secret = card_secret(card_file)
+    assert secret is not None and len(secret) == 32
+
+
+def test_phishing_copy_fails_at_the_se(
+    browser: object, server: ServerProcess, card_file: Path, phishing: PhishingProxy
+) -> None:
+    # The bridge lets the phishing origin through on purpose: what refuses is the card.
+    with BridgeProcess(card_file, [server.https_url, phishing.origin]) as bridge:
+        state, text = run_page(browser, f"{phishing.origin}/se/?bridge={bridge.port}")
+    assert state == "failed"
+    assert "6A88" in text and "REFERENCE_DATA_NOT_FOUND" in text
+    assert card_secret(card_file) is None
+
+
+def test_default_allow_list_refuses_the_phishing_origin(
+    browser: object, server: ServerProcess, card_file: Path, phishing: PhishingProxy
+) -> None:
+    with BridgeProcess(card_file, [server.https_url]) as bridge:
+        state, text = run_page(browser, f"{phishing.origin}/se/?bridge={bridge.port}")
+    assert state == "failed" and "refused this page" in text
+    assert card_secret(card_file) is None
