@@ -38,7 +38,6 @@ class Settings:
     max_message_size: int = 65536
     #: Size of the per-device sliding replay window over sequence numbers.
     replay_window: int = 64
-    mqtt_url: str = ""
     log_level: str = "info"
     #: Cross-device login (issue 3): RFC 8628 ``expires_in`` and ``interval``.
     login_expires_in: int = 300
@@ -144,6 +143,9 @@ def validate(settings: Settings) -> None:
         raise ConfigurationError("max_message_size must be between 1 KiB and 16 MiB")
     if not 8 <= settings.replay_window <= 4096:
         raise ConfigurationError("replay_window must be between 8 and 4096")
+    # Devices refuse replies living longer than 600 s (their OpenPolicy.max_lifetime).
+    if not 10 <= settings.message_ttl <= 600:
+        raise ConfigurationError("message_ttl must be between 10 and 600 seconds")
     if not 1 <= settings.login_expires_in <= 3600:
         raise ConfigurationError("login_expires_in must be between 1 and 3600 seconds")
     if not 1 <= settings.login_interval <= 60:

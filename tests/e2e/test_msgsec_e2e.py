@@ -25,6 +25,8 @@ from hatchway.server.process import ServerProcess
 
 pytestmark = pytest.mark.e2e
 
+JOSE = {"content-type": "application/jose"}
+
 
 class Recorder:
     def __init__(self) -> None:
@@ -94,7 +96,7 @@ def test_enrol_send_command_replay_restart(server: ServerProcess, tmp_path: Path
 
     # A replay of a captured message is refused with the uniform error.
     replay = recorder.tokens[-1]
-    answer = httpx.post(server.http_url + "/m", content=replay)
+    answer = httpx.post(server.http_url + "/m", content=replay, headers=JOSE)
     assert answer.status_code == 400
     assert answer.json() == {"error": "invalid_message"}
 
@@ -144,7 +146,7 @@ def test_enrol_send_command_replay_restart(server: ServerProcess, tmp_path: Path
     finally:
         ctx.close()
     for token in (recorder.tokens[0], replay, recorder.tokens[-1]):
-        again = httpx.post(server.http_url + "/m", content=token)
+        again = httpx.post(server.http_url + "/m", content=token, headers=JOSE)
         assert again.status_code == 400
     device.close()
 

@@ -219,7 +219,9 @@ def test_sequence_numbers_survive_a_crash(device: Device, ctx: ServerContext) ->
     for i in range(5):
         device.send({"n": i})
     used = device.state.seq_next
-    # Crash: the in-memory state is lost without a final save; reload from disk.
+    # Crash: the in-memory state is lost without a final save (the dying process's
+    # lock goes with it); reload from disk.
+    device._file.close()
     reloaded = StateFile.load(device.state_path)
     assert reloaded.state.seq_next >= used
     again = Device(reloaded, transport=transport(device), clock=device.clock, retry_for=0)
@@ -228,3 +230,12 @@ def test_sequence_numbers_survive_a_crash(device: Device, ctx: ServerContext) ->
 
 def test_state_file_is_private(device: Device) -> None:
     assert device.state_path.stat().st_mode & 0o777 == 0o600
+
+
+def test_state_file_serves_one_process(device: Device) -> None:
+    from hatchway.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="in use by another process"):
+        StateFile.load(device.state_path)
+    device.close()
+    StateFile.load(device.state_path).close()  # free once the device is closed

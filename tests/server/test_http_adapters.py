@@ -14,24 +14,35 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hatchway.config import Settings
+from hatchway.errors import InvalidMessage
 from hatchway.runtime import FrozenClock, system_random
 from hatchway.server.context import ServerContext
 from hatchway.server.https_app import build_https_app
 from hatchway.server.plain_app import UNIFORM_ERROR, build_plain_app
 from tests.flows.conftest import enrol
 
+FRESH: list[bytes] = []
+
 
 class AsgiClient:
     """A synchronous client that calls an ASGI app in process (no sockets)."""
 
-    def __init__(self, app: Any, base_url: str = "http://localhost:8080") -> None:
+    def __init__(
+        self,
+        app: Any,
+        base_url: str = "http://localhost:8080",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.app = app
         self.base_url = base_url
+        self.headers = headers or {}
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         async def go() -> httpx.Response:
             transport = httpx.ASGITransport(app=self.app)
-            async with httpx.AsyncClient(transport=transport, base_url=self.base_url) as client:
+            async with httpx.AsyncClient(
+                transport=transport, base_url=self.base_url, headers=self.headers
+            ) as client:
                 response = await client.request(method, path, **kwargs)
                 await response.aread()
                 return response
@@ -53,15 +64,22 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerCont
     device = enrol(ctx, "meter-1", root / "meter-1.json", clock)
     device.send({"kwh": 1})
     token = device._transport.sent[-1]  # type: ignore[attr-defined]
+    # A second, never-delivered token for tests that must see it accepted.
+    held: list[bytes] = []
+    device._transport = lambda url, t: (held.append(t), b"")[1]
+    with pytest.raises(InvalidMessage):
+        device.send({"kwh": 2})  # the empty "reply" does not open; the token is held
+    FRESH.extend(held)
     try:
         yield ctx, token
     finally:
+        device.close()
         ctx.close()
 
 
 @pytest.fixture(scope="module")
 def plain(world: tuple[ServerContext, bytes]) -> Iterator[AsgiClient]:
-    yield AsgiClient(build_plain_app(world[0]))
+    yield AsgiClient(build_plain_app(world[0]), headers={"content-type": "application/jose"})
 
 
 def assert_uniform(response: object) -> None:
@@ -97,6 +115,18 @@ def test_replay_gets_the_uniform_error(
     assert_uniform(plain.post("/m", content=world[1]))
 
 
+def test_valid_token_with_the_wrong_media_type_is_refused(
+    world: tuple[ServerContext, bytes],
+) -> None:
+    fresh = FRESH[0]
+    wrong = AsgiClient(build_plain_app(world[0]), headers={"content-type": "text/plain"})
+    assert_uniform(wrong.post("/m", content=fresh))
+    right = AsgiClient(build_plain_app(world[0]), headers={"content-type": "application/jose"})
+    accepted = right.post("/m", content=fresh)
+    assert accepted.status_code == 200
+    assert accepted.headers["content-type"] == "application/jose"
+
+
 def test_oversized_body_is_refused_before_parsing(plain: AsgiClient) -> None:
     assert_uniform(plain.post("/m", content=b"a" * (65536 + 1)))
 
@@ -124,7 +154,9 @@ def test_metadata_names_the_endpoints(https: AsgiClient) -> None:
     assert meta["hatchway_enrolment_token_endpoint"].endswith("/enrol/token")
 
 
-@pytest.mark.parametrize("body", [b"", b"[]", b"not json", b"{" * 20000])
+@pytest.mark.parametrize(
+    "body", [b"", b"[]", b"not json", b"{" * 20000, b"[" * 5000 + b"]" * 5000]
+)
 def test_enrolment_rejects_malformed_json(https: AsgiClient, body: bytes) -> None:
     response = https.post("/enrol/token", content=body)
     assert response.status_code == 400

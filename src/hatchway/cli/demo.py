@@ -18,7 +18,12 @@ from rich.progress import Progress
 
 from hatchway.cli.login import login_demo_step
 from hatchway.cli.output import console, errors_reported
+from hatchway.errors import HatchwayError
 from hatchway.server.process import ServerProcess
+
+
+class DemoCheckFailed(HatchwayError):
+    """A step of the demo did not behave as it must; the message says which."""
 
 
 class RecordingTransport:
@@ -112,7 +117,7 @@ def _msgsec(
         server.http_url + "/m", content=replay, headers={"content-type": "application/jose"}
     )
     if refused.status_code != 400:
-        raise RuntimeError(f"replay was not refused (HTTP {refused.status_code})")
+        raise DemoCheckFailed(f"replay was not refused (HTTP {refused.status_code})")
     say(f"  4. replaying a captured message: refused with the uniform error {refused.text}")
 
     ctx = ServerContext.create(settings)
@@ -124,7 +129,7 @@ def _msgsec(
         ctx.close()
     command = device.poll()
     if command is None or command.cid != cid:
-        raise RuntimeError("the queued command did not arrive")
+        raise DemoCheckFailed("the queued command did not arrive")
     device.respond(command, {"ok": True})
     say(f"  5. operator queued {cid[:8]}…; the device polled, got it sealed, and answered sealed")
 
@@ -146,14 +151,14 @@ def _msgsec(
     telemetry = count
     # telemetry + the poll + the command result are each stored exactly once.
     if stored != telemetry + 2:
-        raise RuntimeError(f"expected {telemetry + 2} stored messages, found {stored}")
+        raise DemoCheckFailed(f"expected {telemetry + 2} stored messages, found {stored}")
     if result is None or result.result is None:
-        raise RuntimeError("the command result was not recorded")
+        raise DemoCheckFailed("the command result was not recorded")
     refused_again = httpx.post(
         server.http_url + "/m", content=replay, headers={"content-type": "application/jose"}
     )
     if refused_again.status_code != 400:
-        raise RuntimeError("replay accepted after restart")
+        raise DemoCheckFailed("replay accepted after restart")
     say(
         f"  7. after the restart the old replay is still refused; "
         f"{stored} messages stored once each"
@@ -186,34 +191,38 @@ def _secure_element(server: ServerProcess, root: Path, say: Any) -> dict[str, An
     say("[bold]Secure-element channel through a web app[/] (US 10,812,467 B2)")
     ca = ensure_data_dir(server.data_dir).ca
     card = root / "card.json"
-    CardStateFile(card).save(personalize(ca.certificate, ca.private_key, now=system_clock(),
-                                         random=system_random))
+    CardStateFile(card).save(
+        personalize(ca.certificate, ca.private_key, now=system_clock(), random=system_random)
+    )
     say("  1. emulated SE personalised: trusts the server's CA, SD key certified by it")
     phish = "https://hatchway-login.example"
     tls = ssl.create_default_context(cafile=str(server.ca_file))
     with BridgeProcess(card, [server.https_url, phish]) as bridge:
         say(f"  2. bridge on {bridge.url}, allowing {server.https_url} and (on purpose) {phish}")
-        with PageClient(server.https_url, bridge.url, origin=server.https_url,
-                        verify=tls) as page:
+        with PageClient(server.https_url, bridge.url, origin=server.https_url, verify=tls) as page:
             good = page.run()
         if not good.ok:
-            raise RuntimeError(f"the genuine page failed: {good.outcome}")
-        say(f"  3. genuine page: channel opened and a secret provisioned + read back in "
+            raise DemoCheckFailed(f"the genuine page failed: {good.outcome}")
+        say(
+            f"  3. genuine page: channel opened and a secret provisioned + read back in "
             f"{good.round_trips} server round trips, {good.apdus} APDUs, "
-            f"{good.seconds * 1000:.0f} ms; the page saw only ciphertext")
+            f"{good.seconds * 1000:.0f} ms; the page saw only ciphertext"
+        )
         with PageClient(server.https_url, bridge.url, origin=phish, verify=tls) as page:
             bad = page.run()
         if bad.ok or bad.outcome.get("sw") != "6A88":
-            raise RuntimeError(f"the phishing page was not refused by the SE: {bad.outcome}")
-        say(f"  4. phishing copy on {phish} relaying the genuine certificate: the SE refused "
-            f"it ({bad.outcome['error_description']})")
+            raise DemoCheckFailed(f"the phishing page was not refused by the SE: {bad.outcome}")
+        say(
+            f"  4. phishing copy on {phish} relaying the genuine certificate: the SE refused "
+            f"it ({bad.outcome['error_description']})"
+        )
     with BridgeProcess(card, [server.https_url]) as bridge:
         try:
             connect(bridge.url, origin=Origin(phish), open_timeout=10).close()
         except InvalidStatus as exc:
             status = exc.response.status_code
         else:
-            raise RuntimeError("the bridge accepted an origin outside its allow-list")
+            raise DemoCheckFailed("the bridge accepted an origin outside its allow-list")
     say(f"  5. with the default allow-list the bridge refuses {phish} (HTTP {status})")
     return {
         "flow": "sechannel",

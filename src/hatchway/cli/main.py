@@ -6,6 +6,8 @@ import typer
 
 from hatchway import __version__
 from hatchway.cli import demo, device, login, se, serve, sessions, users
+from hatchway.cli.common import JsonOption
+from hatchway.cli.output import emit
 
 app = typer.Typer(
     help="hatchway: secure sessions for devices that cannot carry one alone.",
@@ -25,9 +27,9 @@ app.command("whoami")(login.whoami)
 
 
 @app.command()
-def version() -> None:
+def version(as_json: JsonOption = False) -> None:
     """Print the hatchway version."""
-    print(__version__)
+    emit(as_json, {"version": __version__}, lambda: print(__version__))
 
 
 def main() -> None:

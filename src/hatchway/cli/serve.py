@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+import sys
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from hatchway.cli.common import DatabaseOption, DataDirOption, load_settings
-from hatchway.cli.output import errors_reported
+from hatchway.cli.output import console, emit, errors_reported
 from hatchway.config import validate
+
+if TYPE_CHECKING:
+    from hatchway.server.context import ServerContext
 
 
 def serve(
@@ -42,11 +46,31 @@ def serve(
         typer.Option(help="Public plain base URL, when behind a proxy", show_default=False),
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error")] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print one JSON object on stdout once both listeners are up."),
+    ] = False,
 ) -> None:
-    """Run the HTTPS listener (enrolment, pages, API) and the plain message listener."""
+    """Run the HTTPS listener (enrolment, pages, API) and the plain message listener.
+
+    Logs go to stderr as one JSON line each; stdout gets the ready line (with --json)."""
     from hatchway.server.run import serve as run
 
-    with errors_reported(False):
+    def ready(ctx: ServerContext) -> None:
+        s = ctx.settings
+        data = {"https": s.issuer, "plain": s.plain_base_url, "data_dir": str(s.data_dir)}
+        emit(
+            as_json,
+            data,
+            lambda: console.print(
+                f"hatchway is serving: HTTPS {s.issuer}, sealed messages {s.plain_base_url}, "
+                f"data dir {s.data_dir}. Stop with Ctrl-C or SIGTERM.",
+                highlight=False,
+            ),
+        )
+        sys.stdout.flush()
+
+    with errors_reported(as_json):
         settings = load_settings(
             data_dir,
             database_url,
@@ -58,7 +82,7 @@ def serve(
             log_level=log_level,
         )
         validate(settings)
-        asyncio.run(run(settings))
+        asyncio.run(run(settings, on_ready=ready))
 
 
 __all__ = ["serve"]

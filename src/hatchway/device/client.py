@@ -160,6 +160,7 @@ class Device:
         if callable(close):
             close()
         self._file.save()
+        self._file.close()
 
     def __enter__(self) -> Device:
         return self

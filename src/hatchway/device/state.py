@@ -19,9 +19,16 @@ file is rewritten with a higher ``reserved``. After a crash the device resumes f
 from __future__ import annotations
 
 import json
+import os
+import weakref
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 from hatchway.errors import ConfigurationError
 from hatchway.pki.files import write_private
@@ -92,11 +99,22 @@ class DeviceState:
 
 
 class StateFile:
-    """Loads and saves a ``DeviceState``; hands out sequence numbers crash-safely."""
+    """Loads and saves a ``DeviceState``; hands out sequence numbers crash-safely.
+
+    While open it holds an exclusive lock on ``<path>.lock``: two processes sharing
+    one state file would each reserve the same sequence numbers, and the later one's
+    messages would be refused as replays.
+    """
 
     def __init__(self, path: Path, state: DeviceState) -> None:
         self.path = path
         self.state = state
+        self._lock = _acquire_lock(path)
+        # A StateFile dropped without close() still releases its lock when collected.
+        self._release = weakref.finalize(self, _close_quietly, self._lock)
+
+    def close(self) -> None:
+        self._release()  # closing the descriptor releases the flock; idempotent
 
     @classmethod
     def load(cls, path: Path) -> StateFile:
@@ -123,3 +141,23 @@ class StateFile:
 
     def update(self, **changes: Any) -> None:
         self.state = replace(self.state, **changes)
+
+
+def _close_quietly(handle: IO[str] | None) -> None:
+    if handle is not None:
+        handle.close()
+
+
+def _acquire_lock(path: Path) -> IO[str] | None:
+    if fcntl is None:  # pragma: no cover - no flock on this platform; single process assumed
+        return None
+    lock_path = path.with_name(path.name + ".lock")
+    handle = os.fdopen(os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600), "r+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigurationError(
+            f"{path} is in use by another process; one device state file serves one process"
+        ) from None
+    return handle

@@ -26,24 +26,36 @@ class Transport(Protocol):
     def __call__(self, url: str, token: bytes) -> bytes: ...
 
 
+#: Replies are small sealed tokens; anyone on the plain-HTTP path could otherwise make
+#: the device buffer an endless body.
+MAX_REPLY_SIZE = 256 * 1024
+
+
 class HttpTransport:
     """Plain HTTP with keep-alive: no TLS, the message protects itself."""
 
-    def __init__(self, *, timeout: float = 10.0) -> None:
+    def __init__(self, *, timeout: float = 10.0, max_reply: int = MAX_REPLY_SIZE) -> None:
         self._client = httpx.Client(timeout=timeout, http2=False)
+        self._max_reply = max_reply
 
     def __call__(self, url: str, token: bytes) -> bytes:
+        headers = {"content-type": "application/jose"}
         try:
-            response = self._client.post(
-                url, content=token, headers={"content-type": "application/jose"}
-            )
+            with self._client.stream("POST", url, content=token, headers=headers) as response:
+                if response.status_code == 400:
+                    raise MessageRejected("the server rejected the message")
+                if response.status_code != 200:
+                    raise TransportError(f"{url} answered HTTP {response.status_code}")
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > self._max_reply:
+                        # Safe to retry: the retransmission keeps the mid, so the server
+                        # stores the message once whatever happened to this reply.
+                        raise TransportError(f"{url} sent a reply over {self._max_reply} bytes")
+                return bytes(body)
         except httpx.TransportError as exc:
             raise TransportError(f"could not deliver to {url}: {exc}") from exc
-        if response.status_code == 400:
-            raise MessageRejected("the server rejected the message")
-        if response.status_code != 200:
-            raise TransportError(f"{url} answered HTTP {response.status_code}")
-        return response.content
 
     def close(self) -> None:
         self._client.close()

@@ -36,10 +36,11 @@ from hatchway.msgsec import (
     Suite,
     VerifyingKey,
     jwk_set,
+    thumbprint,
 )
 from hatchway.runtime import Clock, Random
 from hatchway.server.datadir import ServerIdentity
-from hatchway.store import DeviceExists, SecretAlreadyUsed, Store, UnknownDevice
+from hatchway.store import DeviceExists, DeviceStatus, SecretAlreadyUsed, Store, UnknownDevice
 from hatchway.tokens import eddsa_allowed, import_jwk, sign_jwt, verify_jwt
 
 log = logging.getLogger("hatchway.enrolment")
@@ -126,13 +127,13 @@ class EnrolmentService:
         # Hash and compare even for an unknown device so timing does not reveal which ids exist.
         stored = record.secret_hash if record else hash_secret(_b64(self.random(32)))
         if not hmac.compare_digest(stored.encode(), hash_secret(secret).encode()) or not record:
-            raise EnrolmentRejected("invalid_grant", f"bad credential for {device_id!r}")
+            raise EnrolmentRejected("invalid_grant", f"bad credential for {_short(device_id)}")
         now = self.clock()
         try:
             self.store.consume_enrolment_secret(device_id, now=now)
         except (SecretAlreadyUsed, UnknownDevice):
             raise EnrolmentRejected(
-                "invalid_grant", f"secret already used for {device_id!r}"
+                "invalid_grant", f"secret already used for {_short(device_id)}"
             ) from None
         challenge = _b64(self.random(32))
         ttl = self.settings.first_token_ttl
@@ -145,6 +146,9 @@ class EnrolmentService:
             "exp": int(now) + ttl,
             "jti": _b64(self.random(16)),
             "nonce": challenge,
+            # Ties the token to the secret it was issued for: after `provision --force`
+            # a token minted with the old (perhaps leaked) secret is worthless.
+            "sfp": secret_fingerprint(stored),
         }
         token = sign_jwt(self._signing_jwk, typ=FIRST_TOKEN_TYP, claims=claims)
         log.info("first token issued", extra={"device_id": device_id})
@@ -171,6 +175,16 @@ class EnrolmentService:
         if not self.store.use_token_once(claims["jti"], exp=float(claims["exp"]), now=now):
             raise EnrolmentRejected("invalid_token", "first token replayed")
         device_id = str(claims["sub"])
+        record = self.store.get_device(device_id)
+        if (
+            record is None
+            or record.status is not DeviceStatus.PROVISIONED
+            or not isinstance(claims.get("sfp"), str)
+            or not hmac.compare_digest(
+                str(claims["sfp"]).encode(), secret_fingerprint(record.secret_hash).encode()
+            )
+        ):
+            raise EnrolmentRejected("invalid_token", "first token no longer matches the device")
         verifying, encryption, suite = self._parse_keys(request)
         self._check_proof(
             request.get("proof"), verifying, encryption, device_id, claims["nonce"], now
@@ -183,14 +197,17 @@ class EnrolmentService:
             now=datetime.fromtimestamp(now, UTC),
         )
         cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-        self.store.complete_enrolment(
-            device_id,
-            signing_jwk=verifying.to_jwk(),
-            encryption_jwk=encryption.to_jwk(),
-            suite=suite.to_json(),
-            certificate_pem=cert_pem,
-            now=now,
-        )
+        try:
+            self.store.complete_enrolment(
+                device_id,
+                signing_jwk=verifying.to_jwk(),
+                encryption_jwk=encryption.to_jwk(),
+                suite=suite.to_json(),
+                certificate_pem=cert_pem,
+                now=now,
+            )
+        except HatchwayError as exc:  # key already registered, device reset meanwhile...
+            raise EnrolmentRejected("invalid_request", f"enrolment refused: {exc!r}") from None
         log.info("device enrolled", extra={"device_id": device_id})
         return {
             "device_id": device_id,
@@ -217,6 +234,11 @@ class EnrolmentService:
             or "d" in request["encryption_key"]
         ):
             raise EnrolmentRejected("invalid_request", "private key material sent")
+        # The key ids must be each key's own RFC 7638 thumbprint, recomputed here: no
+        # device can claim a kid that names (or will name) another device's key.
+        for key in (verifying, encryption):
+            if not hmac.compare_digest(key.kid.encode(), thumbprint(key.key).encode()):
+                raise EnrolmentRejected("invalid_request", "key id is not the JWK thumbprint")
         return verifying, encryption, Suite(sign=verifying.alg, key=key_alg)
 
     def _check_proof(
@@ -236,7 +258,7 @@ class EnrolmentService:
                 key = import_jwk(verifying.to_jwk())
                 obj = jws.deserialize_compact(proof, key, algorithms=[alg])
             payload = json.loads(obj.payload)
-        except (JoseError, ValueError, TypeError, InvalidMessage) as exc:
+        except (JoseError, ValueError, TypeError, RecursionError, InvalidMessage) as exc:
             raise EnrolmentRejected("invalid_proof", f"proof rejected: {exc!r}") from None
         ok = (
             obj.headers().get("typ") == PROOF_TYP
@@ -249,3 +271,13 @@ class EnrolmentService:
         )
         if not ok:
             raise EnrolmentRejected("invalid_proof", "proof does not match challenge or keys")
+
+
+def secret_fingerprint(secret_hash: str) -> str:
+    """A short digest of the stored secret hash: names *which* secret, reveals nothing."""
+    return _b64(hashlib.sha256(b"hatchway-sfp\0" + secret_hash.encode()).digest()[:16])
+
+
+def _short(device_id: str) -> str:
+    # Only a bounded, repr-escaped prefix of attacker-chosen text reaches the log.
+    return repr(device_id[:64]) + ("..." if len(device_id) > 64 else "")

@@ -38,6 +38,7 @@ from hatchway.runtime import Clock, Random
 from hatchway.server.datadir import ServerIdentity
 from hatchway.store import (
     AcceptResult,
+    CommandStatus,
     DeviceRecord,
     DeviceStatus,
     InvalidTransition,
@@ -46,6 +47,12 @@ from hatchway.store import (
 )
 
 log = logging.getLogger("hatchway.messages")
+
+#: A message id is a retransmission key; devices use 32 hex digits.
+MAX_MID_LENGTH = 64
+#: Expired ``jti`` entries can no longer be replayed (the message itself has expired),
+#: so they are purged; this bounds the table by the traffic of one message lifetime.
+JTI_PURGE_INTERVAL = 60.0
 
 #: Kinds a device may send to the server; everything else is refused at the door.
 INBOUND = frozenset(
@@ -93,6 +100,7 @@ class MessageService:
         self._peers: OrderedDict[str, _Peer] = OrderedDict()
         self._peers_lock = threading.Lock()
         self._cache_size = cache_size
+        self._next_purge = 0.0
 
     # -- sender lookup ------------------------------------------------------------------
     def _peer(self, kid: str) -> _Peer | None:
@@ -136,25 +144,40 @@ class MessageService:
                 now=now,
             )
             peer = peers["it"]
+            self._precheck(peer, message)
             accepted = self._accept(peer, message, now)
-            if accepted.duplicate and message.typ is not MessageType.POLL:
-                # A retransmission (same mid) was already handled: acknowledge it again
-                # without repeating its side effects.
-                body = {"status": "duplicate"}
-                reply = self._message(peer, MessageType.ACK, message, now, body, accepted.reply_seq)
-            else:
-                reply = self._dispatch(peer, message, now, accepted.reply_seq)
+            reply = self._dispatch(peer, message, now, accepted)
         except InvalidMessage as exc:
             log.warning("message rejected: %s", exc.reason or "unspecified")
             raise
+        self._purge_expired(now)
         return self._seal(peer, reply)
+
+    def _precheck(self, peer: _Peer, message: Message) -> None:
+        """Refuse before anything is stored: a refused message must leave no trace."""
+        mid = message.body.get("mid")
+        if mid is not None and not (isinstance(mid, str) and 0 < len(mid) <= MAX_MID_LENGTH):
+            raise InvalidMessage("mid missing, empty or too long")
+        if message.typ is MessageType.COMMAND_RESULT:
+            cid = str(message.body.get("cid"))
+            delivered = self.store.get_command(cid)
+            # The result must answer the delivery this device actually received.
+            if (
+                delivered is None
+                or delivered.device_id != peer.device_id
+                or delivered.delivery_jti != message.in_reply_to
+            ):
+                raise InvalidMessage(f"result for {cid!r} does not answer its delivery")
 
     def _accept(self, peer: _Peer, message: Message, now: float) -> AcceptResult:
         """Replay-check and store the message, reserving the reply's sequence number."""
         window_size = self.settings.replay_window
+        mask = (1 << window_size) - 1
 
         def advance(highest: int, bitmap: int) -> tuple[int, int]:
-            window = ReplayWindow(highest=highest, bitmap=bitmap, size=window_size)
+            # Masked so that shrinking HATCHWAY_REPLAY_WINDOW never strands a device
+            # whose stored bitmap is wider than the new window.
+            window = ReplayWindow(highest=highest, bitmap=bitmap & mask, size=window_size)
             moved = window.accept(message.seq)
             return moved.highest, moved.bitmap
 
@@ -170,10 +193,14 @@ class MessageService:
                 body=message.body,
                 now=now,
                 advance=advance,
+                signing_kid=peer.sender.verifying_key.kid,
             )
         except InvalidMessage:
             raise
-        except HatchwayError as exc:  # e.g. de-registered meanwhile: same opaque answer
+        except (HatchwayError, ValueError) as exc:
+            # Reset, re-enrolled or de-registered meanwhile (possibly on another replica):
+            # drop the cached key and give the same opaque answer as any other refusal.
+            self.forget(peer.sender.verifying_key.kid)
             raise InvalidMessage(f"store refused: {type(exc).__name__}: {exc}") from None
         # Anything else (the database is down...) propagates as a 5xx, which the device
         # retries: refusing it as "invalid" would make the device drop the message.
@@ -181,35 +208,50 @@ class MessageService:
             log.info("duplicate mid %s from %s acknowledged, not stored again", mid, peer.device_id)
         return result
 
-    def _dispatch(self, peer: _Peer, message: Message, now: float, seq: int) -> Message:
-        kind = message.typ
+    def _dispatch(
+        self, peer: _Peer, message: Message, now: float, accepted: AcceptResult
+    ) -> Message:
+        kind, seq = message.typ, accepted.reply_seq
+
+        def ack(status: str) -> Message:
+            return self._message(peer, MessageType.ACK, message, now, {"status": status}, seq)
+
         if kind is MessageType.POLL:
             pending = self.store.pending_commands(peer.device_id, limit=1)
-            if pending:
-                command = pending[0]
-                body = command_body(command.command_id, command.body)
-                reply = self._message(peer, MessageType.COMMAND, message, now, body, seq)
-                self.store.mark_command_delivered(command.command_id, jti=reply.jti, now=now)
-                return reply
-            return self._message(peer, MessageType.ACK, message, now, {"status": "no-command"}, seq)
+            if not pending:
+                return ack("no-command")
+            command = pending[0]
+            body = command_body(command.command_id, command.body)
+            reply = self._message(peer, MessageType.COMMAND, message, now, body, seq)
+            self.store.mark_command_delivered(command.command_id, jti=reply.jti, now=now)
+            return reply
         if kind is MessageType.COMMAND_RESULT:
-            cid = str(message.body.get("cid"))
-            delivered = self.store.get_command(cid)
-            # The result must answer the delivery this device actually received.
-            if delivered is None or delivered.delivery_jti != message.in_reply_to:
-                raise InvalidMessage(f"result for {cid!r} does not answer its delivery")
-            try:
-                self.store.record_command_result(peer.device_id, cid, message.body, now=now)
-            except (UnknownCommand, InvalidTransition) as exc:
-                raise InvalidMessage(f"result for command {cid!r} refused: {exc}") from None
-            return self._message(peer, MessageType.ACK, message, now, {"status": "recorded"}, seq)
+            cid = str(message.body["cid"])
+            record = self.store.get_command(cid)
+            # A retransmission whose first copy was stored but whose result was not
+            # recorded (the store failed in between) records it now: nothing is lost.
+            if record is not None and record.status is not CommandStatus.DONE:
+                try:
+                    self.store.record_command_result(peer.device_id, cid, message.body, now=now)
+                except (UnknownCommand, InvalidTransition) as exc:
+                    raise InvalidMessage(f"result for command {cid!r} refused: {exc}") from None
+            return ack("duplicate" if accepted.duplicate else "recorded")
         if kind is MessageType.DEREGISTER:
+            # Idempotent, so a retransmission after a failure completes it.
             self.store.deregister_device(peer.device_id, now=now)
             self.forget(peer.sender.verifying_key.kid)
-            return self._message(
-                peer, MessageType.ACK, message, now, {"status": "deregistered"}, seq
-            )
-        return self._message(peer, MessageType.ACK, message, now, {"status": "stored"}, seq)
+            return ack("deregistered")
+        return ack("duplicate" if accepted.duplicate else "stored")
+
+    def _purge_expired(self, now: float) -> None:
+        """Forget replay-cache entries whose message has expired, at most once a minute."""
+        with self._peers_lock:
+            if now < self._next_purge:
+                return
+            self._next_purge = now + JTI_PURGE_INTERVAL
+        removed = self.store.purge_expired_jti(now=now)
+        if removed:
+            log.info("purged %d expired jti entries", removed)
 
     def _message(
         self,

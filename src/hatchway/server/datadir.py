@@ -14,6 +14,7 @@ a torn file, so a restart simply finishes the job.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +50,10 @@ def ensure_data_dir(data_dir: Path, *, now: datetime | None = None) -> ServerIde
     now = now or datetime.now(UTC)
     try:
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Also tighten a dir that already existed: the database inside holds device
+        # messages and commands in the clear, and SQLite creates its files with umask.
+        if data_dir.stat().st_uid == os.getuid():
+            data_dir.chmod(0o700)
     except OSError as exc:
         raise ConfigurationError(f"cannot create data dir {data_dir}: {exc}") from exc
 

@@ -52,7 +52,7 @@ async def read_json(request: Request) -> dict[str, Any] | None:
             return None
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting is refused, not a 500
         return None
     return data if isinstance(data, dict) else None
 

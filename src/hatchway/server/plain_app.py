@@ -36,6 +36,9 @@ def add_message_route(app: FastAPI, ctx: ServerContext) -> None:
         declared = request.headers.get("content-length", "0")
         if not declared.isdigit() or int(declared) > limit:
             return uniform_error()
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != JOSE:
+            return uniform_error()
         body = bytearray()
         async for chunk in request.stream():
             body += chunk

@@ -56,6 +56,7 @@ class MessageRepository(RepositoryBase):
         body: dict[str, Any],
         now: float,
         advance: Advance,
+        signing_kid: str | None = None,
     ) -> AcceptResult:
         """Atomically check for replay, record ``jti`` and store the message.
 
@@ -64,6 +65,10 @@ class MessageRepository(RepositoryBase):
         ``jti`` raises :class:`ReplayedJti`. A message whose ``mid`` was stored
         before is not stored again, but its seq and jti are still consumed (it is
         a retransmission under fresh protection), and the earlier id returned.
+
+        The device must be enrolled and, when ``signing_kid`` is given, still hold
+        that signing key: a key cached by a replica before the device was reset or
+        re-enrolled is refused here, inside the transaction.
         """
         check_id("jti", jti)
         check_id("typ", typ)
@@ -127,12 +132,13 @@ class MessageRepository(RepositoryBase):
                 .where(
                     devices.c.device_id == device_id,
                     devices.c.status == DeviceStatus.ENROLLED.value,
+                    *([devices.c.signing_kid == signing_kid] if signing_kid else []),
                 )
                 .values(outbound_seq=devices.c.outbound_seq + 1)
                 .returning(devices.c.outbound_seq)
             ).scalar_one_or_none()
             if reply_seq is None:
-                raise UnknownDevice(f"{device_id} is not enrolled")
+                raise UnknownDevice(f"{device_id} is not enrolled with that key")
         return AcceptResult(
             duplicate=existing is not None, message_id=message_id, reply_seq=int(reply_seq)
         )
