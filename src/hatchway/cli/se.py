@@ -25,8 +25,9 @@ from hatchway.runtime import system_clock, system_random
 if TYPE_CHECKING:
     from hatchway.se.bridge import Bridge
 
-app = typer.Typer(help="Secure-element channel: emulator, PC/SC and the browser bridge.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Secure-element channel: emulator, PC/SC and the browser bridge.", no_args_is_help=True
+)
 
 CardOption = Annotated[Path, typer.Option("--card", help="Card state file (JSON, mode 0600).")]
 
@@ -49,14 +50,22 @@ def personalize(
             fail(as_json, f"{card} already exists; pass --force to replace it", code=2)
         settings = load_settings(data_dir)
         ca = ensure_data_dir(settings.data_dir).ca
-        state = make_card(ca.certificate, ca.private_key, now=system_clock(),
-                          random=system_random)
+        state = make_card(ca.certificate, ca.private_key, now=system_clock(), random=system_random)
         storage.save(state)
         subject = state.sd_certificate.subject.rfc4514_string()
-        emit(as_json, {"card": str(card), "serial": state.serial, "sd_certificate": subject,
-                       "trust_anchor": ca.certificate.subject.rfc4514_string()},
-             lambda: console.print(f"personalised card {state.serial} in {card}; "
-                                   f"trusts {ca.certificate.subject.rfc4514_string()}"))
+        emit(
+            as_json,
+            {
+                "card": str(card),
+                "serial": state.serial,
+                "sd_certificate": subject,
+                "trust_anchor": ca.certificate.subject.rfc4514_string(),
+            },
+            lambda: console.print(
+                f"personalised card {state.serial} in {card}; "
+                f"trusts {ca.certificate.subject.rfc4514_string()}"
+            ),
+        )
 
 
 @app.command()
@@ -73,28 +82,41 @@ def emulate(
         soft = SoftCard.from_file(card, clock=system_clock, random=system_random)
         address = parse_address(vpcd)
         server = VpcdCard(
-            soft, address,
+            soft,
+            address,
             on_event=lambda e: err_console.print(f"vpcd {e} ({address[0]}:{address[1]})"),
         )
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: server.stop())
         err_console.print(f"emulating card {soft.state.serial} for vpcd at {vpcd}")
         server.serve_forever()
-        emit(as_json, {"card": soft.state.serial, "apdus": server.apdus, "stopped": True},
-             lambda: console.print(f"stopped after {server.apdus} APDUs"))
+        emit(
+            as_json,
+            {"card": soft.state.serial, "apdus": server.apdus, "stopped": True},
+            lambda: console.print(f"stopped after {server.apdus} APDUs"),
+        )
 
 
 @app.command()
 def bridge(
-    allow_origin: Annotated[list[str], typer.Option(
-        "--allow-origin", help="Web origin allowed to use the card (repeatable).")],
+    allow_origin: Annotated[
+        list[str],
+        typer.Option("--allow-origin", help="Web origin allowed to use the card (repeatable)."),
+    ],
     port: Annotated[int, typer.Option(min=0, max=65535, help="Loopback port (0: any).")] = 8765,
-    card: Annotated[Path | None, typer.Option(
-        "--card", help="Emulated card state file.", show_default=False)] = None,
-    pcsc: Annotated[str | None, typer.Option(
-        "--pcsc", is_flag=False, flag_value="",
-        help="Use a PC/SC reader: --pcsc (first), --pcsc 1 or --pcsc NAME.",
-        show_default=False)] = None,
+    card: Annotated[
+        Path | None, typer.Option("--card", help="Emulated card state file.", show_default=False)
+    ] = None,
+    pcsc: Annotated[
+        str | None,
+        typer.Option(
+            "--pcsc",
+            is_flag=False,
+            flag_value="",
+            help="Use a PC/SC reader: --pcsc (first), --pcsc 1 or --pcsc NAME.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Relay APDUs between web pages on allowed origins and one secure element."""
@@ -116,8 +138,11 @@ def bridge(
 
         def ready(bound: int) -> None:
             url = f"ws://127.0.0.1:{bound}/"
-            emit(as_json, {"bridge": url, "port": bound, "origins": sorted(relay.allowed)},
-                 lambda: console.print(f"bridge on {url} for {', '.join(sorted(relay.allowed))}"))
+            emit(
+                as_json,
+                {"bridge": url, "port": bound, "origins": sorted(relay.allowed)},
+                lambda: console.print(f"bridge on {url} for {', '.join(sorted(relay.allowed))}"),
+            )
             sys.stdout.flush()
 
         asyncio.run(_run_bridge(relay, ready))
