@@ -8,6 +8,7 @@ Skips without pcscd/vpcd locally, fails when CI=true.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import ssl
@@ -48,6 +49,7 @@ VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
 def pcscd(tmp_path: Path) -> Iterator[Pcscd]:
     program = require_program("pcscd")
     require(VPCD_DRIVER.exists(), "vsmartcard-vpcd")
+    require(importlib.util.find_spec("smartcard") is not None, "pyscard (pip install '.[pcsc]')")
     daemon = Pcscd(program, tmp_path, free_port()).start()
     try:
         yield daemon
