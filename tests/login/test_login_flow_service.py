@@ -12,6 +12,7 @@ from hatchway.errors import InvalidMessage
 from hatchway.flows.login import DeviceAuthorization, LoginService
 from hatchway.flows.login_approval import ApprovalService
 from hatchway.flows.login_common import LOCKOUT, LoginRefused, login_channel, mask_username
+from hatchway.flows.login_polls import DECISIONS_CHANNEL
 from hatchway.login import ScramClient, make_verifier
 from hatchway.runtime import FrozenClock, SeededRandom
 from hatchway.server.context import ServerContext
@@ -96,7 +97,10 @@ def test_pending_slow_down_then_issue_once(ctx: ServerContext, clock: FrozenCloc
     assert (slow.error, slow.interval) == ("slow_down", 10)
     assert _approve(approval, started, PASSWORD) == "approved"
     ref = ctx.store.get_login_session_by_user_code(started.user_code)
-    assert ref is not None and bus.published == [(login_channel(ref.reference), "approved")]
+    assert ref is not None and bus.published == [
+        (login_channel(ref.reference), "approved"),
+        (DECISIONS_CHANNEL, ref.reference),  # every replica stops answering it from memory
+    ]
     # Collecting an approved session is exempt from slow_down (push wakes the device).
     tokens = _token(ctx.login, started.device_code)
     claims = ctx.login.verify_access_token(str(tokens["access_token"]))

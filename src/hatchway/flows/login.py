@@ -13,7 +13,12 @@ RFC 8628 on top of the sans-I/O core in :mod:`hatchway.login`:
 * :meth:`LoginService.device_view` backs the push endpoint (step 6: the device
   learns the result via a reference derived from its identifier).
 
-Methods are synchronous (the store is); the ASGI routes call them in worker threads.
+Polls of a PENDING session are answered without a store write, and usually
+without the store at all: :mod:`hatchway.flows.login_polls` keeps their timing
+and snapshots in memory (see there for the trade-offs across replicas).
+:meth:`LoginService.poll_from_memory` is that fast path; it never blocks, so
+the ASGI route calls it on the event loop. Every other method is synchronous
+(the store is); the routes call them in worker threads.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from hatchway.flows.login_common import (
     Notifier,
     login_channel,
 )
+from hatchway.flows.login_polls import DECISIONS_CHANNEL, PendingPolls
 from hatchway.flows.login_tokens import ACCESS_TOKEN_TYP as ACCESS_TOKEN_TYP
 from hatchway.flows.login_tokens import REFRESH_GRANT as REFRESH_GRANT
 from hatchway.flows.login_tokens import TokenGrants
@@ -44,6 +50,7 @@ from hatchway.login import (
     SessionState,
     SlowDown,
     TokenBucket,
+    TokenError,
     hash_device_code,
     new_device_code,
     new_match_number,
@@ -70,6 +77,7 @@ VERIFICATION_PATH = "/login"
 WHOAMI_PATH = "/api/whoami"
 _MAX_FIELD = 256
 _CAS_RETRIES = 5
+_ACTIVE = frozenset({SessionState.PENDING, SessionState.APPROVED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +148,7 @@ class LoginService(TokenGrants):
         self._signing_jwk = identity.signing_key.to_jwk(private=True)
         self._verifying_jwk = identity.signing_key.public().to_jwk()
         self._last_sweep = 0.0
+        self.pending = PendingPolls()
         # SQLite admits one writer at a time and makes the others retry in its
         # busy handler, which sleeps for up to 100 ms per retry; under load that
         # sleeping, not the work, sets the throughput. Queueing this process's
@@ -254,7 +263,10 @@ class LoginService(TokenGrants):
     # --- claim step 6: push and token ------------------------------------------
 
     def _load(self, device_code: str, client_id: str) -> LoginSession:
-        session = self.store.get_login_session_by_device_code_hash(hash_device_code(device_code))
+        return self._load_hash(hash_device_code(device_code), client_id)
+
+    def _load_hash(self, device_code_hash: bytes, client_id: str) -> LoginSession:
+        session = self.store.get_login_session_by_device_code_hash(device_code_hash)
         if session is None or session.client_id != client_id:
             raise LoginRefused("invalid_grant", "unknown device_code", reason="no such session")
         return session
@@ -286,31 +298,61 @@ class LoginService(TokenGrants):
             and not LOCKOUT.is_locked(user.attempt_state, now)
         )
 
+    def poll_from_memory(self, form: dict[str, str]) -> LoginRefused | None:
+        """``authorization_pending`` for a poll that needs no store, else ``None``.
+
+        Only a device_code grant without ``match_number`` qualifies (a number is
+        only checked once approved, which memory never answers). ``None`` means
+        "call :meth:`token`", never a refusal.
+        """
+        if form.get("grant_type") != GrantType.DEVICE_CODE or "match_number" in form:
+            return None
+        device_code = form.get("device_code")
+        client_id = form.get("client_id")
+        if not device_code or not client_id or max(len(device_code), len(client_id)) > _MAX_FIELD:
+            return None
+        if self.pending.accept(hash_device_code(device_code), client_id, self.clock()):
+            return LoginRefused(
+                TokenError.AUTHORIZATION_PENDING.value, PendingReason.AWAITING_USER.value
+            )
+        return None
+
     def _device_grant(self, form: dict[str, str], *, ip: str, user_agent: str) -> dict[str, Any]:
-        device_code = _field(form, "device_code")
+        device_code_hash = hash_device_code(_field(form, "device_code"))
         client_id = _field(form, "client_id")
         match_number = form.get("match_number") or None
         if match_number is not None and len(match_number) > 8:
             raise LoginRefused("invalid_request", "malformed match_number")
         for _ in range(_CAS_RETRIES):
-            session = self._load(device_code, client_id)
+            epoch = self.pending.epoch
+            stored = self._load_hash(device_code_hash, client_id)
+            session = self.pending.merge(stored)
             now = self.clock()
             result = poll(
                 session,
                 now=now,
                 match_number=match_number,
-                account_active=self._account_active(session.username, now),
+                # The account matters only to a session that could issue tokens.
+                account_active=session.state is not SessionState.APPROVED
+                or self._account_active(session.username, now),
             )
-            if result.session != session:
+            decided = result.session
+            if decided.state is SessionState.PENDING and decided.interval == stored.interval:
+                # An accepted (or repeated) pending poll: nothing durable changed.
+                self.pending.remember(decided, epoch=epoch, now=now)
+                break
+            ended = decided.state is stored.state and stored.state not in _ACTIVE
+            if decided != stored and not ended:  # an ended session keeps its last row
                 try:
                     self.store.update_login_session(
-                        result.session, expected_state=session.state, expected=session
+                        decided, expected_state=stored.state, expected=stored
                     )
                 except StaleSession:
-                    continue  # another poll or the phone moved it first: decide again
-                if result.session.state is not session.state:
-                    self._audit_decision(result.session, now, ip=ip, user_agent=user_agent)
-                    self._publish(result.session)
+                    continue  # another poll, replica or the phone moved it first: decide again
+                if decided.state is not stored.state:
+                    self._audit_decision(decided, now, ip=ip, user_agent=user_agent)
+                    self._publish(decided)
+            self.pending.remember(decided, epoch=epoch, now=now)
             break
         else:
             raise LoginRefused("slow_down", interval=session.interval, reason="contention")
@@ -356,5 +398,9 @@ class LoginService(TokenGrants):
         )
 
     def _publish(self, session: LoginSession) -> None:
+        """Announce a decision: wake the waiting device, and stop every replica
+        answering this session's polls from memory (login_polls.py)."""
+        self.pending.forget(session.reference)
         if self.bus is not None:
             self.bus.publish(login_channel(session.reference), session.state.value)
+            self.bus.publish(DECISIONS_CHANNEL, session.reference)

@@ -30,7 +30,6 @@ from hatchway.flows.login_common import (
     DecoyAttempts,
     LoginRefused,
     b64url,
-    login_channel,
     server_secret,
     unb64url,
 )
@@ -263,8 +262,7 @@ class ApprovalService:
         except StaleSession:
             raise LoginRefused("invalid_request", "already decided", status=409) from None
         self.login._audit_decision(after, now, ip=ip, user_agent=user_agent)
-        if self.login.bus is not None:
-            self.login.bus.publish(login_channel(after.reference), after.state.value)
+        self.login._publish(after)
 
     # --- the sealed exchange token --------------------------------------------
 

@@ -5,7 +5,10 @@ Thin adapter over :mod:`hatchway.flows.login` (device side) and
 thread, map :class:`LoginRefused` to RFC 6749 §5.2 / RFC 8628 §3.5 JSON.
 
 * ``POST /oauth/device_authorization`` — RFC 8628 §3.1 (form-encoded).
-* ``POST /oauth/token`` — §3.4 device_code grant, RFC 6749 §6 refresh.
+* ``POST /oauth/token`` — §3.4 device_code grant, RFC 6749 §6 refresh. A poll
+  of a pending session that memory can answer (``flows/login_polls.py``) is
+  answered on the event loop, with no worker thread and no store; the first
+  token request starts the bus feed that makes those answers safe.
 * ``POST /oauth/device/wait`` — push as a long poll: answers the moment the
   bus announces a decision for the session, from whichever replica made it.
 * ``GET /login`` — ``verification_uri`` (code entry) and
@@ -42,6 +45,7 @@ from hatchway.flows.login import (
 )
 from hatchway.flows.login_approval import ApprovalService
 from hatchway.flows.login_common import LoginRefused, login_channel, server_secret
+from hatchway.flows.login_polls import start_decision_feed
 from hatchway.login import STATIC_DIR, SessionState
 from hatchway.server.context import ServerContext
 from hatchway.server.login_pages import (
@@ -146,6 +150,20 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
     login = ctx.login
     approval = ApprovalService(login)
     csrf = _Csrf(server_secret(ctx.identity, "csrf"), ctx.settings.issuer)
+    feed: list[asyncio.Task[None]] = []  # the decision feed, once started
+
+    async def ensure_feed() -> None:
+        # Lazily, because uvicorn runs with lifespan off. Until the feed runs,
+        # polls still skip the store write but read the store every time.
+        if feed and not feed[-1].done():
+            return
+        try:
+            await ctx.bus.start()  # idempotent; PostgreSQL LISTENs on first use
+        except Exception:  # the store path still works without it
+            log.warning("bus unavailable; pending polls read the store", exc_info=True)
+            return
+        if not feed or feed[-1].done():  # another request may have started it meanwhile
+            feed[:] = [start_decision_feed(ctx.bus, login.pending)]
 
     @app.post(DEVICE_AUTHORIZATION_PATH)
     async def device_authorization(request: Request) -> JSONResponse:
@@ -162,6 +180,10 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
     async def token(request: Request) -> JSONResponse:
         try:
             form = await _form(request)
+            fast = login.poll_from_memory(form)
+            if fast is not None:
+                return _refused(fast)
+            await ensure_feed()
             body = await run_in_threadpool(
                 login.token, form, ip=_ip(request), user_agent=_ua(request)
             )
