@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from hatchway.config import Settings, settings_from_env
+
+if TYPE_CHECKING:
+    from hatchway.server.context import ServerContext
 
 DataDirOption = Annotated[
     Path | None,
@@ -20,6 +25,18 @@ DatabaseOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON object.")]
+
+
+@contextmanager
+def operator_context(data_dir: Path | None, database_url: str | None) -> Iterator[ServerContext]:
+    """The server's context, opened on its data dir for one operator command, then closed."""
+    from hatchway.server.context import ServerContext
+
+    ctx = ServerContext.create(load_settings(data_dir, database_url))
+    try:
+        yield ctx
+    finally:
+        ctx.close()
 
 
 def load_settings(

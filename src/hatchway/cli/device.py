@@ -9,12 +9,18 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from hatchway.cli.common import DatabaseOption, DataDirOption, JsonOption, load_settings
+from hatchway.cli.common import (
+    DatabaseOption,
+    DataDirOption,
+    JsonOption,
+    load_settings,
+    operator_context,
+)
 from hatchway.cli.output import console, emit, errors_reported, parse_json_object
 
 app = typer.Typer(
@@ -22,12 +28,6 @@ app = typer.Typer(
 )
 
 StateOption = Annotated[Path, typer.Option("--state", help="The device state file (JSON, 0600).")]
-
-
-def _context(data_dir: Path | None, database_url: str | None) -> Any:
-    from hatchway.server.context import ServerContext
-
-    return ServerContext.create(load_settings(data_dir, database_url))
 
 
 @app.command()
@@ -42,11 +42,8 @@ def provision(
 ) -> None:
     """Create a device and print its one-time enrolment secret (stored only as a hash)."""
     with errors_reported(as_json):
-        ctx = _context(data_dir, database_url)
-        try:
+        with operator_context(data_dir, database_url) as ctx:
             secret = ctx.enrolment.provision(device_id, force=force)
-        finally:
-            ctx.close()
         ca = ctx.identity.ca_cert_path
         emit(
             as_json,
@@ -239,13 +236,10 @@ def command(
         from hatchway.flows.messaging import check_command
 
         payload = check_command(parse_json_object(body, "command"))
-        ctx = _context(data_dir, database_url)
-        try:
+        with operator_context(data_dir, database_url) as ctx:
             if ctx.store.get_device(device_id) is None:
                 raise ValueError(f"no device {device_id!r}; provision it first")
             cid = ctx.store.queue_command(device_id, payload, now=ctx.enrolment.clock())
-        finally:
-            ctx.close()
         emit(
             as_json,
             {"device_id": device_id, "cid": cid},
@@ -259,11 +253,8 @@ def list_devices(
 ) -> None:
     """Operator: list devices and their state."""
     with errors_reported(as_json):
-        ctx = _context(data_dir, database_url)
-        try:
+        with operator_context(data_dir, database_url) as ctx:
             rows = [(d, ctx.store.count_messages(d.device_id)) for d in ctx.store.list_devices()]
-        finally:
-            ctx.close()
         data = {
             "devices": [
                 {"device_id": d.device_id, "status": d.status.value, "messages": n} for d, n in rows
@@ -289,11 +280,8 @@ def messages(
 ) -> None:
     """Operator: show the latest messages a device sent."""
     with errors_reported(as_json):
-        ctx = _context(data_dir, database_url)
-        try:
+        with operator_context(data_dir, database_url) as ctx:
             rows = ctx.store.list_messages(device_id, limit=limit)
-        finally:
-            ctx.close()
         data = {
             "device_id": device_id,
             "messages": [
