@@ -223,7 +223,7 @@ def _secure_element(server: ServerProcess, root: Path, say: Any) -> dict[str, An
             status = exc.response.status_code
         else:
             raise DemoCheckFailed("the bridge accepted an origin outside its allow-list")
-    say(f"  5. with the default allow-list the bridge refuses {phish} (HTTP {status})")
+    say(f"  5. a bridge allowing only the genuine origin refuses {phish} (HTTP {status})")
     return {
         "flow": "sechannel",
         "round_trips": good.round_trips,
