@@ -159,7 +159,8 @@ def bench_handshake() -> None:
         t_job = timed(job, 500)
         print(
             f"\nfull SCP11a handshake in-process: {t_handshake / 1000:.2f} ms, "
-            f"{apdus} APDUs in 1 batched round trip (+1 for GET DATA BF21 if uncached)"
+            f"{apdus} APDUs in 1 batched round trip (the server's flow also puts SELECT "
+            f"and GET DATA BF21 in that batch)"
         )
         print(
             f"one protected applet command through the emulator: {t_job:.1f} µs "

@@ -10,7 +10,14 @@ from hatchway.errors import InvalidMessage, LocalProtocolError
 from hatchway.se.apdu import CommandApdu, ResponseApdu
 from hatchway.se.errors import ChannelClosed
 from hatchway.se.kdf import SessionKeys
-from hatchway.se.securemsg import CardSecureChannel, ChannelState, SecureChannel, pad, unpad
+from hatchway.se.securemsg import (
+    MAX_IN_FLIGHT,
+    CardSecureChannel,
+    ChannelState,
+    SecureChannel,
+    pad,
+    unpad,
+)
 
 KEYS = SessionKeys(b"\x01" * 16, b"\x02" * 16, b"\x03" * 16)
 
@@ -76,14 +83,55 @@ def test_error_status_words_travel_bare_and_data_on_them_is_refused() -> None:
 def test_out_of_order_use_is_a_local_error() -> None:
     host, card = pair()
     with pytest.raises(LocalProtocolError):
-        host.unwrap(bytes.fromhex("9000"))
-    host.wrap(bytes.fromhex("80440000"))
-    with pytest.raises(LocalProtocolError):
-        host.wrap(bytes.fromhex("80440000"))
+        host.unwrap(bytes.fromhex("9000"))  # no command in flight
+    card.unwrap_command(CommandApdu.parse(host.wrap(bytes.fromhex("80440000"))))
+    with pytest.raises(LocalProtocolError):  # the card serves one command at a time
+        card.unwrap_command(CommandApdu(0x84, 0x44, 0, 0, bytes(8)))
+    host, card = pair()
     with pytest.raises(LocalProtocolError):
         card.wrap_response(ResponseApdu(b"", 0x9000))
     with pytest.raises(LocalProtocolError):
         SecureChannel(KEYS).wrap_command(CommandApdu(0x84, 0x44, 0, 0))
+
+
+def test_pipelined_commands_are_answered_in_order() -> None:
+    """Several commands wrapped before any answer (one relay batch): each response is
+    checked against its own command's MAC chaining value and counter."""
+    host, card = pair()
+    wrapped = [host.wrap(CommandApdu(0x80, 0x42, 0, 0, bytes([i]) * 20).encode())
+               for i in range(3)]
+    assert host.in_flight == 3 and host.state is ChannelState.BUSY
+    answers = []
+    for i, raw in enumerate(wrapped):
+        assert card.unwrap_command(CommandApdu.parse(raw)).data == bytes([i]) * 20
+        answers.append(card.wrap_response(ResponseApdu(b"r%d" % i, 0x9000)).encode())
+    assert [host.unwrap(a) for a in answers] == [b"r0\x90\x00", b"r1\x90\x00", b"r2\x90\x00"]
+    assert host.in_flight == 0 and host.state is ChannelState.OPEN
+    with pytest.raises(LocalProtocolError):
+        host.unwrap(answers[0])
+
+
+def test_swapped_pipelined_responses_fail_and_close() -> None:
+    """A relay that reorders the answers of a batch is caught by the first R-MAC."""
+    host, card = pair()
+    wrapped = [host.wrap(bytes.fromhex("80440000")), host.wrap(bytes.fromhex("80460000"))]
+    answers = []
+    for raw, data in zip(wrapped, (b"secret", b"\x00\x00\x00\x01"), strict=True):
+        card.unwrap_command(CommandApdu.parse(raw))
+        answers.append(card.wrap_response(ResponseApdu(data, 0x9000)).encode())
+    with pytest.raises(InvalidMessage):
+        host.unwrap(answers[1])
+    assert host.closed and host.in_flight == 0
+    with pytest.raises(ChannelClosed):
+        host.unwrap(answers[0])
+
+
+def test_commands_in_flight_are_bounded() -> None:
+    host, _ = pair()
+    for _ in range(MAX_IN_FLIGHT):
+        host.wrap(bytes.fromhex("80460000"))
+    with pytest.raises(LocalProtocolError):
+        host.wrap(bytes.fromhex("80460000"))
 
 
 def test_replayed_command_fails_the_mac_chain() -> None:

@@ -36,7 +36,10 @@ class PhishingProxy:
             def _relay(self, method: str) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else None
-                headers = {"content-type": self.headers.get("content-type", "text/plain")}
+                # An attacker's proxy rewrites Origin for the genuine server, so the
+                # server's same-origin check passes: only the card can tell.
+                headers = {"content-type": self.headers.get("content-type", "text/plain"),
+                           "origin": proxy.upstream}
                 answer = proxy.client.request(
                     method, proxy.upstream + self.path, content=body, headers=headers)
                 self.send_response(answer.status_code)

@@ -4,7 +4,8 @@
 served at ``/se/`` opens the channel and the provisioning job succeeds. A phishing
 copy of the page, on another origin that relays the genuine API and certificate,
 fails *at the SE* (6A88: identity mismatch) even when the bridge lets that origin
-through; with the default allow-list the bridge itself refuses it.
+through; with an allow-list of only the genuine origin the bridge itself refuses it.
+Navigating to the page never starts provisioning: only a click does.
 """
 
 from __future__ import annotations
@@ -84,7 +85,26 @@ def test_phishing_copy_fails_at_the_se(
     assert card_secret(card_file) is None
 
 
-def test_default_allow_list_refuses_the_phishing_origin(
+def test_navigation_alone_never_drives_the_card(
+    browser: object, server: ServerProcess, card_file: Path
+) -> None:
+    """A link or redirect to ``/se/?auto`` (the old auto-start flag) does nothing."""
+    with BridgeProcess(card_file, [server.https_url]) as bridge:
+        page = browser.new_page()  # type: ignore[attr-defined]
+        try:
+            page.goto(f"{server.https_url}/se/?auto&bridge={bridge.port}")
+            page.wait_for_timeout(1500)
+            assert page.locator("#status").get_attribute("data-state") == "idle"
+            # A script-dispatched click is not a user gesture either.
+            page.evaluate("document.getElementById('start').click()")
+            page.wait_for_timeout(1500)
+            assert page.locator("#status").get_attribute("data-state") == "idle"
+        finally:
+            page.close()
+    assert card_secret(card_file) is None
+
+
+def test_allow_list_without_the_phishing_origin_refuses_it(
     browser: object, server: ServerProcess, card_file: Path, phishing: PhishingProxy
 ) -> None:
     with BridgeProcess(card_file, [server.https_url]) as bridge:

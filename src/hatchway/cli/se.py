@@ -120,7 +120,7 @@ def bridge(
     as_json: JsonOption = False,
 ) -> None:
     """Relay APDUs between web pages on allowed origins and one secure element."""
-    from hatchway.se.bridge import Bridge, CardTransport
+    from hatchway.se.bridge import Bridge, CardTransport, plaintext_origins
 
     with errors_reported(as_json):
         if (card is None) == (pcsc is None):
@@ -135,6 +135,10 @@ def bridge(
 
             transport = PcscTransport(pcsc or None)
         relay = Bridge(transport, allow_origin, port=port)
+        for origin in plaintext_origins(relay.allowed):
+            err_console.print(
+                f"warning: {origin} is plain http and not loopback: anyone on the network "
+                "path can change that page and use the card as that origin")
 
         def ready(bound: int) -> None:
             url = f"ws://127.0.0.1:{bound}/"

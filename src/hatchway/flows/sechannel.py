@@ -15,10 +15,10 @@ Claim 1 step by step, as this module runs it:
 
 The OCE side is the sans-I/O ``Scp11Host``; this module adds one web session per
 handshake — in memory, unguessable id, short expiry — and a transition table
-(STYLE.md §2). Round trips page↔server: card info (SELECT + GET DATA ``BF21``),
-the whole handshake as one batch, then one per job APDU (SCP03 chains each
-command's MAC to the previous one, and ``SecureChannel`` unwraps each response
-before it wraps the next command).
+(STYLE.md §2). Two relays in all: SELECT + GET DATA ``BF21`` + PERFORM SECURITY
+OPERATION + MUTUAL AUTHENTICATE as one batch (the host checks the card's
+certificate and receipt when the answers come back), then STORE SECRET and READ
+SECRET wrapped together (SCP03's MAC chain advances only on commands).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from hatchway.errors import HatchwayError, InvalidMessage
+from hatchway.login.ratelimit import KeyedLimiter, TokenBucket
 from hatchway.pki import CertificateAuthority
 from hatchway.pki.files import write_private, write_public
 from hatchway.runtime import Clock, Random
@@ -46,21 +47,20 @@ from hatchway.se import (
     HATCHWAY_AID,
     ApduError,
     AppletIns,
+    ChannelClosed,
     CommandApdu,
-    KeyRef,
     MalformedApdu,
-    MalformedTlv,
     ResponseApdu,
     Scp11Host,
     Scp11Variant,
     SecureChannel,
-    get_certificate_store_command,
     issue_application_certificate,
     origin_identity,
-    parse_certificate_store,
+    serialize_origin,
     spki_identity,
 )
-from hatchway.se.appcert import ORIGIN_BINDING_OID, OriginBinding
+from hatchway.se.appcert import OriginBinding, origin_binding_of
+from hatchway.se.certprofile import OCE_ECKA_EKU, UntrustedCard
 from hatchway.se.constants import CLA, INS, SW, sw_name
 
 log = logging.getLogger("hatchway.sechannel")
@@ -72,6 +72,10 @@ APP_CERT_DAYS = 90
 RENEW_BEFORE = dt.timedelta(days=7)
 SESSION_TTL = 120.0
 MAX_SESSIONS = 1024
+#: Open sessions per client address; a finished or failed session frees its slot.
+MAX_SESSIONS_PER_CLIENT = 8
+#: Session starts per client address: a burst of 20, then one a second.
+START_RATE = TokenBucket(capacity=20, refill_per_second=1.0)
 SECRET_LENGTH = 32
 #: SD key version the personalised card uses (``hatchway.se.personalize``).
 SD_KVN = 1
@@ -95,65 +99,46 @@ def ensure_application_identity(
     data_dir: Path, ca: CertificateAuthority, *, origin: str, tls_cert_path: Path, now: float
 ) -> ApplicationIdentity:
     """Load the OCE key and certificate, (re)issuing the certificate when it no longer
-    matches this CA, origin or TLS key, or is about to expire."""
+    matches this CA, origin, TLS key or profile, or is about to expire."""
+    origin = serialize_origin(origin)
     key_path, cert_path = data_dir / OCE_KEY_FILE, data_dir / APP_CERT_FILE
     if key_path.exists():
-        loaded = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise ValueError(f"{key_path} is not an EC private key")
-        key = loaded
     else:
         key = ec.generate_private_key(ec.SECP256R1())
-        write_private(
-            key_path,
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ),
-        )
+        write_private(key_path, key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
     tls_spki = spki_identity(x509.load_pem_x509_certificate(tls_cert_path.read_bytes()))
     cert = None
     if cert_path.exists():
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        if not _still_good(cert, key, ca, origin_identity(origin), tls_spki, now):
+        if not _still_good(cert, key, ca, OriginBinding(origin_identity(origin), tls_spki), now):
             cert = None
     if cert is None:
         cert = issue_application_certificate(
-            ca.certificate,
-            ca.private_key,
-            key.public_key(),
-            origin=origin,
-            tls_spki_sha256=tls_spki,
-            now=now,
-            valid_days=APP_CERT_DAYS,
-        )
+            ca.certificate, ca.private_key, key.public_key(), origin=origin,
+            tls_spki_sha256=tls_spki, now=now, valid_days=APP_CERT_DAYS)
         write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
         log.info("issued the SE application certificate", extra={"origin": origin})
     return ApplicationIdentity(origin, key, cert, ca.certificate)
 
 
-def _still_good(
-    cert: x509.Certificate,
-    key: ec.EllipticCurvePrivateKey,
-    ca: CertificateAuthority,
-    origin_digest: bytes,
-    tls_spki: bytes,
-    now: float,
-) -> bool:
+def _still_good(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey,
+                ca: CertificateAuthority, binding: OriginBinding, now: float) -> bool:
     when = dt.datetime.fromtimestamp(now, dt.UTC)
     try:
         cert.verify_directly_issued_by(ca.certificate)
-        ext = cert.extensions.get_extension_for_oid(ORIGIN_BINDING_OID).value
-        if not isinstance(ext, x509.UnrecognizedExtension):
-            return False
-        binding = OriginBinding.decode(ext.value)
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        current = origin_binding_of(cert)
     except (ValueError, TypeError, x509.ExtensionNotFound, InvalidSignature):
         return False
     return (
         cert.public_key() == key.public_key()
-        and binding.origin_digest == origin_digest
-        and binding.tls_spki_digest == tls_spki
+        and OCE_ECKA_EKU in eku
+        and current == binding
         and cert.not_valid_after_utc - RENEW_BEFORE > when
     )
 
@@ -166,19 +151,15 @@ class Stage(Enum):
 
 
 class SessionState(Enum):
-    CARD_INFO = "card-info"
     HANDSHAKE = "handshake"
-    STORE = "store"
-    READ = "read"
+    JOB = "job"
     DONE = "done"
 
 
 # One table of legal moves (STYLE.md §2): (state, stage the page posted to) → next.
 _TRANSITIONS: dict[tuple[SessionState, Stage], SessionState] = {
-    (SessionState.CARD_INFO, Stage.HANDSHAKE): SessionState.HANDSHAKE,
-    (SessionState.HANDSHAKE, Stage.JOB): SessionState.STORE,
-    (SessionState.STORE, Stage.JOB): SessionState.READ,
-    (SessionState.READ, Stage.JOB): SessionState.DONE,
+    (SessionState.HANDSHAKE, Stage.HANDSHAKE): SessionState.JOB,
+    (SessionState.JOB, Stage.JOB): SessionState.DONE,
 }
 
 
@@ -186,12 +167,19 @@ class SessionRefused(HatchwayError):
     """A web session step failed; ``code`` is the public error, ``sw`` the card's word."""
 
     def __init__(
-        self, code: str, description: str, *, status: int = 400, sw: int | None = None
+        self,
+        code: str,
+        description: str,
+        *,
+        status: int = 400,
+        sw: int | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(description)
         self.code = code
         self.status_hint = status
         self.sw = sw
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,8 +203,9 @@ class Done:
 @dataclass(slots=True)
 class _Session:
     expires: float
-    state: SessionState = SessionState.CARD_INFO
-    host: Scp11Host | None = None
+    client: str
+    host: Scp11Host
+    state: SessionState = SessionState.HANDSHAKE
     channel: SecureChannel | None = None
     card_serial: str = ""
     secret: bytes = b""
@@ -227,7 +216,12 @@ class _Session:
 
 
 class SecureChannelService:
-    """Runs handshakes and the provisioning job for web sessions (thread-safe)."""
+    """Runs handshakes and the provisioning job for web sessions (thread-safe).
+
+    ``start`` is unauthenticated, so it is rationed per client address: a token
+    bucket (``start_rate``) and at most ``max_per_client`` open sessions each, on top
+    of the global ``max_sessions``; expired sessions are evicted before any refusal.
+    """
 
     def __init__(
         self,
@@ -237,30 +231,52 @@ class SecureChannelService:
         random: Random,
         ttl: float = SESSION_TTL,
         max_sessions: int = MAX_SESSIONS,
+        max_per_client: int = MAX_SESSIONS_PER_CLIENT,
+        start_rate: TokenBucket = START_RATE,
     ) -> None:
         self.identity = identity
         self._clock = clock
         self._random = random
         self._ttl = ttl
         self._max = max_sessions
+        self._max_per_client = max_per_client
+        self._limiter = KeyedLimiter(start_rate)
         self._sessions: dict[str, _Session] = {}
         self._lock = threading.Lock()
         #: Card serial → how many secrets the server has provisioned into it.
         self.provisioned: dict[str, int] = {}
 
-    def start(self) -> Step:
-        """A new web session: select the applet and read the card's certificate."""
+    def start(self, client: str = "") -> Step:
+        """A new web session: select the applet, read the card's certificate and run
+        the whole SCP11a handshake, all in one batch."""
         now = self._clock()
-        sid = base64.urlsafe_b64encode(self._random(32)).rstrip(b"=").decode()
-        apdus = (
-            CommandApdu(0x00, INS.SELECT, 0x04, 0x00, HATCHWAY_AID, le=256).encode(),
-            get_certificate_store_command(KeyRef(Scp11Variant.A.kid, SD_KVN)).encode(),
-        )
         with self._lock:
             self._expire(now)
+            allowance = self._limiter.hit(f"ip:{client}", now)
+            if not allowance.allowed:
+                raise SessionRefused("slow_down", "too many sessions started from here",
+                                     status=429, retry_after=allowance.retry_after)
+            if sum(1 for s in self._sessions.values() if s.client == client) >= (
+                self._max_per_client
+            ):
+                raise SessionRefused("busy", "too many open sessions from here", status=429,
+                                     retry_after=int(self._ttl))
             if len(self._sessions) >= self._max:
                 raise SessionRefused("busy", "too many open sessions", status=503)
-            self._sessions[sid] = _Session(expires=now + self._ttl, sent=apdus)
+            sid = base64.urlsafe_b64encode(self._random(32)).rstrip(b"=").decode()
+            host = Scp11Host(
+                Scp11Variant.A,
+                trust_anchor=self.identity.ca_certificate,
+                random=self._random,
+                now=now,
+                oce_chain=[self.identity.certificate],
+                oce_key=self.identity.oce_key,
+                sd_kvn=SD_KVN,
+                short_apdus=True,
+            )
+            select = CommandApdu(0x00, INS.SELECT, 0x04, 0x00, HATCHWAY_AID, le=256).encode()
+            apdus = (select, *host.handshake_commands())
+            self._sessions[sid] = _Session(now + self._ttl, client, host, sent=apdus)
         return Step(sid, apdus, Stage.HANDSHAKE)
 
     def advance(self, session_id: str, stage: Stage, responses: Sequence[bytes]) -> Step | Done:
@@ -278,7 +294,11 @@ class SecureChannelService:
                 self._sessions.pop(session_id, None)
                 raise SessionRefused("bad_request", "one response per APDU is required")
             try:
-                result = self._step(session, session_id, nxt, responses)
+                parsed = [_parse(r) for r in responses]
+                if nxt is SessionState.JOB:
+                    result: Step | Done = self._open(session, session_id, parsed)
+                else:
+                    result = self._finish_job(session, session_id, parsed)
             except BaseException:
                 # A failed step ends the session for good: no retry on a half-open host.
                 self._sessions.pop(session_id, None)
@@ -290,61 +310,22 @@ class SecureChannelService:
                 session.sent = result.apdus
                 return result
             self._sessions.pop(session_id, None)
-            return Done(
-                session_id,
-                session.card_serial,
-                len(session.secret),
-                session.round_trips,
-                session.apdus,
-            )
+            return Done(session_id, session.card_serial, len(session.secret),
+                        session.round_trips, session.apdus)
 
-    def _step(
-        self, session: _Session, sid: str, nxt: SessionState, responses: Sequence[bytes]
-    ) -> Step | Done:
-        parsed = [_parse(r) for r in responses]
-        if nxt is SessionState.HANDSHAKE:
-            return self._handshake(session, sid, parsed)
-        if nxt is SessionState.STORE:
-            return self._open(session, sid, responses)
-        if nxt is SessionState.READ:
-            _check_job(self._unwrap(session, parsed[0]), "STORE SECRET")
-            return self._wrapped(session, sid, AppletIns.READ_SECRET, b"")
-        secret = _check_job(self._unwrap(session, parsed[0]), "READ SECRET")
-        if not hmac.compare_digest(secret, session.secret):
-            raise SessionRefused("job_failed", "the card returned a different secret", status=502)
-        self.provisioned[session.card_serial] = self.provisioned.get(session.card_serial, 0) + 1
-        log.info("secret provisioned through SCP11a", extra={"card": session.card_serial})
-        return Done(sid, session.card_serial, len(session.secret), 0, 0)
-
-    def _handshake(self, session: _Session, sid: str, parsed: list[ResponseApdu]) -> Step:
-        for resp, what in zip(parsed, ("SELECT applet", "GET DATA BF21"), strict=True):
-            if resp.sw != SW.OK:
-                raise SessionRefused("card_refused", f"{what}: {sw_name(resp.sw)}", sw=resp.sw)
+    def _open(self, session: _Session, sid: str, parsed: list[ResponseApdu]) -> Step:
+        if parsed[0].sw != SW.OK:
+            sw = parsed[0].sw
+            raise SessionRefused("card_refused", f"SELECT applet: {sw_name(sw)}", sw=sw)
         try:
-            certs = parse_certificate_store(parsed[1].data)
-            host = Scp11Host(
-                Scp11Variant.A,
-                card_certificates=certs,
-                random=self._random,
-                now=self._clock(),
-                trust_anchor=self.identity.ca_certificate,
-                oce_chain=[self.identity.certificate],
-                oce_key=self.identity.oce_key,
-                sd_kvn=SD_KVN,
-                short_apdus=True,
-            )
-        except (MalformedTlv, InvalidMessage):
+            channel = session.host.receive_responses([r.encode() for r in parsed[1:]])
+        except UntrustedCard:
             raise SessionRefused(
-                "untrusted_card", "the card's certificate is not from this server's CA", status=403
+                "untrusted_card",
+                "the card's certificate is not a secure-element certificate from this "
+                "server's CA",
+                status=403,
             ) from None
-        session.host = host
-        session.card_serial = _serial(certs[-1])
-        return Step(sid, tuple(host.handshake_commands()), Stage.JOB)
-
-    def _open(self, session: _Session, sid: str, responses: Sequence[bytes]) -> Step:
-        assert session.host is not None  # noqa: S101 - set in the HANDSHAKE state
-        try:
-            session.channel = session.host.receive_responses(responses)
         except ApduError as exc:
             raise SessionRefused(
                 "se_refused",
@@ -356,20 +337,30 @@ class SecureChannelService:
             raise SessionRefused(
                 "handshake_failed", "the card's handshake answer did not verify", status=403
             ) from None
-        session.host = None
+        session.channel = channel
+        session.card_serial = _serial(session.host.card_certificates[-1])
         session.secret = self._random(SECRET_LENGTH)
-        return self._wrapped(session, sid, AppletIns.STORE_SECRET, session.secret)
+        # The C-MAC chain advances only on commands, so both job commands are wrapped
+        # now and travel in one batch; each response is checked in order against its
+        # own command's chaining value (``SecureChannel``).
+        store = CommandApdu(CLA.PROPRIETARY, AppletIns.STORE_SECRET, 0, 0, session.secret)
+        read = CommandApdu(CLA.PROPRIETARY, AppletIns.READ_SECRET, 0, 0, le=256)
+        return Step(sid, (channel.wrap(store.encode()), channel.wrap(read.encode())), Stage.JOB)
 
-    def _wrapped(self, session: _Session, sid: str, ins: int, data: bytes) -> Step:
-        assert session.channel is not None  # noqa: S101 - set when the channel opened
-        cmd = CommandApdu(CLA.PROPRIETARY, ins, 0, 0, data, le=256 if not data else None)
-        return Step(sid, (session.channel.wrap(cmd.encode()),), Stage.JOB)
+    def _finish_job(self, session: _Session, sid: str, parsed: list[ResponseApdu]) -> Done:
+        stored = _check_job(self._unwrap(session, parsed[0]), "STORE SECRET")
+        secret = _check_job(self._unwrap(session, parsed[1]), "READ SECRET")
+        if stored or not hmac.compare_digest(secret, session.secret):
+            raise SessionRefused("job_failed", "the card returned a different secret", status=502)
+        self.provisioned[session.card_serial] = self.provisioned.get(session.card_serial, 0) + 1
+        log.info("secret provisioned through SCP11a", extra={"card": session.card_serial})
+        return Done(sid, session.card_serial, len(session.secret), 0, 0)
 
     def _unwrap(self, session: _Session, resp: ResponseApdu) -> ResponseApdu:
         assert session.channel is not None  # noqa: S101 - set when the channel opened
         try:
             return ResponseApdu.parse(session.channel.unwrap(resp.encode()))
-        except InvalidMessage:
+        except (InvalidMessage, ChannelClosed):
             raise SessionRefused(
                 "channel_failed",
                 "a response failed its R-MAC check; the channel is closed",

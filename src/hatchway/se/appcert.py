@@ -14,19 +14,27 @@ this UUID is hatchway's, ``.1`` is "origin binding". Value (DER)::
         originDigest   OCTET STRING (SIZE (32)),        -- SHA-256(ASCII origin)
         tlsSpkiDigest  [0] IMPLICIT OCTET STRING (SIZE (32)) OPTIONAL }
 
-The card-side check (``verify_oce_chain``) refuses with one status word per failed
-condition, so an operator can tell what is wrong (certificates are public, so the
+Only ``originDigest`` is checked, by the card against the origin the bridge read.
+``tlsSpkiDigest`` is informational: neither the card nor the bridge checks it (the
+bridge cannot see the page's TLS connection), so it binds nothing.
+
+The certificate is keyAgreement-only with the OCE EKU of ``certprofile``. The
+card-side check (``verify_oce_chain``) refuses with one status word per kind of
+failure, so an operator can tell what is wrong (certificates are public, so the
 distinction leaks nothing secret):
 
-====================================  ===========================================
-condition                              status word
-====================================  ===========================================
-certificate unparsable / no binding    6A80 WRONG_DATA
-chain not valid under trust anchor     6982 SECURITY_STATUS_NOT_SATISFIED
-expired or not yet valid (card clock)  6984 DATA_INVALID
-key usage is not keyAgreement only     6985 CONDITIONS_NOT_SATISFIED
-identity value != bridge's origin      6A88 REFERENCE_DATA_NOT_FOUND
-====================================  ===========================================
+* ``6A80 WRONG_DATA``: a certificate is unparsable, the leaf has no origin binding,
+  or its key is not P-256;
+* ``6982 SECURITY_STATUS_NOT_SATISFIED``: the chain is not valid under the trust
+  anchor — a bad signature, a signature algorithm other than ECDSA with SHA-256/384,
+  an issuer that is not CA=true with keyCertSign, a pathLen exceeded, or an unknown
+  critical extension (RFC 5280 §6.1);
+* ``6984 DATA_INVALID``: a certificate is expired or not yet valid (card clock);
+* ``6985 CONDITIONS_NOT_SATISFIED``: the leaf's keyUsage is not keyAgreement only,
+  the leaf is a CA, or its EKU (if present) has neither the OCE EKU nor
+  anyExtendedKeyUsage;
+* ``6A88 REFERENCE_DATA_NOT_FOUND``: the identity value differs from the bridge's
+  origin.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import hashlib
 import hmac
 import ipaddress
 import re
+import urllib.parse
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,10 +55,16 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.utils import CryptographyDeprecationWarning
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hatchway.errors import LocalProtocolError
 
+from .certprofile import (
+    KEY_AGREEMENT_ONLY,
+    OCE_ECKA_EKU,
+    SIGNATURE_ALGORITHMS,
+    unknown_critical,
+)
 from .constants import SW
 
 ORIGIN_BINDING_OID = x509.ObjectIdentifier("2.25.129035342240183155408243354213884003891.1")
@@ -91,6 +106,18 @@ def serialize_origin(origin: str) -> str:
         if int(port) != _DEFAULT_PORTS[scheme]:
             suffix = f":{int(port)}"
     return f"{scheme}://{host}{suffix}"
+
+
+def web_origin(url: str) -> str:
+    """The serialised origin (scheme, host, port; RFC 6454 §4) of an absolute URL.
+
+    A public base URL may carry a path (``https://example.com/hatchway``); its origin
+    does not. Userinfo is refused rather than dropped.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if "@" in parts.netloc:
+        raise ValueError("a URL with userinfo does not name a web origin")
+    return serialize_origin(f"{parts.scheme}://{parts.netloc}")
 
 
 def _canonical_host(host: str) -> str:
@@ -150,6 +177,14 @@ class OriginBinding:
         raise ValueError("malformed origin binding")
 
 
+def origin_binding_of(cert: x509.Certificate) -> OriginBinding:
+    """The certificate's origin binding; ``ExtensionNotFound`` or ``ValueError`` if none."""
+    raw = cert.extensions.get_extension_for_oid(ORIGIN_BINDING_OID).value
+    if not isinstance(raw, x509.UnrecognizedExtension):
+        raise ValueError("unexpected extension type")
+    return OriginBinding.decode(raw.value)
+
+
 def issue_application_certificate(
     ca_cert: x509.Certificate,
     ca_key: ec.EllipticCurvePrivateKey,
@@ -181,23 +216,11 @@ def issue_application_certificate(
         .not_valid_before(start - dt.timedelta(minutes=5))
         .not_valid_after(start + dt.timedelta(days=valid_days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_KEY_AGREEMENT_ONLY, critical=True)
+        .add_extension(KEY_AGREEMENT_ONLY, critical=True)
+        .add_extension(x509.ExtendedKeyUsage([OCE_ECKA_EKU]), critical=False)
         .add_extension(x509.UnrecognizedExtension(ORIGIN_BINDING_OID, binding.encode()), False)
         .sign(ca_key, hashes.SHA256())
     )
-
-
-_KEY_AGREEMENT_ONLY = x509.KeyUsage(
-    digital_signature=False,
-    content_commitment=False,
-    key_encipherment=False,
-    data_encipherment=False,
-    key_agreement=True,
-    key_cert_sign=False,
-    crl_sign=False,
-    encipher_only=False,
-    decipher_only=False,
-)
 
 
 class CertificateRejected(Exception):
@@ -237,7 +260,7 @@ def verify_oce_chain(
     now: float,
     expected_identity: bytes,
 ) -> ec.EllipticCurvePublicKey:
-    """The card's four checks on a leaf-last OCE chain; returns PK.OCE.ECKA."""
+    """The card's checks on a leaf-last OCE chain (RFC 5280 §6.1 subset); returns PK.OCE.ECKA."""
     if not 0 < len(chain) <= MAX_CHAIN_LENGTH or any(len(c) > MAX_CERT_SIZE for c in chain):
         raise CertificateRejected(SW.WRONG_DATA, "chain size")
     try:
@@ -250,26 +273,25 @@ def verify_oce_chain(
     _check_time(trust_anchor, when)
     issuer = trust_anchor
     for index, cert in enumerate(certs):
+        # pathLen counts the intermediates below the issuer: ``cert`` and any after it
+        # but the leaf.
+        _check_issuer(issuer, intermediates_below=len(certs) - 1 - index,
+                      anchor=issuer is trust_anchor)
         try:
+            if cert.signature_algorithm_oid not in SIGNATURE_ALGORITHMS:
+                raise ValueError("signature algorithm")
             cert.verify_directly_issued_by(issuer)
         except (ValueError, TypeError, InvalidSignature):
             raise CertificateRejected(SW.SECURITY_STATUS_NOT_SATISFIED, "untrusted") from None
-        if index < len(certs) - 1 and not _is_ca(cert):
-            raise CertificateRejected(SW.SECURITY_STATUS_NOT_SATISFIED, "issuer is not a CA")
         _check_time(cert, when)
+        understood = _LEAF_UNDERSTOOD if index == len(certs) - 1 else _ISSUER_UNDERSTOOD
+        if unknown_critical(cert, understood):
+            raise CertificateRejected(SW.SECURITY_STATUS_NOT_SATISFIED, "unknown critical ext")
         issuer = cert
     leaf = certs[-1]
+    _check_leaf_usage(leaf)
     try:
-        usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        raise CertificateRejected(SW.CONDITIONS_NOT_SATISFIED, "no key usage") from None
-    if usage != _KEY_AGREEMENT_ONLY:
-        raise CertificateRejected(SW.CONDITIONS_NOT_SATISFIED, "key usage is not keyAgreement")
-    try:
-        raw = leaf.extensions.get_extension_for_oid(ORIGIN_BINDING_OID).value
-        if not isinstance(raw, x509.UnrecognizedExtension):
-            raise ValueError("unexpected extension type")
-        binding = OriginBinding.decode(raw.value)
+        binding = origin_binding_of(leaf)
     except (x509.ExtensionNotFound, ValueError):
         raise CertificateRejected(SW.WRONG_DATA, "no origin binding") from None
     public_key = leaf.public_key()
@@ -284,8 +306,53 @@ def verify_oce_chain(
     return public_key
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
+_ISSUER_UNDERSTOOD = frozenset({
+    x509.BasicConstraints.oid, x509.KeyUsage.oid,
+})
+_LEAF_UNDERSTOOD = frozenset({
+    x509.BasicConstraints.oid, x509.KeyUsage.oid, x509.ExtendedKeyUsage.oid, ORIGIN_BINDING_OID,
+})
+
+
+def _check_issuer(issuer: x509.Certificate, *, intermediates_below: int, anchor: bool) -> None:
+    """RFC 5280 §6.1.4 (k), (l), (m), (n): a CA, within its pathLen, allowed to sign certs."""
+    untrusted = CertificateRejected(SW.SECURITY_STATUS_NOT_SATISFIED, "issuer may not issue")
     try:
-        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        constraints = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
-        return False
+        raise untrusted from None
+    if not constraints.ca:
+        raise untrusted
+    if constraints.path_length is not None and intermediates_below > constraints.path_length:
+        raise untrusted
+    try:
+        usage = issuer.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        # The configured anchor may predate keyUsage; an intermediate must state it.
+        if anchor:
+            return
+        raise untrusted from None
+    if not usage.key_cert_sign:
+        raise untrusted
+
+
+def _check_leaf_usage(leaf: x509.Certificate) -> None:
+    """keyAgreement only, not a CA, and an EKU (if any) that allows OCE key agreement."""
+    wrong = CertificateRejected(SW.CONDITIONS_NOT_SATISFIED, "key usage is not OCE keyAgreement")
+    try:
+        usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        raise wrong from None
+    if usage != KEY_AGREEMENT_ONLY:
+        raise wrong
+    try:
+        if leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+            raise wrong
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    if OCE_ECKA_EKU not in eku and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in eku:
+        raise wrong

@@ -24,13 +24,22 @@ Wire format (text frames, JSON, hex — easy to read in devtools and to log)::
 
 The bridge completes ``61xx`` with GET RESPONSE itself (ISO 7816-4 §5.3.4), as a
 PC/SC host stack would, so each relayed response is whole.
+
+Robustness: an allow-listed origin longer than SET ORIGIN can carry (255 bytes, a
+short APDU) is refused at startup; a page message that does not parse (malformed,
+too deep, too big) gets an ``error`` reply, never a crash; a session with no message
+for ``idle_timeout`` seconds (60) is closed, so an idle tab cannot hold the card.
+``plaintext_origins`` names allowed ``http://`` origins that are not loopback: a
+network attacker can inject script into those pages, and the CLI warns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
+import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -40,7 +49,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from hatchway.errors import HatchwayError
+from hatchway.errors import ConfigurationError, HatchwayError
 
 from .apdu import get_response
 from .appcert import serialize_origin
@@ -53,6 +62,9 @@ LOOPBACK = "127.0.0.1"
 MAX_FRAME = 64 * 1024
 MAX_BATCH = 64
 MAX_GET_RESPONSE = 64
+#: SET ORIGIN is a short APDU: its data, the ASCII origin, fits in one Lc byte.
+MAX_SET_ORIGIN = 255
+IDLE_TIMEOUT = 60.0
 
 
 class CardTransport(Protocol):
@@ -71,7 +83,26 @@ def is_set_origin(apdu: bytes) -> bool:
 
 def set_origin_apdu(origin: str) -> bytes:
     data = origin.encode("ascii")
+    if not 0 < len(data) <= MAX_SET_ORIGIN:
+        raise ValueError(f"SET ORIGIN carries 1..{MAX_SET_ORIGIN} bytes")
     return bytes((CLA.PROPRIETARY, INS.SET_ORIGIN, 0, 0, len(data))) + data
+
+
+def plaintext_origins(origins: Iterable[str]) -> list[str]:
+    """Serialised ``http://`` origins whose host is not loopback."""
+    found = []
+    for origin in origins:
+        parts = urllib.parse.urlsplit(origin)
+        host = parts.hostname or ""
+        if parts.scheme != "http" or host == "localhost":
+            continue
+        try:
+            if ipaddress.ip_address(host).is_loopback:
+                continue
+        except ValueError:
+            pass
+        found.append(origin)
+    return found
 
 
 def transmit_whole(card: CardTransport, apdu: bytes) -> bytes:
@@ -114,8 +145,10 @@ def parse_request(text: str | bytes) -> tuple[Any, list[bytes]]:
         apdus = [bytes.fromhex(a) for a in raw if isinstance(a, str)]
         if len(apdus) != len(raw) or any(len(a) < 4 for a in apdus):
             raise ValueError("every APDU is a hex string of at least 4 bytes")
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:  # JSONDecodeError, UnicodeDecodeError, ...
         raise RelayError(f"bad request: {exc}") from None
+    except RecursionError:  # nesting deeper than the parser's stack
+        raise RelayError("bad request: nested too deeply") from None
     request_id = doc.get("id")
     return (request_id if isinstance(request_id, int | str) else None), apdus
 
@@ -124,12 +157,24 @@ class Bridge:
     """Relays one page at a time to ``card``; origins outside ``allowed`` are refused."""
 
     def __init__(self, card: CardTransport, allowed_origins: Iterable[str], *,
-                 port: int = DEFAULT_PORT) -> None:
+                 port: int = DEFAULT_PORT, idle_timeout: float = IDLE_TIMEOUT) -> None:
         self.card = card
-        self.allowed = frozenset(serialize_origin(o) for o in allowed_origins)
-        if not self.allowed:
-            raise ValueError("the bridge needs at least one allowed origin")
+        allowed = set()
+        for origin in allowed_origins:
+            try:
+                serialised = serialize_origin(origin)
+            except ValueError as exc:
+                raise ConfigurationError(f"--allow-origin {origin!r}: {exc}") from None
+            if len(serialised) > MAX_SET_ORIGIN:
+                raise ConfigurationError(
+                    f"--allow-origin {origin!r}: {len(serialised)} bytes serialised; "
+                    f"SET ORIGIN carries at most {MAX_SET_ORIGIN}")
+            allowed.add(serialised)
+        if not allowed:
+            raise ConfigurationError("the bridge needs at least one allowed origin")
+        self.allowed = frozenset(allowed)
         self.port = port
+        self.idle_timeout = idle_timeout
         self.stats = BridgeStats()
         self._busy = False
 
@@ -169,7 +214,13 @@ class Bridge:
             self.stats.origins.append(origin)
             atr = await asyncio.to_thread(self._open_card_session, origin)
             await ws.send(json.dumps({"type": "ready", "origin": origin, "atr": atr.hex()}))
-            async for message in ws:
+            while True:
+                try:
+                    message = await asyncio.wait_for(ws.recv(), self.idle_timeout)
+                except TimeoutError:
+                    log.info("closing an idle session", extra={"origin": origin})
+                    await ws.close(1000, "idle timeout")
+                    break
                 await ws.send(await asyncio.to_thread(self.answer, message))
         except ConnectionClosed:
             pass
@@ -177,6 +228,7 @@ class Bridge:
             log.warning("card session failed: %s", exc)
             await ws.close(1011, "card unavailable")
         finally:
+            # The next session starts with a card reset, which drops any open channel.
             self._busy = False
 
     def _open_card_session(self, origin: str) -> bytes:

@@ -7,7 +7,8 @@ and other local users cannot read its private keys.
 
 Personalisation (GP Card Spec v2.3.1 §9 "personalization", Amendment F §5.1):
 load the trust anchor PK.CA-KLOC.ECDSA (hatchway's CA certificate), generate
-SK.SD.ECKA and have the CA certify it (the certificate store read by GET DATA
+SK.SD.ECKA and have the CA certify it under the secure-element profile of
+``certprofile`` (keyAgreement only, SE EKU; the certificate store read by GET DATA
 ``BF21``), and generate the applet's signing key.
 """
 
@@ -29,6 +30,7 @@ from cryptography.x509.oid import NameOID
 from hatchway.errors import ConfigurationError
 from hatchway.runtime import Random
 
+from .certprofile import se_certificate_extensions
 from .kdf import p256_key_from_random
 
 STATE_VERSION = 1
@@ -127,7 +129,7 @@ def personalize(
     serial = random(8).hex()
     sd_key = p256_key_from_random(random)
     start = dt.datetime.fromtimestamp(now, dt.UTC)
-    sd_cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([
             x509.NameAttribute(NameOID.COMMON_NAME, f"hatchway SE {serial}"),
@@ -138,13 +140,10 @@ def personalize(
         .serial_number(int.from_bytes(random(16), "big") >> 1 | 1)
         .not_valid_before(start - dt.timedelta(minutes=5))
         .not_valid_after(start + dt.timedelta(days=valid_days))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, True, False, False, False, False),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
     )
+    for extension, critical in se_certificate_extensions():
+        builder = builder.add_extension(extension, critical=critical)
+    sd_cert = builder.sign(ca_key, hashes.SHA256())
     return CardState(
         serial=serial,
         trust_anchor=ca_cert,

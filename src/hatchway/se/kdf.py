@@ -2,7 +2,7 @@
 
 * ``x963_kdf``: ANSI X9.63 KDF with SHA-256 as profiled by BSI TR-03111 v2.10 §4.3.3
   (counter from 1, 32-bit big-endian, ``Z || counter || SharedInfo``).
-* ``derive_scp11_keys``: GP Card Spec v2.3 Amendment F v1.3 §3.1.2 / §6.5.2 — the
+* ``derive_scp11_keys``: GP Card Spec v2.3 Amendment F v1.4 §3.1.2 / §6.5.2 — the
   shared secret is ``ShSee || ShSes`` (both P-256 ECKA x-coordinates, BSI TR-03111
   §4.3.1), SharedInfo is key usage || key type || key length, and the output is cut
   into five AES-128 keys in the order receipt key, S-ENC, S-MAC, S-RMAC, S-DEK.

@@ -28,6 +28,8 @@ import httpx
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin
 
+from hatchway.se.appcert import web_origin
+
 
 class BridgeProcess:
     """``hatchway se bridge --card CARD --allow-origin …`` as a subprocess."""
@@ -119,7 +121,11 @@ class PageClient:
         self.close()
 
     def _post(self, path: str, body: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
-        response = self.http.post(self.server + path, json=body)
+        # The API takes same-origin JSON only. The page served by the server sends its
+        # own origin; so does a phishing proxy, which rewrites the header on its way
+        # to the genuine server — the bridge's Origin (``self.origin``) is what differs.
+        response = self.http.post(self.server + path, json=body,
+                                  headers={"Origin": web_origin(self.server)})
         return response.is_success, response.json()
 
     def run(self) -> PageResult:
@@ -137,11 +143,12 @@ class PageClient:
                 result.apdus += len(step["apdus"])
                 result.seen += step["apdus"] + responses
                 result.relayed_bytes += sum(len(h) // 2 for h in step["apdus"] + responses)
-                first_job = step["next"].endswith("/job") and not result.handshake_seconds
+                # The server's answer to the handshake batch means the channel is open.
+                opening = step["next"].endswith("/handshake") and not result.handshake_seconds
                 ok, step = self._post(step["next"], {"session": step["session"],
                                                      "responses": responses})
                 result.round_trips += 1
-                if ok and first_job:
+                if ok and opening:
                     result.handshake_seconds = time.perf_counter() - started
         result.ok = ok and bool(step.get("ok"))
         result.outcome = step

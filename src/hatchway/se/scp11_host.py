@@ -9,22 +9,27 @@ AUTHENTICATE and the key derivation of §3.1.2:
   ECKA(eSK.OCE, PK.SD) for SCP11b;
 * receipt checked in constant time; it seeds the MAC chain of the channel.
 
-Because every command of the handshake is known before any answer arrives, the
-host emits them as one batch (``handshake_commands``) and consumes the batch of
-answers (``receive_responses``): one server→browser→card round trip, plus one for
-GET DATA ``BF21`` unless the card's certificate is already known to the server.
+No handshake command depends on an answer: the OCE chain and ePK.OCE are the
+host's own, and PK.SD is needed only to check the card's answer. So the host emits
+everything as one batch (``handshake_commands``) — GET DATA ``BF21`` first when it
+was not given the card's certificates — and consumes the batch of answers
+(``receive_responses``): one server→browser→card round trip in all. Sending PSO and
+AUTHENTICATE before the card's certificate is checked reveals nothing (the OCE
+certificate is public, ePK.OCE ephemeral); the card is authenticated when the
+answers come back, by its certificate (``certprofile.verify_card_certificate``:
+issued by ``trust_anchor`` under the secure-element profile) and by the receipt,
+which only the holder of SK.SD.ECKA can compute. The host keeps no cache of card
+certificates between handshakes.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -32,8 +37,9 @@ from hatchway.errors import InvalidMessage, LocalProtocolError
 from hatchway.runtime import Random
 
 from . import tlv
-from .apdu import CommandApdu, ResponseApdu, Transmit, chain
+from .apdu import CommandApdu, ResponseApdu, Transmit, chain, transceive
 from .appcert import load_der_strict
+from .certprofile import UntrustedCard, verify_card_certificate
 from .constants import (
     INS,
     SCP11_ID,
@@ -111,6 +117,15 @@ def parse_certificate_store(data: bytes) -> list[x509.Certificate]:
     return certs
 
 
+class _InsecureSkip(Enum):
+    INSECURE_SKIP_CARD_VERIFICATION = "insecure-skip-card-verification"
+
+
+#: Pass as ``trust_anchor`` to accept *any* card key unverified. Only for known-answer
+#: tests with the spec's bare keys; never in a deployment (anyone could pose as a card).
+INSECURE_SKIP_CARD_VERIFICATION = _InsecureSkip.INSECURE_SKIP_CARD_VERIFICATION
+
+
 class HostState(Enum):
     READY = "ready"
     AWAITING_RESPONSES = "awaiting-responses"
@@ -127,20 +142,20 @@ _TRANSITIONS = {
 class Scp11Host:
     """OCE side of one SCP11 handshake; yields an open ``SecureChannel``.
 
-    ``card_certificates`` is the SD's store (leaf last). With ``trust_anchor`` the
-    host checks that the leaf was issued by it and is valid at ``now``; the card is
-    authenticated by that certificate and by the receipt, which only the holder of
-    SK.SD.ECKA can compute.
+    ``trust_anchor`` is required: the card's leaf certificate must be issued by it
+    under the secure-element profile (``certprofile``). ``card_certificates`` is the
+    SD's store (leaf last) if already read; without it the host reads the store
+    itself, in the same batch as the handshake.
     """
 
     def __init__(
         self,
         variant: Scp11Variant,
         *,
-        card_certificates: Sequence[x509.Certificate],
+        trust_anchor: x509.Certificate | _InsecureSkip,
         random: Random,
         now: float,
-        trust_anchor: x509.Certificate | None = None,
+        card_certificates: Sequence[x509.Certificate] | None = None,
         oce_chain: Sequence[x509.Certificate] = (),
         oce_key: ec.EllipticCurvePrivateKey | None = None,
         sd_kvn: int = 1,
@@ -149,10 +164,17 @@ class Scp11Host:
     ) -> None:
         if variant.authenticates_oce and (oce_key is None or not oce_chain):
             raise LocalProtocolError(f"SCP11{variant.name} needs the OCE key and certificate chain")
-        if not card_certificates:
+        if not isinstance(trust_anchor, x509.Certificate | _InsecureSkip):
+            raise LocalProtocolError("a trust anchor for the card's certificate is required")
+        if card_certificates is not None and not card_certificates:
             raise LocalProtocolError("the card's certificate store is empty")
         self.variant = variant
-        self._pk_sd = _card_key(card_certificates[-1], trust_anchor, now)
+        self._anchor = trust_anchor
+        self._now = now
+        self.card_certificates: list[x509.Certificate] = []
+        self._pk_sd: ec.EllipticCurvePublicKey | None = None
+        if card_certificates is not None:
+            self._accept_card(list(card_certificates))
         self._oce_chain = list(oce_chain) if variant.authenticates_oce else []
         self._oce_key = oce_key
         self._random = random
@@ -164,6 +186,19 @@ class Scp11Host:
         self._esk: ec.EllipticCurvePrivateKey | None = None
         self._auth_data = b""
 
+    def _accept_card(self, certs: list[x509.Certificate]) -> None:
+        leaf = certs[-1]
+        if isinstance(self._anchor, x509.Certificate):
+            self._pk_sd = verify_card_certificate(leaf, self._anchor, self._now)
+        else:
+            key = leaf.public_key()
+            if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(
+                key.curve, ec.SECP256R1
+            ):
+                raise UntrustedCard("card key")
+            self._pk_sd = key
+        self.card_certificates = certs
+
     def _move(self, event: str) -> None:
         nxt = _TRANSITIONS.get((self.state, event))
         if nxt is None:
@@ -171,9 +206,12 @@ class Scp11Host:
         self.state = nxt
 
     def handshake_commands(self) -> list[bytes]:
-        """All handshake APDUs, in order: PERFORM SECURITY OPERATION(s), then AUTHENTICATE."""
+        """All handshake APDUs, in order: [GET DATA BF21,] PERFORM SECURITY
+        OPERATION(s), then AUTHENTICATE."""
         self._move("commands")
         commands: list[CommandApdu] = []
+        if self._pk_sd is None:
+            commands.append(get_certificate_store_command(self._sd_ref))
         last = len(self._oce_chain) - 1
         for i, cert in enumerate(self._oce_chain):
             p2 = self._oce_ref.kid | (PSO_MORE if i < last else 0)
@@ -199,8 +237,10 @@ class Scp11Host:
     def receive_responses(self, responses: Sequence[bytes]) -> SecureChannel:
         """The card's answers to ``handshake_commands``, in order → open channel.
 
-        A refusal raises ``ApduError`` naming the card's status word; a response
-        that fails the receipt check raises the opaque ``InvalidMessage``.
+        Checked in this order: the card's certificate store (if the batch read it;
+        any failure is the opaque ``UntrustedCard``), then the status words (a
+        refusal raises ``ApduError`` naming the card's status word), then the
+        receipt (the opaque ``InvalidMessage``).
         """
         self._move("responses")
         try:
@@ -214,6 +254,12 @@ class Scp11Host:
         if len(responses) != len(self._sent):
             raise LocalProtocolError("one response per handshake command is required")
         parsed = [ResponseApdu.parse(raw) for raw in responses]
+        if self._pk_sd is None:
+            store, parsed = parsed[0], parsed[1:]
+            try:
+                self._accept_card(parse_certificate_store(store.check()))
+            except (ApduError, MalformedTlv):
+                raise UntrustedCard("card certificate store") from None
         for resp in parsed:
             if resp.sw != SW.OK:
                 raise ApduError(resp.sw, resp.data)
@@ -229,7 +275,7 @@ class Scp11Host:
         except (ValueError, MalformedTlv):
             raise InvalidMessage("authenticate answer") from None
         static = self._oce_key if self.variant.authenticates_oce else self._esk
-        assert static is not None  # noqa: S101 - checked in __init__
+        assert static is not None and self._pk_sd is not None  # noqa: S101 - checked above
         keys = derive_scp11_keys(ecka(self._esk, epk_sd), ecka(static, self._pk_sd),
                                  scp11_shared_info())
         expected = receipt(keys.receipt_key, self._auth_data + items[0].encode())
@@ -242,26 +288,11 @@ class Scp11Host:
         """Drive the handshake over one injected ``transmit`` callable."""
         answers: list[bytes] = []
         for command in self.handshake_commands():
-            answer = transmit(command)
+            # Each command is already a whole link; transceive collects any 61xx.
+            answer = transceive(transmit, CommandApdu.parse(command)).encode()
             answers.append(answer)
             if answer[-2:] != b"\x90\x00":
                 break
         answers += [b"\x6f\x00"] * (len(self._sent) - len(answers))
         return self.receive_responses(answers)
 
-
-def _card_key(
-    leaf: x509.Certificate, anchor: x509.Certificate | None, now: float
-) -> ec.EllipticCurvePublicKey:
-    key = leaf.public_key()
-    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
-        raise InvalidMessage("card key")
-    if anchor is not None:
-        when = dt.datetime.fromtimestamp(now, dt.UTC)
-        try:
-            leaf.verify_directly_issued_by(anchor)
-        except (ValueError, TypeError, InvalidSignature):
-            raise InvalidMessage("card certificate") from None
-        if not leaf.not_valid_before_utc <= when <= leaf.not_valid_after_utc:
-            raise InvalidMessage("card certificate validity")
-    return key

@@ -14,6 +14,11 @@ C-MAC + C-DECRYPTION + R-MAC + R-ENCRYPTION.
   status words (not 9000/62xx/63xx) travel bare, without R-MAC (§6.2.5).
 * The counter starts at 1 and advances with every command, with or without data.
 
+The host may wrap several commands before the first answer comes back (a relay
+that carries them as one batch): the C-MAC chain and the counter advance only on
+commands, so ``SecureChannel`` remembers the chaining value and counter of each
+command in flight and checks the responses in order against their own command's.
+
 Any failed MAC or padding check closes the channel for good: the object forgets its
 keys and every later call raises ``ChannelClosed`` (STYLE.md §4). The failure itself
 is the single opaque ``InvalidMessage`` (STYLE.md §5).
@@ -22,6 +27,7 @@ is the single opaque ``InvalidMessage`` (STYLE.md §5).
 from __future__ import annotations
 
 import hmac
+from collections import deque
 from dataclasses import replace
 from enum import Enum
 
@@ -53,15 +59,23 @@ def unpad(data: bytes) -> bytes:
 
 class ChannelState(Enum):
     OPEN = "open"
-    #: host: a command was wrapped, its response is due. card: a command is being served.
+    #: host: commands were wrapped, responses are due. card: a command is being served.
     BUSY = "busy"
     CLOSED = "closed"
 
 
+#: How many wrapped commands the host may have in flight at once.
+MAX_IN_FLIGHT = 16
+
 # One table of legal moves (STYLE.md §2); anything else is a LocalProtocolError.
+# The card only ever uses "command" and "response"; "pipelined-command" (another
+# command while responses are due) and "response-more" (a response while more are
+# due) are the host's.
 _TRANSITIONS: dict[tuple[ChannelState, str], ChannelState] = {
     (ChannelState.OPEN, "command"): ChannelState.BUSY,
     (ChannelState.BUSY, "response"): ChannelState.OPEN,
+    (ChannelState.BUSY, "pipelined-command"): ChannelState.BUSY,
+    (ChannelState.BUSY, "response-more"): ChannelState.BUSY,
 }
 
 
@@ -131,12 +145,27 @@ def _mac_input(cmd: CommandApdu) -> bytes:
 
 
 class SecureChannel(_SecureMessaging):
-    """The host (OCE) end: ``wrap`` a command, then ``unwrap`` its response."""
+    """The host (OCE) end: ``wrap`` commands, then ``unwrap`` their responses in order."""
+
+    def __init__(self, keys: SessionKeys, mac_chain: bytes = bytes(BLOCK), counter: int = 1):
+        super().__init__(keys, mac_chain, counter)
+        #: (counter, MAC chaining value) of each wrapped command awaiting its response.
+        self._in_flight: deque[tuple[int, bytes]] = deque()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def close(self) -> None:
+        super().close()
+        self._in_flight.clear()
 
     def wrap_command(self, cmd: CommandApdu) -> CommandApdu:
         if cmd.cla & (CLA.SECURE_MESSAGING | CLA.CHAINING):
             raise LocalProtocolError("wrap the whole plain command; chain after wrapping")
-        keys = self._move("command")
+        if len(self._in_flight) >= MAX_IN_FLIGHT:
+            raise LocalProtocolError("too many commands in flight")
+        keys = self._move("pipelined-command" if self._in_flight else "command")
         self._next_counter()
         body = self._encrypt(keys, cmd.data, response=False) if cmd.data else b""
         extended = cmd.extended or len(body) + MAC_LENGTH > SHORT_MAX_DATA
@@ -151,10 +180,12 @@ class SecureChannel(_SecureMessaging):
             extended=extended,
         )
         self._chain = aes_cmac(keys.s_mac, self._chain, _mac_input(draft))
+        self._in_flight.append((self._current, self._chain))
         return replace(draft, data=body + self._chain[:MAC_LENGTH])
 
     def unwrap_response(self, resp: ResponseApdu) -> ResponseApdu:
-        keys = self._move("response")
+        keys = self._move("response-more" if len(self._in_flight) > 1 else "response")
+        self._current, chain = self._in_flight.popleft()
         if not is_success(resp.sw):
             if resp.data:
                 raise self._fail("data on an error status word")
@@ -162,7 +193,7 @@ class SecureChannel(_SecureMessaging):
         if len(resp.data) < MAC_LENGTH:
             raise self._fail("response without R-MAC")
         body, mac = resp.data[:-MAC_LENGTH], resp.data[-MAC_LENGTH:]
-        expected = aes_cmac(keys.s_rmac, self._chain, body, resp.sw.to_bytes(2, "big"))
+        expected = aes_cmac(keys.s_rmac, chain, body, resp.sw.to_bytes(2, "big"))
         if not hmac.compare_digest(expected[:MAC_LENGTH], mac):
             raise self._fail("R-MAC")
         plain = self._decrypt(keys, body, response=True) if body else b""

@@ -11,6 +11,7 @@ from hatchway.flows.login import LoginService
 from hatchway.flows.messaging import MessageService
 from hatchway.flows.sechannel import SecureChannelService, ensure_application_identity
 from hatchway.runtime import Clock, Random, system_clock, system_random
+from hatchway.se.appcert import web_origin
 from hatchway.server.datadir import ServerIdentity, ensure_data_dir
 from hatchway.store import Store
 
@@ -53,7 +54,7 @@ class ServerContext:
             login=LoginService(**common, bus=bus),  # type: ignore[arg-type]
             sechannel=SecureChannelService(
                 ensure_application_identity(
-                    settings.data_dir, identity.ca, origin=settings.issuer,
+                    settings.data_dir, identity.ca, origin=web_origin(settings.issuer),
                     tls_cert_path=identity.tls_cert_path, now=clock(),
                 ),
                 clock=clock,

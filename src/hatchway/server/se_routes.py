@@ -12,6 +12,14 @@ Thin adapter over ``flows.sechannel.SecureChannelService``:
 
 APDUs travel as lowercase hex. Failures are ``{error, error_description}`` with the
 card's status word as ``sw`` when the card refused; the server logs the details.
+
+The POST routes answer only ``Content-Type: application/json`` requests whose
+``Origin`` header is this server's own origin (Fetch §3.1: browsers send it on every
+POST). A cross-site form can send neither, so another site cannot make visitors'
+browsers open sessions; ``start`` is also rationed per client address by the
+service. (A non-browser client can forge both headers; that is what the rationing
+is for. The origin check is CSRF defence, not the anti-phishing check — the card
+does that.)
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from hatchway.flows.sechannel import Done, SessionRefused, Stage, Step
+from hatchway.se.appcert import serialize_origin
 from hatchway.server.context import ServerContext
 
 log = logging.getLogger("hatchway.sechannel")
@@ -71,7 +80,27 @@ def _refused(exc: SessionRefused, headers: dict[str, str]) -> JSONResponse:
     body = {"error": exc.code, "error_description": str(exc)}
     if exc.sw is not None:
         body["sw"] = f"{exc.sw:04X}"
+    if exc.retry_after is not None:
+        headers = {**headers, "Retry-After": str(exc.retry_after)}
     return JSONResponse(body, status_code=int(exc.status_hint), headers=headers)
+
+
+def same_origin_json(request: Request, origin: str) -> str | None:
+    """Why a POST is refused (``None``: it is a same-origin JSON request)."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json":
+        return "expected Content-Type: application/json"
+    values = request.headers.getlist("origin")
+    try:
+        if len(values) != 1 or serialize_origin(values[0]) != origin:
+            return "cross-origin request"
+    except ValueError:
+        return "cross-origin request"
+    return None
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 def _responses(data: dict[str, Any]) -> tuple[str, list[bytes]] | None:
@@ -108,10 +137,19 @@ def add_se_routes(app: FastAPI, ctx: ServerContext) -> None:
         return JSONResponse({"origin": ident.origin, "certificate": ident.certificate_pem},
                             headers=SECURITY_HEADERS)
 
+    def refused_request(request: Request) -> JSONResponse | None:
+        why = same_origin_json(request, service.identity.origin)
+        if why is None:
+            return None
+        log.warning("SE API request refused: %s", why, extra={"client": _client(request)})
+        return error(403 if why.startswith("cross") else 415, "invalid_request", why)
+
     @app.post(f"{API}/start")
-    async def start() -> JSONResponse:
+    async def start(request: Request) -> JSONResponse:
+        if (bad := refused_request(request)) is not None:
+            return bad
         try:
-            step = await run_in_threadpool(service.start)
+            step = await run_in_threadpool(service.start, _client(request))
         except SessionRefused as exc:
             return _refused(exc, SECURITY_HEADERS)
         body = _step_body(step)
@@ -119,6 +157,8 @@ def add_se_routes(app: FastAPI, ctx: ServerContext) -> None:
         return JSONResponse(body, headers=SECURITY_HEADERS)
 
     async def advance(request: Request, stage: Stage) -> JSONResponse:
+        if (bad := refused_request(request)) is not None:
+            return bad
         data = await read_json(request)
         parsed = None if data is None else _responses(data)
         if parsed is None:

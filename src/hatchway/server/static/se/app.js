@@ -137,9 +137,12 @@ async function run() {
   }
 }
 
+// Provisioning starts only from a click: a page that merely got navigated to (a link,
+// a redirect, an iframe attempt) never drives the card.
 document.addEventListener("DOMContentLoaded", () => {
   const params = new URLSearchParams(location.search);
   if (params.has("bridge")) $("port").value = params.get("bridge");
-  $("start").addEventListener("click", run);
-  if (params.has("auto")) run();
+  $("start").addEventListener("click", (event) => {
+    if (event.isTrusted) run();
+  });
 });
