@@ -194,7 +194,7 @@ def _secure_element(server: ServerProcess, root: Path, say: Any) -> dict[str, An
     CardStateFile(card).save(
         personalize(ca.certificate, ca.private_key, now=system_clock(), random=system_random)
     )
-    say("  1. emulated SE personalised: trusts the server's CA, SD key certified by it")
+    say("  1. emulated SE personalised: trusts the server's CA, which certified its key as an SE")
     phish = "https://hatchway-login.example"
     tls = ssl.create_default_context(cafile=str(server.ca_file))
     with BridgeProcess(card, [server.https_url, phish]) as bridge:
