@@ -43,7 +43,8 @@ class Settings:
     login_expires_in: int = 300
     login_interval: int = 5
     #: "Request initiation verification": the device must type the phone's number.
-    login_number_matching: bool = False
+    #: On by default: it is the main defence against device-code phishing.
+    login_number_matching: bool = True
     #: Lifetimes of the access token (JWT) and of each rotated refresh token.
     login_access_token_ttl: int = 600
     login_refresh_token_ttl: int = 30 * 24 * 3600
@@ -51,6 +52,14 @@ class Settings:
     login_start_per_minute: int = 30
     #: Approval-page code lookups and password attempts per client IP per minute.
     login_attempts_per_minute: int = 10
+    #: Wrong password proofs one login session may see before it is denied.
+    login_session_max_failures: int = 5
+    #: PBKDF2 iterations for new SCRAM verifiers (``hatchway users add``), and
+    #: for decoy verifiers unless ``users add`` recorded another count in the store.
+    login_scram_iterations: int = 600_000
+    #: Comma-separated proxy IPs (or ``*``) whose X-Forwarded-For / -Proto is
+    #: believed; empty means the client IP is the TCP peer, whatever headers say.
+    trusted_proxies: str = ""
 
     @property
     def resolved_database_url(self) -> str:
@@ -99,6 +108,8 @@ _INT_FIELDS = {
     "login_refresh_token_ttl",
     "login_start_per_minute",
     "login_attempts_per_minute",
+    "login_session_max_failures",
+    "login_scram_iterations",
 }
 _BOOL_FIELDS = {"login_number_matching"}
 _TRUE = {"1", "true", "yes", "on"}
@@ -156,3 +167,7 @@ def validate(settings: Settings) -> None:
         raise ConfigurationError("login_refresh_token_ttl must be at least 60 seconds")
     if settings.login_start_per_minute < 1 or settings.login_attempts_per_minute < 1:
         raise ConfigurationError("login rate limits must be positive")
+    if not 1 <= settings.login_session_max_failures <= 100:
+        raise ConfigurationError("login_session_max_failures must be between 1 and 100")
+    if not 4096 <= settings.login_scram_iterations <= 10_000_000:
+        raise ConfigurationError("login_scram_iterations must be between 4096 and 10000000")

@@ -35,7 +35,11 @@ def clock() -> FrozenClock:
 @pytest.fixture
 def ctx(tmp_path: Path, clock: FrozenClock) -> Iterator[ServerContext]:
     settings = settings_from_env(
-        {"HATCHWAY_DATA_DIR": str(tmp_path / "data"), "HATCHWAY_LOGIN_ATTEMPTS_PER_MINUTE": "600"}
+        {
+            "HATCHWAY_DATA_DIR": str(tmp_path / "data"),
+            "HATCHWAY_LOGIN_ATTEMPTS_PER_MINUTE": "600",
+            "HATCHWAY_LOGIN_NUMBER_MATCHING": "false",
+        }
     )
     context = ServerContext.create(settings, clock=clock, random=SeededRandom())
     rnd = SeededRandom(b"user")

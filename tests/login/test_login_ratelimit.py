@@ -128,7 +128,7 @@ def test_lockout_backoff_arithmetic(clock: FrozenClock) -> None:
 
 def test_lockout_after_n_failures_then_timed_release(clock: FrozenClock) -> None:
     policy = LockoutPolicy(free_failures=1, lockout_after=3, lockout_duration=3600, max_delay=300)
-    state = AttemptState(failures=2)
+    state = AttemptState(failures=2, last_failure_at=clock())
     state = policy.record_failure(state, clock())
     assert state.locked and policy.is_locked(state, clock())
     # Looks exactly like a maximal back-off: the answer does not reveal the lock.
@@ -138,8 +138,20 @@ def test_lockout_after_n_failures_then_timed_release(clock: FrozenClock) -> None
     clock.advance(1)
     assert not policy.is_locked(state, clock())
     assert policy.check(state, clock()) == ALLOW
-    # One more failure after release locks again at once.
-    assert policy.is_locked(policy.record_failure(state, clock()), clock())
+    # The count starts again after the lock: one more failure is the first
+    # again, so one failure an hour cannot keep an account locked for ever.
+    again = policy.record_failure(state, clock())
+    assert (again.failures, again.locked) == (1, False)
+    assert policy.check(again, clock()) == ALLOW
+
+
+def test_quiet_failures_are_forgotten(clock: FrozenClock) -> None:
+    policy = LockoutPolicy(free_failures=1, lockout_after=3, forget_after=600)
+    state = policy.record_failure(policy.record_failure(AttemptState(), clock()), clock())
+    assert state.failures == 2
+    clock.advance(600)
+    assert policy.current(state, clock()) == AttemptState()
+    assert policy.record_failure(state, clock()).failures == 1
 
 
 def test_permanent_lockout_until_unlock(clock: FrozenClock) -> None:
@@ -170,6 +182,7 @@ def test_state_is_a_frozen_value() -> None:
         {"base_delay": 0},
         {"base_delay": 10, "max_delay": 5},
         {"lockout_duration": 0},
+        {"forget_after": 0},
     ],
 )
 def test_lockout_policy_rejects_nonsense(kwargs: dict[str, float]) -> None:

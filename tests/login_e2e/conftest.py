@@ -139,7 +139,9 @@ def start_server(tmp: Path, **env: str) -> ServerProcess:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = start_server(tmp_path_factory.mktemp("login"))
+    # Number matching is on by default; this module server turns it off, so the
+    # tests here cover "off" and tests/login_e2e/test_browser_login.py "on".
+    proc = start_server(tmp_path_factory.mktemp("login"), HATCHWAY_LOGIN_NUMBER_MATCHING="false")
     try:
         yield proc
     finally:
@@ -164,6 +166,15 @@ def browser() -> Iterator[Any]:
             yield chromium
         finally:
             chromium.close()
+
+
+@pytest.fixture
+def no_js_page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(ignore_https_errors=True, java_script_enabled=False)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
 
 
 @pytest.fixture

@@ -8,12 +8,16 @@ password, approves, and the device is signed in within a moment (push).
 from __future__ import annotations
 
 import re
+import ssl
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from hatchway.login.device_client import DeviceLoginClient
+from hatchway.login.phone import ApprovalFailed, PhoneClient
 from hatchway.server.process import ServerProcess
 from tests.login_e2e.conftest import PASSWORD, DeviceCli, add_user, hatchway, start_server
 
@@ -47,7 +51,9 @@ def test_login_with_push_then_whoami(server: ServerProcess, page: Any, tmp_path:
         assert headers["strict-transport-security"].startswith("max-age=")
         text = page.inner_text("#origin")
         assert re.fullmatch(
-            r"Sign in as a•••e on Living-room TV — started \d\d:\d\d from 127\.0\.0\.1", text
+            r"Sign in as a•••e on a device calling itself “Living-room TV” — "
+            r"started \d\d:\d\d UTC from 127\.0\.0\.1",
+            text,
         )
         # The page asks for the password only; Approve and Deny look the same.
         assert page.locator("input[type=password]").count() == 1
@@ -119,21 +125,71 @@ def _audit(server: ServerProcess) -> list[tuple[str, str | None]]:
         return [(r.event.value, r.username) for r in store.list_audit(200)]
 
 
-def test_locked_account_then_unlock(server: ServerProcess, page: Any, tmp_path: Path) -> None:
-    from hatchway.store import Store
+def test_locked_account_keeps_its_devices_then_unlock(tmp_path: Path, page: Any) -> None:
+    """A stranger grinds dave's password from this address until new attempts are
+    refused; dave's signed-in device keeps working; the operator's unlock lets
+    him approve again."""
+    server = start_server(
+        tmp_path, HATCHWAY_LOGIN_NUMBER_MATCHING="false", HATCHWAY_LOGIN_ATTEMPTS_PER_MINUTE="600"
+    )
+    https = httpx.Client(verify=ssl.create_default_context(cafile=str(server.ca_file)))
+    try:
+        add_user(server, "dave")
+        device = DeviceLoginClient(server.https_url, http=https, client_id="tv")
+        phone = PhoneClient(https)
+        owner = device.start("dave", device_name="Kitchen")
+        request = phone.open(owner.verification_uri_complete)
+        assert phone.approve(request, PASSWORD, origin=server.https_url).status == "approved"
+        tokens = device.complete(owner)
+        # Three free failures, then 2 s, 4 s, 8 s, 16 s of back-off for this address.
+        failures, started = 0, device.start("dave", device_name="attacker")
+        while failures < 7:
+            try:
+                request = phone.open(started.verification_uri_complete)
+                phone.approve(request, "guess", origin=server.https_url)
+            except ApprovalFailed as exc:
+                if exc.error == "access_denied":
+                    failures += 1
+                elif exc.error == "too_many_attempts":
+                    time.sleep(1)
+                else:  # that session had its five wrong proofs and was denied
+                    started = device.start("dave", device_name="attacker")
+        assert device.whoami(tokens)[0] == 200  # the lock did not sign dave out
+        cli = DeviceCli(server, tmp_path, "dave")
+        try:
+            url = cli.next()["verification_uri_complete"]
+            assert approve_in_browser(page, url, PASSWORD) == "failed"
+            assert "try again later" in page.inner_text("#result")
+            assert "created_at" in hatchway(server, "users", "unlock", "dave")
+            assert approve_in_browser(page, url, PASSWORD) == "approved"
+            assert cli.next()["event"] == "signed_in"
+        finally:
+            cli.close()
+        assert device.refresh(tokens).access_token
+    finally:
+        https.close()
+        server.stop()
 
-    add_user(server, "dave")
-    with Store.open(f"sqlite:///{server.data_dir / 'hatchway.sqlite3'}") as store:
-        for _ in range(10):  # LockoutPolicy.lockout_after
-            store.record_password_failure("dave", now=time.time())
-    device = DeviceCli(server, tmp_path, "dave")
+
+def test_without_javascript_the_password_is_never_sent(
+    server: ServerProcess, no_js_page: Any, tmp_path: Path
+) -> None:
+    add_user(server, "olga")
+    device = DeviceCli(server, tmp_path, "olga")
     try:
         url = device.next()["verification_uri_complete"]
-        assert approve_in_browser(page, url, PASSWORD) == "failed"
-        assert "try again later" in page.inner_text("#result")
-        assert hatchway(server, "users", "unlock", "dave")["locked"] is False
-        assert approve_in_browser(page, url, PASSWORD) == "approved"
-        assert device.next()["event"] == "signed_in"
+        posts: list[str] = []
+        no_js_page.on(
+            "request", lambda r: posts.append(r.post_data or "") if r.method == "POST" else None
+        )
+        no_js_page.goto(url)
+        assert "needs JavaScript" in no_js_page.inner_text("#nojs")
+        assert not no_js_page.is_visible("#password")
+        assert not no_js_page.is_visible("#approve-button")
+        no_js_page.click("#deny-button")  # Deny still works without script
+        assert no_js_page.get_attribute("#status", "data-status") == "denied"
+        assert posts and all("password" not in body for body in posts)
+        assert device.next() == {"error": "the request was denied"}
     finally:
         device.close()
 
@@ -159,9 +215,7 @@ def test_expired_code(tmp_path: Path, page: Any) -> None:
 
 @pytest.mark.parametrize("poll", [False, True], ids=["push", "poll"])
 def test_number_matching(tmp_path: Path, page: Any, poll: bool) -> None:
-    server = start_server(
-        tmp_path, HATCHWAY_LOGIN_NUMBER_MATCHING="true", HATCHWAY_LOGIN_INTERVAL="1"
-    )
+    server = start_server(tmp_path, HATCHWAY_LOGIN_INTERVAL="1")  # matching is the default
     try:
         add_user(server, "frank")
         device = DeviceCli(server, tmp_path, "frank", *(["--poll"] if poll else []))

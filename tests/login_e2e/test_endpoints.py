@@ -5,6 +5,7 @@ No browser: the phone is hatchway's own phone-side client (SCRAM in Python).
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Any
@@ -157,6 +158,43 @@ def test_disabled_account_cannot_finish(https: httpx.Client, server: ServerProce
     with pytest.raises(LoginFailed) as denied:
         device.complete(started)
     assert denied.value.error == "access_denied"
+
+
+def test_forwarded_for_cannot_choose_the_client_ip(https: httpx.Client) -> None:
+    # The device claims to be on the owner's home network; the page must show
+    # the real peer, and the per-IP start limit must count the real peer.
+    started = _start(https, "nobody", device_name="TV").json()
+    spoof = {"X-Forwarded-For": "192.168.1.20", "Forwarded": "for=192.168.1.20"}
+    forged = https.post(
+        "/oauth/device_authorization",
+        data={"client_id": "tv", "login_hint": "nobody", "device_name": "TV"},
+        headers=spoof,
+    ).json()
+    for answer in (started, forged):
+        page = https.get(answer["verification_uri_complete"], headers=spoof).text
+        assert "from 127.0.0.1" in page and "192.168.1.20" not in page
+
+
+def test_page_never_posts_the_password(https: httpx.Client, server: ServerProcess) -> None:
+    started = _start(https, "nobody", device_name="\u202eVT moor-gniviL\u0007").json()
+    page = https.get(started["verification_uri_complete"]).text
+    password = re.search(r"<input id=password[^>]*>", page)
+    assert password and " name=" not in password.group(0)
+    approve = re.search(r"<form id=approve[^>]*>", page)
+    assert approve and "action=" not in approve.group(0) and "method=" not in approve.group(0)
+    assert '<form id=deny method=post action="/login/deny">' in page
+    assert "a device calling itself “VT moor-gniviL”" in page
+    # An old page (or a hand-made form) posting Approve with a password to
+    # /login/deny neither denies nor approves: it is told to use JavaScript.
+    csrf = re.search(r'data-csrf="([^"]*)"', page)
+    assert csrf
+    answer = https.post(
+        "/login/deny",
+        data={"user_code": started["user_code"], "csrf": csrf.group(1), "password": "pencil"},
+        headers={"Origin": server.https_url},
+    )
+    assert answer.status_code == 400 and "needs JavaScript" in answer.text
+    assert PhoneClient(https).open(started["verification_uri_complete"]).user_code
 
 
 def test_user_code_guessing_is_rate_limited(https: httpx.Client) -> None:

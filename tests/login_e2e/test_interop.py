@@ -1,8 +1,10 @@
 """Interop: OAuth 2.0 client libraries not written here complete the device flow.
 
 authlib (httpx) and requests-oauthlib (oauthlib's ``DeviceClient``) discover the
-endpoints from the RFC 8414 metadata, start the RFC 8628 flow, poll the token
-endpoint through ``authorization_pending`` and refresh. The phone is hatchway's
+endpoints from the RFC 8414 metadata, start the RFC 8628 flow (oauthlib's
+``DeviceClient.prepare_request_uri`` builds the device authorization request;
+authlib's ``OAuth2Session`` posts it), poll the token endpoint through
+``authorization_pending`` and refresh. The phone is hatchway's
 phone-side client.
 """
 
@@ -82,12 +84,21 @@ def test_requests_oauthlib_device_flow(server: ServerProcess) -> None:
 
     add_user(server, "kate")
     ca = str(server.ca_file)
-    session = OAuth2Session(client=DeviceClient(client_id="rol-tv"))
+    device = DeviceClient(client_id="rol-tv")
+    session = OAuth2Session(client=device)
     meta = session.get(server.https_url + "/.well-known/oauth-authorization-server", verify=ca)
     endpoints = meta.json()
+    # oauthlib's DeviceClient builds the RFC 8628 §3.1 request (client_id,
+    # scope and extra parameters); RFC 8628 wants them form-encoded in a POST.
+    request_uri = device.prepare_request_uri(
+        endpoints["device_authorization_endpoint"], scope=["profile"], login_hint="kate"
+    )
+    endpoint, _, body = request_uri.partition("?")
+    assert endpoint == endpoints["device_authorization_endpoint"]
     started = session.post(
-        endpoints["device_authorization_endpoint"],
-        data={"client_id": "rol-tv", "login_hint": "kate"},
+        endpoint,
+        data=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
         verify=ca,
     ).json()
     _approve(server, started["verification_uri_complete"])

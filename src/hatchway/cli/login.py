@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import typer
+from rich.markup import escape
 
 from hatchway.cli.common import DatabaseOption, DataDirOption, JsonOption, load_settings
 from hatchway.cli.output import console, emit, errors_reported, fail
@@ -114,8 +115,8 @@ def login(
         else:
             _show_qr(started.verification_uri_complete)
             console.print(
-                f"Scan the code, or open [bold]{started.verification_uri}[/] "
-                f"and enter [bold]{started.user_code}[/]",
+                f"Scan the code, or open [bold]{escape(started.verification_uri)}[/] "
+                f"and enter [bold]{escape(started.user_code)}[/]",
                 highlight=False,
             )
 
@@ -146,7 +147,9 @@ def login(
         emit(
             as_json,
             {"event": "signed_in", "username": username, "tokens": str(path)},
-            lambda: console.print(f"[bold green]signed in as {username}[/]", highlight=False),
+            lambda: console.print(
+                f"[bold green]signed in as {escape(username)}[/]", highlight=False
+            ),
         )
 
 
@@ -186,7 +189,9 @@ def whoami(
         emit(
             as_json,
             body,
-            lambda: console.print(f"signed in as [bold]{body['username']}[/]", highlight=False),
+            lambda: console.print(
+                f"signed in as [bold]{escape(str(body['username']))}[/]", highlight=False
+            ),
         )
 
 
@@ -250,17 +255,28 @@ def login_demo_step(server: ServerProcess, say: Callable[..., None]) -> dict[str
         say(f"  2. the TV sent only the username; it shows {started.user_code} and a QR code")
         phone = PhoneClient(http)
         request = phone.open(started.verification_uri_complete)
-        say(f"  3. the phone opened the link: “{request.text}”")
+        say(f"  3. the phone opened the link: “{escape(request.text)}”")
         approved_at: list[float] = []
+        shown: list[str | None] = []
 
         def approve() -> None:
             time.sleep(0.3)
             approved_at.append(time.perf_counter())
-            phone.approve(request, password, origin=server.https_url)
+            shown.append(phone.approve(request, password, origin=server.https_url).match_number)
+
+        def read_number(_left: int | None) -> str:
+            # Number matching (on by default): the person reads the phone's
+            # number and types it on the TV; here the demo passes it across.
+            approver.join()
+            number = shown[0] if shown else None
+            if number is None:
+                raise RuntimeError("the phone showed no number to match")
+            say(f"     the phone shows {number}; the TV user types it in")
+            return number
 
         approver = threading.Thread(target=approve)
         approver.start()
-        tokens = device.complete(started)
+        tokens = device.complete(started, ask_match_number=read_number)
         notified = time.perf_counter()
         approver.join()
         say("  4. the phone proved the password with SCRAM-SHA-256 bound to this session")

@@ -11,6 +11,7 @@ import time
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from hatchway.cli.common import DatabaseOption, DataDirOption, JsonOption
@@ -49,10 +50,12 @@ def list_sessions(
         def human() -> None:
             table = Table("session", "user", "device", "signed in", "last used")
             for r in rows:
+                # Device names are chosen by whoever ran ``hatchway login``:
+                # escape them, or "[/]" crashes rich and "[link=…]" is obeyed.
                 table.add_row(
-                    str(r["session"]),
-                    str(r["username"]),
-                    str(r["device_name"]),
+                    escape(str(r["session"])),
+                    escape(str(r["username"])),
+                    escape(str(r["device_name"])),
                     time.strftime("%Y-%m-%d %H:%M", time.localtime(float(r["created_at"]))),
                     time.strftime("%H:%M", time.localtime(float(r["last_used_at"] or 0))),
                 )

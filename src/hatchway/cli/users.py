@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from hatchway.cli.common import DatabaseOption, DataDirOption, JsonOption, load_settings
@@ -45,12 +46,13 @@ def _read_password(from_stdin: bool) -> str:
 
 
 def _user_json(user: UserRecord) -> dict[str, object]:
+    # Password back-off lives in the server's memory (flows/login_guard.py), so
+    # the store has no live "locked" state to show; `unlock` resets it anyway.
     return {
         "username": user.username,
         "disabled": user.disabled,
-        "locked": user.locked,
-        "failed_attempts": user.failed_attempts,
         "created_at": user.created_at,
+        "updated_at": user.updated_at,
     }
 
 
@@ -61,13 +63,18 @@ def add(
         bool, typer.Option("--password-stdin", help="Read the password from stdin.")
     ] = False,
     iterations: Annotated[
-        int, typer.Option(help="PBKDF2 iterations for the verifier.", min=4096)
-    ] = 600_000,
+        int | None,
+        typer.Option(
+            help="PBKDF2 iterations for the verifier [default: HATCHWAY_LOGIN_SCRAM_ITERATIONS]",
+            min=4096,
+        ),
+    ] = None,
     data_dir: DataDirOption = None,
     database_url: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Create an account; stores a SCRAM verifier, never the password."""
+    from hatchway.flows.login_common import SCRAM_ITERATIONS_FLAG
     from hatchway.login.scram import make_verifier
     from hatchway.runtime import system_random
     from hatchway.store.users import check_username
@@ -75,13 +82,21 @@ def add(
     with errors_reported(as_json):
         check_username(username)
         password = _read_password(password_stdin)
-        verifier = make_verifier(password, random=system_random, iterations=iterations)
+        rounds = iterations or load_settings(data_dir, database_url).login_scram_iterations
+        verifier = make_verifier(password, random=system_random, iterations=rounds)
         store = _store(data_dir, database_url)
         try:
             user = store.add_user(username, verifier, now=time.time())
+            # Decoy verifiers for unknown names copy this count, so the ``i=`` in
+            # server-first does not tell real accounts from made-up ones.
+            store.set_flag(SCRAM_ITERATIONS_FLAG, str(rounds), now=time.time())
         finally:
             store.close()
-        emit(as_json, _user_json(user), lambda: console.print(f"added [bold]{username}[/]"))
+        emit(
+            as_json,
+            _user_json(user),
+            lambda: console.print(f"added [bold]{escape(username)}[/]"),
+        )
 
 
 @app.command("list")
@@ -100,10 +115,10 @@ def list_users(
         rows = [_user_json(u) for u in users]
 
         def human() -> None:
-            table = Table("user", "state", "failed attempts")
+            table = Table("user", "state")
             for row in rows:
-                state = "disabled" if row["disabled"] else "locked" if row["locked"] else "active"
-                table.add_row(str(row["username"]), state, str(row["failed_attempts"]))
+                state = "disabled" if row["disabled"] else "active"
+                table.add_row(escape(str(row["username"])), state)
             console.print(table)
 
         emit(as_json, {"users": rows}, human)
@@ -126,7 +141,11 @@ def _change(
                 user = store.record_password_success(username, now=now)
         finally:
             store.close()
-        emit(as_json, _user_json(user), lambda: console.print(f"{what}d [bold]{username}[/]"))
+        emit(
+            as_json,
+            _user_json(user),
+            lambda: console.print(f"{what}d [bold]{escape(username)}[/]"),
+        )
 
 
 @app.command()
@@ -158,5 +177,5 @@ def unlock(
     database_url: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Clear password back-off and lockout."""
+    """Clear password back-off and lockout on every replica (at its next attempt)."""
     _change(username, "unlock", data_dir, database_url, as_json)

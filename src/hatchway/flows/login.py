@@ -26,17 +26,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 from hatchway.config import Settings
 from hatchway.flows.login_common import (
     FLOW_FLAG,
-    LOCKOUT,
+    SCRAM_ITERATIONS_FLAG,
     LoginRefused,
     Notifier,
     login_channel,
+    sanitize_device_name,
 )
+from hatchway.flows.login_common import DeviceAuthorization as DeviceAuthorization
+from hatchway.flows.login_common import DeviceView as DeviceView
+from hatchway.flows.login_common import form_field as _field
 from hatchway.flows.login_polls import DECISIONS_CHANNEL, PendingPolls
 from hatchway.flows.login_tokens import ACCESS_TOKEN_TYP as ACCESS_TOKEN_TYP
 from hatchway.flows.login_tokens import REFRESH_GRANT as REFRESH_GRANT
@@ -77,53 +80,8 @@ VERIFICATION_PATH = "/login"
 WHOAMI_PATH = "/api/whoami"
 _MAX_FIELD = 256
 _CAS_RETRIES = 5
+_SWEEP_EVERY = 30.0
 _ACTIVE = frozenset({SessionState.PENDING, SessionState.APPROVED})
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceAuthorization:
-    """The device authorization response (RFC 8628 §3.2)."""
-
-    device_code: str
-    user_code: str
-    verification_uri: str
-    verification_uri_complete: str
-    expires_in: int
-    interval: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "device_code": self.device_code,
-            "user_code": self.user_code,
-            "verification_uri": self.verification_uri,
-            "verification_uri_complete": self.verification_uri_complete,
-            "expires_in": self.expires_in,
-            "interval": self.interval,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceView:
-    """What the push endpoint tells a waiting device about its session."""
-
-    reference: str
-    state: SessionState
-    match_number_required: bool
-    expires_at: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "state": self.state.value,
-            "match_number_required": self.match_number_required
-            and self.state is SessionState.APPROVED,
-        }
-
-
-def _field(form: dict[str, str], name: str, *, required: bool = True, default: str = "") -> str:
-    value = form.get(name, default)
-    if not isinstance(value, str) or len(value) > _MAX_FIELD or (required and not value):
-        raise LoginRefused("invalid_request", f"missing or malformed {name}")
-    return value
 
 
 class LoginService(TokenGrants):
@@ -187,7 +145,9 @@ class LoginService(TokenGrants):
         client_id = _field(form, "client_id")
         username = _field(form, "login_hint")
         scope = _field(form, "scope", required=False)
-        device_name = _field(form, "device_name", required=False, default=client_id)[:64]
+        # The device names itself: keep only what can be shown without tricks.
+        raw_name = _field(form, "device_name", required=False, default=client_id)
+        device_name = sanitize_device_name(raw_name) or sanitize_device_name(client_id) or "?"
         now = self.clock()
         if not self.enabled():
             self.store.audit(
@@ -251,9 +211,16 @@ class LoginService(TokenGrants):
             interval=s.login_interval,
         )
 
+    def sweep_if_due(self, now: float) -> None:
+        """Every login endpoint calls this, so expiries are audited even if nobody polls."""
+        if 0 <= now - self._last_sweep < _SWEEP_EVERY:
+            return
+        with self._write_lock:
+            self._sweep(now)
+
     def _sweep(self, now: float) -> None:
         """Expire overdue sessions at most every 30 s, so every expiry is audited."""
-        if now - self._last_sweep < 30:
+        if 0 <= now - self._last_sweep < _SWEEP_EVERY:
             return
         self._last_sweep = now
         for session in self.store.expire_login_sessions(now=now):
@@ -273,6 +240,7 @@ class LoginService(TokenGrants):
 
     def device_view(self, form: dict[str, str]) -> DeviceView:
         """The session's state for the push endpoint; never changes the session."""
+        self.sweep_if_due(self.clock())
         session = self._load(_field(form, "device_code"), _field(form, "client_id"))
         state = session.state
         if state in (SessionState.PENDING, SessionState.APPROVED) and session.is_due(self.clock()):
@@ -282,6 +250,7 @@ class LoginService(TokenGrants):
     def token(self, form: dict[str, str], *, ip: str, user_agent: str) -> dict[str, Any]:
         """The token endpoint: device_code grant or refresh_token grant."""
         grant = _field(form, "grant_type")
+        self.sweep_if_due(self.clock())
         if grant == GrantType.DEVICE_CODE:
             with self._write_lock:
                 return self._device_grant(form, ip=ip, user_agent=user_agent)
@@ -291,12 +260,18 @@ class LoginService(TokenGrants):
         raise LoginRefused("unsupported_grant_type")
 
     def _account_active(self, username: str, now: float) -> bool:
+        # Only the operator's "disabled" ends sessions. Password-attempt limits
+        # (flows/login_guard.py) stop new attempts only: anyone who knows a
+        # username can trip them, and must not sign its owner's devices out.
         user = self.store.get_user(username)
-        return (
-            user is not None
-            and not user.disabled
-            and not LOCKOUT.is_locked(user.attempt_state, now)
-        )
+        return user is not None and not user.disabled
+
+    def scram_iterations(self) -> int:
+        """PBKDF2 count for decoy verifiers: what new accounts get (see the flag)."""
+        recorded = self.store.get_flag(SCRAM_ITERATIONS_FLAG)
+        if recorded is not None and recorded.isdigit():
+            return int(recorded)
+        return self.settings.login_scram_iterations
 
     def poll_from_memory(self, form: dict[str, str]) -> LoginRefused | None:
         """``authorization_pending`` for a poll that needs no store, else ``None``.

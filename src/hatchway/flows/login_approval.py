@@ -5,34 +5,41 @@ The phone reaches the session by its user code (step 3: the QR code carries
 password only (step 4) and proves it with SCRAM-SHA-256 bound to the session
 (step 5, RFC 5802/7677, see :mod:`hatchway.login.scram`). This module:
 
-* looks sessions up by user code under per-IP and per-code rate limits
-  (RFC 8628 §5.1) and renders nothing itself (``server/login_pages.py`` does);
+* looks sessions up by user code under a per-IP rate limit that is spent
+  *before* the lookup, on every endpoint that takes a code, so an unknown code
+  costs a guesser exactly what a live one does (RFC 8628 §5.1); renders
+  nothing itself (``server/login_pages.py`` does);
 * runs the SCRAM exchange *statelessly*: ``scram_start`` hands the page an
   HMAC-sealed exchange token holding the client-first message and the server
   nonce, and ``scram_finish`` rebuilds the exchange from it, so the two
-  requests may land on different replicas;
-* applies password back-off and lockout per account (decoy accounts behave
-  the same, so answers are uniform), then approves through the one transition
-  table, announces the result on the bus and writes the audit log.
+  requests may land on different replicas; each token is good for one finish
+  (its id is remembered for its 120 s life) and finish is limited per IP and
+  per code;
+* applies the password-attempt limits of :mod:`hatchway.flows.login_guard`
+  (unknown accounts behave, and cost, the same as real ones), then approves
+  through the one transition table with a compare-and-set that also guards the
+  poll counters, announces the result on the bus and writes the audit log.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hatchway.errors import InvalidMessage, LocalProtocolError, RemoteProtocolError
 from hatchway.flows.login import LoginService
 from hatchway.flows.login_common import (
-    LOCKOUT,
-    DecoyAttempts,
     LoginRefused,
+    account_key,
     b64url,
     server_secret,
     unb64url,
 )
+from hatchway.flows.login_guard import PasswordGuard, UsedOnce
 from hatchway.login import (
     KeyedLimiter,
     LoginSession,
@@ -47,11 +54,13 @@ from hatchway.login import (
     normalize_user_code,
 )
 from hatchway.store.login_errors import StaleSession
-from hatchway.store.login_records import AuditEvent
+from hatchway.store.login_records import AuditEvent, UserRecord
 
 EXCHANGE_TTL = 120.0
 """Seconds between server-first and client-final; PBKDF2 on a slow phone fits."""
 _NONCE_BYTES = 18
+_CAS_RETRIES = 5
+_GONE = "this code is unknown, expired or already used"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +79,10 @@ class ApprovalResult:
     match_number: str | None
 
 
+def _bucket(per_minute: int) -> KeyedLimiter:
+    return KeyedLimiter(TokenBucket(capacity=2 * per_minute, refill_per_second=per_minute / 60))
+
+
 class ApprovalService:
     """The phone page's back end."""
 
@@ -81,80 +94,86 @@ class ApprovalService:
         self._exchange_key = server_secret(login.identity, "scram exchange")
         self._decoy_key = server_secret(login.identity, "decoy verifier")
         # RFC 8628 §5.1: 34.6-bit codes stay out of reach when each address gets
-        # ~10 lookups a minute and each code a handful of attempts.
+        # ~10 lookups a minute, spent before the lookup, on every endpoint.
         per_minute = login.settings.login_attempts_per_minute
-        self.ip_limiter = KeyedLimiter(
-            TokenBucket(capacity=2 * per_minute, refill_per_second=per_minute / 60)
-        )
+        self.ip_limiter = _bucket(per_minute)
+        # Password proofs: per address, and per code. The per-code bucket counts
+        # proofs, not page views, so a shoulder-surfer who merely *reads* the
+        # code cannot lock its owner out of the page.
+        self.finish_limiter = _bucket(per_minute)
         self.code_limiter = KeyedLimiter(TokenBucket(capacity=10, refill_per_second=1 / 60))
-        self.decoys = DecoyAttempts()
+        self.guard = PasswordGuard(session_max_failures=login.settings.login_session_max_failures)
+        self.used_exchanges = UsedOnce()
 
     # --- claim step 3: finding the session ------------------------------------
 
-    def _limit(self, ip: str, code: str | None, now: float) -> None:
-        for limiter, key in ((self.ip_limiter, f"ip:{ip}"), (self.code_limiter, f"code:{code}")):
-            if key.endswith(":None"):
-                continue
-            allowance = limiter.hit(key, now)
-            if not allowance.allowed:
-                raise LoginRefused(
-                    "slow_down",
-                    "too many attempts; wait a moment",
-                    status=429,
-                    retry_after=allowance.retry_after,
-                )
+    @staticmethod
+    def _spend(limiter: KeyedLimiter, key: str, now: float) -> None:
+        allowance = limiter.hit(key, now)
+        if not allowance.allowed:
+            raise LoginRefused(
+                "slow_down",
+                "too many attempts; wait a moment",
+                status=429,
+                retry_after=allowance.retry_after,
+            )
 
     def page(self, typed_code: str, *, ip: str) -> SessionPage:
         """Resolve a typed or scanned user code for the approval page."""
         now = self.clock()
+        self.login.sweep_if_due(now)
+        try:
+            self._spend(self.ip_limiter, f"ip:{ip}", now)
+        except LoginRefused as exc:
+            return SessionPage("limited", retry_after=exc.retry_after or 60)
         try:
             code = normalize_user_code(typed_code)
         except RemoteProtocolError:
-            code = None
-        try:
-            self._limit(ip, code, now)
-        except LoginRefused as exc:
-            return SessionPage("limited", retry_after=exc.retry_after or 60)
-        session = None if code is None else self.store.get_login_session_by_user_code(code)
+            return SessionPage("unknown")
+        session = self.store.get_login_session_by_user_code(code)
         if session is None:
             return SessionPage("unknown")
         session = expire_if_due(session, now)
         return SessionPage(session.state.value, session)
 
-    def _active(self, user_code: str) -> LoginSession:
-        try:
-            code = normalize_user_code(user_code)
-        except RemoteProtocolError:
-            raise LoginRefused("invalid_request", "unknown code", status=404) from None
-        session = self.store.get_login_session_by_user_code(code)
-        if session is None:
-            raise LoginRefused("invalid_request", "unknown code", status=404)
-        return session
+    def _lookup(self, user_code: str, *, ip: str, now: float) -> LoginSession:
+        """The pending session for ``user_code``, after the per-IP limit is paid.
 
-    def _require_pending(self, session: LoginSession, now: float) -> None:
+        Unknown, malformed, ended and expired codes all get the same answer.
+        """
+        self.login.sweep_if_due(now)
+        self._spend(self.ip_limiter, f"ip:{ip}", now)
+        try:
+            session = self.store.get_login_session_by_user_code(normalize_user_code(user_code))
+        except RemoteProtocolError:
+            session = None
+        if session is None or expire_if_due(session, now).state is not SessionState.PENDING:
+            raise LoginRefused("invalid_request", _GONE, status=404)
         if not self.login.enabled():
             raise LoginRefused("temporarily_unavailable", "sign-in is turned off", status=503)
-        current = expire_if_due(session, now)
-        if current.state is not SessionState.PENDING:
-            raise LoginRefused(
-                "invalid_request", f"this request is already {current.state.value}", status=409
-            )
+        return session
 
     # --- claim steps 4–5: the password proof ---------------------------------
 
-    def _verifier(self, username: str) -> tuple[ScramVerifier, bool]:
+    def _verifier(self, username: str) -> tuple[ScramVerifier, UserRecord | None]:
+        # Same store reads for real and unknown names: one user lookup, one flag.
         user = self.store.get_user(username)
+        iterations = self.login.scram_iterations()
         if user is None:
-            return decoy_verifier(username.casefold(), secret=self._decoy_key), False
-        return user.scram_verifier, True
+            key = account_key(username)
+            return decoy_verifier(key, secret=self._decoy_key, iterations=iterations), None
+        return user.scram_verifier, user
 
-    def _check_attempts(self, username: str, real: bool, now: float) -> None:
-        if real:
-            user = self.store.get_user(username)
-            state = user.attempt_state if user is not None else self.decoys.get(username)
-        else:
-            state = self.decoys.get(username)
-        allowance = LOCKOUT.check(state, now)
+    def _check_attempts(
+        self, session: LoginSession, user: UserRecord | None, ip: str, now: float
+    ) -> None:
+        allowance = self.guard.check(
+            account=account_key(session.username),
+            ip=ip,
+            session=session.reference,
+            now=now,
+            reset_since=None if user is None else user.updated_at,
+        )
         if not allowance.allowed:
             raise LoginRefused(
                 "too_many_attempts",
@@ -166,11 +185,9 @@ class ApprovalService:
     def scram_start(self, *, user_code: str, client_first: str, ip: str) -> tuple[str, str]:
         """client-first in; server-first and the sealed exchange token out."""
         now = self.clock()
-        session = self._active(user_code)
-        self._limit(ip, session.user_code, now)
-        self._require_pending(session, now)
-        verifier, real = self._verifier(session.username)
-        self._check_attempts(session.username, real, now)
+        session = self._lookup(user_code, ip=ip, now=now)
+        verifier, user = self._verifier(session.username)
+        self._check_attempts(session, user, ip, now)
         nonce = b64url(self.random(_NONCE_BYTES))
         exchange = ScramServerExchange(
             session.reference, verifier, random=self.random, server_nonce=nonce
@@ -181,6 +198,7 @@ class ApprovalService:
             raise LoginRefused("invalid_request", "malformed SCRAM message") from None
         sealed = self._seal(
             {
+                "id": b64url(self.random(16)),
                 "ref": session.reference,
                 "code": session.user_code,
                 "cf": client_first,
@@ -194,15 +212,25 @@ class ApprovalService:
         self, *, exchange: str, client_final: str, ip: str, user_agent: str
     ) -> ApprovalResult:
         """Verify the proof; on success approve the session (or deny it, if the
-        account is disabled or locked) and announce the result to the device."""
+        account is disabled) and announce the result to the device."""
         now = self.clock()
+        self.login.sweep_if_due(now)
+        self._spend(self.finish_limiter, f"ip:{ip}", now)
         data = self._open(exchange, now)
-        session = self._active(str(data["code"]))
-        if session.reference != data["ref"]:
-            raise LoginRefused("invalid_request", "unknown code", status=404)
-        self._require_pending(session, now)
-        verifier, real = self._verifier(session.username)
-        self._check_attempts(session.username, real, now)
+        self._spend(self.code_limiter, f"code:{data['code']}", now)
+        if not self.used_exchanges.use(str(data["id"]), until=float(str(data["exp"])), now=now):
+            raise LoginRefused("invalid_request", "exchange expired; start again")
+        session = self.store.get_login_session_by_user_code(str(data["code"]))
+        if (
+            session is None
+            or session.reference != data["ref"]
+            or expire_if_due(session, now).state is not SessionState.PENDING
+        ):
+            raise LoginRefused("invalid_request", _GONE, status=404)
+        if not self.login.enabled():
+            raise LoginRefused("temporarily_unavailable", "sign-in is turned off", status=503)
+        verifier, user = self._verifier(session.username)
+        self._check_attempts(session, user, ip, now)
         server = ScramServerExchange(
             session.reference, verifier, random=self.random, server_nonce=str(data["sn"])
         )
@@ -210,59 +238,109 @@ class ApprovalService:
             server.start(str(data["cf"]))
             server_final = server.finish(client_final)
         except InvalidMessage:
-            self._password_failed(session, real, now, ip=ip, user_agent=user_agent)
+            self._password_failed(session, user, now, ip=ip, user_agent=user_agent)
             raise LoginRefused("access_denied", "the password was not accepted") from None
+        assert user is not None  # noqa: S101 - no proof verifies against a decoy
+        self.guard.record_success(
+            account=account_key(session.username), ip=ip, session=session.reference
+        )
         user = self.store.record_password_success(session.username, now=now)
         active = not user.disabled
-        decided = approve(
+        decided = self._decide(
             session,
-            now=now,
-            approver_ip=ip,
-            approver_user_agent=user_agent,
-            account_active=active,
+            lambda s: approve(
+                s, now=now, approver_ip=ip, approver_user_agent=user_agent, account_active=active
+            ),
+            now,
+            ip=ip,
+            user_agent=user_agent,
         )
-        self._store_decision(session, decided, now, ip=ip, user_agent=user_agent)
         match = decided.match_number if decided.state is SessionState.APPROVED else None
         return ApprovalResult(decided.state.value, server_final, match)
 
     def _password_failed(
-        self, session: LoginSession, real: bool, now: float, *, ip: str, user_agent: str
+        self,
+        session: LoginSession,
+        user: UserRecord | None,
+        now: float,
+        *,
+        ip: str,
+        user_agent: str,
     ) -> None:
-        if real:
-            user = self.store.record_password_failure(session.username, now=now)
-            locked = user.locked
-        else:
-            locked = self.decoys.record_failure(session.username, now).locked
+        # Real and unknown accounts take the same path: memory, one audit row,
+        # and (on the last allowed failure) the same session write.
+        outcome = self.guard.record_failure(
+            account=account_key(session.username),
+            ip=ip,
+            session=session.reference,
+            now=now,
+            reset_since=None if user is None else user.updated_at,
+        )
         self.store.audit(
-            AuditEvent.LOCKED if locked else AuditEvent.PASSWORD_FAILED,
+            AuditEvent.LOCKED if outcome.locked else AuditEvent.PASSWORD_FAILED,
             now=now,
             username=session.username,
             ip=ip,
             user_agent=user_agent,
             session_ref=session.reference,
         )
+        if outcome.session_exhausted:
+            # One session is not a grinding wheel: after N wrong proofs it ends.
+            # LoginRefused: decided meanwhile (denied, approved, expired).
+            with contextlib.suppress(LoginRefused):
+                self._decide(
+                    session,
+                    lambda s: deny(s, now=now, approver_ip=ip, approver_user_agent=user_agent),
+                    now,
+                    ip=ip,
+                    user_agent=user_agent,
+                )
 
     def deny(self, *, user_code: str, ip: str, user_agent: str) -> str:
         """The phone's Deny; needs no password, so a phished user can always refuse."""
         now = self.clock()
-        session = self._active(user_code)
-        self._limit(ip, None, now)
-        try:
-            decided = deny(session, now=now, approver_ip=ip, approver_user_agent=user_agent)
-        except LocalProtocolError:
-            raise LoginRefused("invalid_request", "already decided", status=409) from None
-        self._store_decision(session, decided, now, ip=ip, user_agent=user_agent)
+        session = self._lookup(user_code, ip=ip, now=now)
+        decided = self._decide(
+            session,
+            lambda s: deny(s, now=now, approver_ip=ip, approver_user_agent=user_agent),
+            now,
+            ip=ip,
+            user_agent=user_agent,
+        )
         return decided.state.value
 
-    def _store_decision(
-        self, before: LoginSession, after: LoginSession, now: float, *, ip: str, user_agent: str
-    ) -> None:
-        try:
-            self.store.update_login_session(after, expected_state=before.state)
-        except StaleSession:
-            raise LoginRefused("invalid_request", "already decided", status=409) from None
-        self.login._audit_decision(after, now, ip=ip, user_agent=user_agent)
-        self.login._publish(after)
+    def _decide(
+        self,
+        session: LoginSession,
+        decide: Callable[[LoginSession], LoginSession],
+        now: float,
+        *,
+        ip: str,
+        user_agent: str,
+    ) -> LoginSession:
+        """Apply ``decide`` with a compare-and-set on the state *and* the poll
+        counters, re-reading and re-deciding when a poll changed them meanwhile
+        (a concurrent ``slow_down`` must not be undone)."""
+        current = session
+        for _ in range(_CAS_RETRIES):
+            try:
+                decided = decide(current)
+            except LocalProtocolError:
+                raise LoginRefused("invalid_request", "already decided", status=409) from None
+            try:
+                self.store.update_login_session(
+                    decided, expected_state=current.state, expected=current
+                )
+            except StaleSession:
+                fresh = self.store.get_login_session_by_device_code_hash(current.device_code_hash)
+                if fresh is None:
+                    break
+                current = fresh
+                continue
+            self.login._audit_decision(decided, now, ip=ip, user_agent=user_agent)
+            self.login._publish(decided)
+            return decided
+        raise LoginRefused("invalid_request", "already decided", status=409)
 
     # --- the sealed exchange token --------------------------------------------
 
@@ -277,11 +355,16 @@ class ApprovalService:
         if len(token) > 4096 or not hmac.compare_digest(mac.encode(), expected.encode()):
             raise LoginRefused("invalid_request", "exchange expired; start again")
         data = json.loads(unb64url(body))
-        if not isinstance(data, dict) or float(data.get("exp", 0)) <= now:
+        if not isinstance(data, dict) or float(data.get("exp", 0)) <= now or "id" not in data:
             raise LoginRefused("invalid_request", "exchange expired; start again")
         return data
 
 
 def started_at_text(session: LoginSession) -> str:
-    """``14:02``: the start time in the server's local time, as the page shows it."""
-    return time.strftime("%H:%M", time.localtime(session.created_at))
+    """``14:02 UTC``: the start time, unambiguous whatever the phone's time zone."""
+    return time.strftime("%H:%M UTC", time.gmtime(session.created_at))
+
+
+def started_at_iso(session: LoginSession) -> str:
+    """``2024-05-01T14:02:00Z``, for the page's ``<time datetime>`` (the script localises it)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(session.created_at))

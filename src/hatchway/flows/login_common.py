@@ -12,18 +12,24 @@ import base64
 import hashlib
 import hmac
 import json
-from collections import OrderedDict
+import unicodedata
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from hatchway.errors import HatchwayError
-from hatchway.login.ratelimit import AttemptState, LockoutPolicy
+from hatchway.login.states import SessionState
 from hatchway.server.datadir import ServerIdentity
+from hatchway.store.users import username_key
 
 FLOW_FLAG = "login_flow_disabled"
 """Store flag: "1" turns the cross-device login off on every replica at once."""
 
-LOCKOUT = LockoutPolicy()
-"""Password back-off and lockout; the store applies the same default policy."""
+SCRAM_ITERATIONS_FLAG = "login_scram_iterations"
+"""Store flag: the PBKDF2 count ``hatchway users add`` last used. Decoy verifiers
+use it, so an unknown name's server-first carries the same ``i=`` as a real one's."""
+
+DEVICE_NAME_MAX = 40
+_MAX_FIELD = 256
 
 
 class LoginRefused(HatchwayError):
@@ -97,24 +103,90 @@ def mask_username(username: str) -> str:
     return f"{username[0]}•••{username[-1]}"
 
 
-class DecoyAttempts:
-    """Password-attempt history for accounts that do not exist, kept in memory.
+def account_key(username: str) -> str:
+    """The account identity a name maps to: the store's ``username_key``.
 
-    Unknown names must back off and lock exactly like real ones, or the answer
-    to the fourth wrong password would tell an attacker which names are real.
+    Decoy verifiers and attempt counters use it for *every* name, so a
+    full-width or differently cased spelling of an unknown name behaves exactly
+    as a spelling of a real one does (the same account, the same salt). Names
+    the store could never hold get a best-effort key of the same shape.
     """
+    try:
+        return username_key(username)
+    except ValueError:
+        return unicodedata.normalize("NFKC", username).casefold()
 
-    def __init__(self, max_entries: int = 10_000) -> None:
-        self.max_entries = max_entries
-        self._states: OrderedDict[str, AttemptState] = OrderedDict()
 
-    def get(self, name: str) -> AttemptState:
-        return self._states.get(name.casefold(), AttemptState())
+_BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+# Cc control, Cf format (bidi, zero-width), Cs/Co/Cn surrogate, private, unassigned.
+_DROPPED = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
 
-    def record_failure(self, name: str, now: float) -> AttemptState:
-        key = name.casefold()
-        state = LOCKOUT.record_failure(self._states.pop(key, AttemptState()), now)
-        self._states[key] = state
-        while len(self._states) > self.max_entries:
-            self._states.popitem(last=False)
-        return state
+
+def sanitize_device_name(name: str) -> str:
+    """What the approval page may show of a device's self-chosen name.
+
+    Drops control and format characters (Unicode Cc and Cf, which include the
+    bidi overrides and isolates that could reorder the sentence around it, and
+    zero-width characters), turns every kind of space or line break into one
+    space, and caps the length at :data:`DEVICE_NAME_MAX`. The page still
+    labels it as the name the device gave, not as a verified fact.
+    """
+    chars: list[str] = []
+    for ch in name:
+        category = unicodedata.category(ch)
+        if ch.isspace() or category in ("Zs", "Zl", "Zp"):
+            chars.append(" ")
+        elif ch not in _BIDI_CONTROLS and category not in _DROPPED:
+            chars.append(ch)
+    text = " ".join("".join(chars).split())
+    if len(text) > DEVICE_NAME_MAX:
+        text = text[: DEVICE_NAME_MAX - 1].rstrip() + "…"
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceAuthorization:
+    """The device authorization response (RFC 8628 §3.2)."""
+
+    device_code: str
+    user_code: str
+    verification_uri: str
+    verification_uri_complete: str
+    expires_in: int
+    interval: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "device_code": self.device_code,
+            "user_code": self.user_code,
+            "verification_uri": self.verification_uri,
+            "verification_uri_complete": self.verification_uri_complete,
+            "expires_in": self.expires_in,
+            "interval": self.interval,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceView:
+    """What the push endpoint tells a waiting device about its session."""
+
+    reference: str
+    state: SessionState
+    match_number_required: bool
+    expires_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value,
+            "match_number_required": self.match_number_required
+            and self.state is SessionState.APPROVED,
+        }
+
+
+def form_field(form: dict[str, str], name: str, *, required: bool = True, default: str = "") -> str:
+    value = form.get(name, default)
+    if not isinstance(value, str) or len(value) > _MAX_FIELD or (required and not value):
+        raise LoginRefused("invalid_request", f"missing or malformed {name}")
+    return value

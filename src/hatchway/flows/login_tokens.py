@@ -62,7 +62,7 @@ class TokenGrants:
         if record is None or record.client_id != client_id:
             raise LoginRefused("invalid_grant", reason="unknown refresh token or wrong client")
         if not self._account_active(record.username, now):
-            raise LoginRefused("invalid_grant", reason="account disabled or locked")
+            raise LoginRefused("invalid_grant", reason="account disabled")
         new_token = b64url(self.random(32))
         try:
             rotated = self.store.rotate_refresh_token(
@@ -96,11 +96,17 @@ class TokenGrants:
         )
 
     def _mint(self, issue: IssueTokens, *, now: float) -> dict[str, Any]:
+        # ``sub`` is the account's name as stored, not the login_hint as typed
+        # ("ALICE", full-width letters): one account, one subject.
+        account = self.store.get_user(issue.username)
+        if account is None:
+            raise LoginRefused("access_denied", reason="account removed after approval")
+        username = account.username
         family = b64url(self.random(16))
         refresh = b64url(self.random(32))
         self.store.create_refresh_token(
             _sha256(refresh),
-            username=issue.username,
+            username=username,
             client_id=issue.client_id,
             device_name=issue.device_name,
             session_family=family,
@@ -108,9 +114,7 @@ class TokenGrants:
             expires_at=now + self.settings.login_refresh_token_ttl,
             scope=issue.scope,
         )
-        return self._token_response(
-            issue.username, issue.client_id, issue.scope, family, refresh, now
-        )
+        return self._token_response(username, issue.client_id, issue.scope, family, refresh, now)
 
     def _token_response(
         self, username: str, client_id: str, scope: str, family: str, refresh: str, now: float
@@ -161,5 +165,5 @@ class TokenGrants:
         if family is None or family.revoked_at is not None:
             raise InvalidMessage("session revoked")
         if not self._account_active(str(claims.get("sub", "")), now):
-            raise InvalidMessage("account disabled or locked")
+            raise InvalidMessage("account disabled")
         return claims

@@ -156,8 +156,9 @@ def guess_probability(guesses: int, live_codes: int) -> float:
     """Chance that ``guesses`` distinct random user-code guesses hit any live code.
 
     With ``live_codes`` sessions pending at once, each guess succeeds with
-    probability ``live_codes / 20**8``; this is the figure the per-IP and global
-    rate limits are sized against.
+    probability ``live_codes / 20**8``; this is the figure the per-IP rate limit
+    (spent before every user-code lookup) is sized against. There is no global
+    limit: an attacker with many addresses gets each address's budget.
     """
     if guesses < 0 or live_codes < 0:
         raise ValueError("guesses and live_codes must be non-negative")

@@ -22,6 +22,7 @@ from hatchway.runtime import Random, system_random
 
 _ATTR = re.compile(r'data-(session-ref|user-code|csrf)="([^"]*)"')
 _STATUS = re.compile(r"data-status=([a-z]+)")
+_TAG = re.compile(r"<[^>]*>")
 
 
 class ApprovalFailed(HatchwayError):
@@ -69,7 +70,7 @@ class PhoneClient:
             session_ref=unescape(attrs["session-ref"]),
             user_code=unescape(attrs["user-code"]),
             csrf=unescape(attrs["csrf"]),
-            text=unescape(text.group(1)) if text else "",
+            text=unescape(_TAG.sub("", text.group(1))) if text else "",
         )
 
     def _post(self, request: PendingRequest, url: str, body: dict[str, str]) -> dict[str, Any]:

@@ -9,7 +9,10 @@ and lockout. Both are sans-I/O: the caller passes ``now`` and keeps the state.
   in-memory map of them for one process (keys such as ``"ip:203.0.113.7"`` or
   ``"code:BDFG-HJKL"``).
 * :class:`LockoutPolicy` with :class:`AttemptState` does exponential back-off
-  after a few free failures and locks the account after ``lockout_after``.
+  after a few free failures, capped, and a timed lock after ``lockout_after``.
+  When the lock ends, or after ``forget_after`` quiet seconds, the count starts
+  again from zero: a stranger who knows only a name must keep paying for every
+  minute the lock lasts, and cannot stretch one burst into a permanent lock.
 
 Every answer is an :class:`Allowance`: allowed or not, and a retry-after. A
 locked account answers exactly like a maximal back-off so that the reply does
@@ -18,7 +21,6 @@ not reveal that the account exists or is locked.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -131,6 +133,7 @@ class AttemptState:
     failures: int = 0
     blocked_until: float = 0.0
     locked: bool = False
+    last_failure_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +144,8 @@ class LockoutPolicy:
     ``base_delay · 2**(n - 1)`` seconds (n counts failures past the free ones),
     capped at ``max_delay``. At ``lockout_after`` failures the account is locked:
     for ``lockout_duration`` seconds, or until :meth:`unlock` when that is None.
+    A timed lock that has ended, and failures older than ``forget_after``
+    seconds, no longer count: the next failure is the first again.
     """
 
     free_failures: int = 3
@@ -148,6 +153,7 @@ class LockoutPolicy:
     max_delay: float = 300.0
     lockout_after: int = 10
     lockout_duration: float | None = 3600.0
+    forget_after: float = 3600.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.free_failures < self.lockout_after:
@@ -156,6 +162,8 @@ class LockoutPolicy:
             raise ValueError("need 0 < base_delay <= max_delay")
         if self.lockout_duration is not None and self.lockout_duration <= 0:
             raise ValueError("lockout_duration must be positive or None")
+        if self.forget_after <= 0:
+            raise ValueError("forget_after must be positive")
 
     def delay_after(self, failures: int) -> float:
         """Seconds blocked after the ``failures``-th consecutive failure."""
@@ -179,13 +187,23 @@ class LockoutPolicy:
             return _deny(min(state.blocked_until - now, self.max_delay))
         return _ALLOW
 
+    def current(self, state: AttemptState, now: float) -> AttemptState:
+        """``state`` as it counts at ``now``: an ended lock or stale failures are forgotten."""
+        if state.locked and self.lockout_duration is None:
+            return state
+        ended = state.locked and now >= state.blocked_until
+        stale = now - state.last_failure_at >= self.forget_after and now >= state.blocked_until
+        return AttemptState() if ended or stale else state
+
     def record_failure(self, state: AttemptState, now: float) -> AttemptState:
-        failures = state.failures + 1
+        failures = self.current(state, now).failures + 1
         if failures >= self.lockout_after:
             until = now + self.lockout_duration if self.lockout_duration is not None else 0.0
-            return AttemptState(failures=failures, blocked_until=until, locked=True)
-        return dataclasses.replace(
-            state, failures=failures, blocked_until=now + self.delay_after(failures)
+            return AttemptState(
+                failures=failures, blocked_until=until, locked=True, last_failure_at=now
+            )
+        return AttemptState(
+            failures=failures, blocked_until=now + self.delay_after(failures), last_failure_at=now
         )
 
     def record_success(self, state: AttemptState) -> AttemptState:

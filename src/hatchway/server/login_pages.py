@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from html import escape
 
-from hatchway.flows.login_approval import SessionPage, started_at_text
+from hatchway.flows.login_approval import SessionPage, started_at_iso, started_at_text
 from hatchway.flows.login_common import mask_username
 
 STATIC_PREFIX = "/login/static/"
@@ -70,6 +70,11 @@ _ENDED = {
         "This code is unknown, expired or already used. Check it, or start again on the device.",
     ),
     "limited": ("Too many attempts", "Too many codes were tried from here. Wait a minute."),
+    "needs_js": (
+        "JavaScript needed",
+        "Approving needs JavaScript, so that your password is checked on this phone and "
+        "never sent. Nothing was approved or denied. Turn JavaScript on and open the link again.",
+    ),
 }
 
 
@@ -83,30 +88,46 @@ def ended_page(status: str) -> str:
 
 
 def approval_page(view: SessionPage, csrf: str) -> str:
-    """The page for a pending session: the request's facts, a password, two buttons."""
+    """The page for a pending session: the request's facts, a password, two buttons.
+
+    The device name is what the device *says* it is (sanitised at device
+    authorization), so the page labels it that way. Without JavaScript the
+    password form stays hidden and the page says why: the password is proved
+    on the phone and must never be posted. Deny is a plain form of its own and
+    works without script.
+    """
     s = view.session
     if s is None:
         return ended_page("unknown")
     who = escape(mask_username(s.username))
     device = escape(s.device_name)
-    when = escape(started_at_text(s))
+    when = (
+        f'<time id=started datetime="{escape(started_at_iso(s))}">'
+        f"{escape(started_at_text(s))}</time>"
+    )
     where = escape(s.initiator_ip)
     return _layout(
         "Approve sign-in",
-        f"<h1>Sign in as <span id=who>{who}</span> on <span id=device>{device}</span></h1>"
-        f"<p id=origin>Sign in as {who} on {device} — started {when} from {where}</p>"
+        f"<h1>Sign in as <span id=who>{who}</span> on a device calling itself "
+        f"“<span id=device>{device}</span>”</h1>"
+        f"<p id=origin>Sign in as {who} on a device calling itself “{device}” — "
+        f"started {when} from {where}</p>"
         "<p>Only continue if you started this yourself on that device, just now.</p>"
-        f'<form id=approve method=post action="/login/deny" '
-        f'data-session-ref="{escape(s.reference)}" data-user-code="{escape(s.user_code)}" '
-        f'data-csrf="{escape(csrf)}">'
+        "<p id=nojs class=note>Approving needs JavaScript: your password is checked on "
+        "this phone and never sent. Turn JavaScript on and reload, or deny below.</p>"
+        f'<form id=deny method=post action="/login/deny">'
         f'<input type=hidden name=user_code value="{escape(s.user_code)}">'
-        f'<input type=hidden name=csrf value="{escape(csrf)}">'
+        f'<input type=hidden name=csrf value="{escape(csrf)}"></form>'
+        # No method, no action, no name on the password: even if this form were
+        # submitted without the script, the password would not leave the page.
+        f'<form id=approve hidden data-session-ref="{escape(s.reference)}" '
+        f'data-user-code="{escape(s.user_code)}" data-csrf="{escape(csrf)}">'
         "<label for=password>Password</label>"
-        "<input id=password name=password type=password autocomplete=current-password>"
-        "<div class=choices><button id=approve-button type=submit name=action value=approve>"
-        "Approve</button>"
-        "<button id=deny-button type=submit name=action value=deny formnovalidate>Deny</button>"
-        "</div></form>"
+        "<input id=password type=password autocomplete=current-password></form>"
+        "<div class=choices>"
+        "<button id=approve-button type=submit form=approve hidden>Approve</button>"
+        "<button id=deny-button type=submit form=deny>Deny</button>"
+        "</div>"
         "<p id=result role=status aria-live=polite></p>"
         "<p id=match hidden>Enter this number on the device: <strong id=match-number>"
         "</strong></p>",

@@ -15,7 +15,10 @@ thread, map :class:`LoginRefused` to RFC 6749 §5.2 / RFC 8628 §3.5 JSON.
   ``verification_uri_complete`` (the approval page).
 * ``POST /login/scram/start|finish`` (JSON), ``POST /login/deny`` (form),
   CSRF-protected: a ``__Host-`` cookie plus an HMAC of it in the page, and a
-  same-origin check on ``Origin`` when the browser sends one.
+  same-origin check on ``Origin`` when the browser sends one. Every endpoint
+  that takes a user code spends the per-IP budget before looking it up.
+* The client IP is the TCP peer as uvicorn reports it; uvicorn rewrites it from
+  ``X-Forwarded-For`` only for ``HATCHWAY_TRUSTED_PROXIES`` (``server/run.py``).
 * ``GET /login/static/*`` — page assets with a JavaScript MIME type for ``.js``.
 * ``GET /api/whoami`` — the protected endpoint; Bearer access token (RFC 6750).
 """
@@ -260,6 +263,10 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
         try:
             form = await _form(request)
             csrf.check(request, form.get("csrf"))
+            if "password" in form or form.get("action", "deny") != "deny":
+                # An Approve that reached us as a plain form (an old page, no
+                # script): never treat it as a Deny, and never look at it.
+                return _page(ended_page("needs_js"), cookie, 400)
             status = await run_in_threadpool(
                 approval.deny,
                 user_code=form.get("user_code", ""),
@@ -267,13 +274,11 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
                 user_agent=_ua(request),
             )
         except LoginRefused as exc:
-            if exc.status_hint == 403:
-                return _page(ended_page("unknown"), cookie, 403)
-            return _page(
-                ended_page("unknown" if exc.status_hint == 404 else "consumed"),
-                cookie,
-                exc.status_hint,
-            )
+            page = {403: "unknown", 404: "unknown", 429: "limited"}.get(exc.status_hint, "consumed")
+            response = _page(ended_page(page), cookie, exc.status_hint)
+            if exc.retry_after:
+                response.headers["Retry-After"] = str(exc.retry_after)
+            return response
         return _page(ended_page(status), cookie)
 
     @app.get(STATIC_PREFIX + "{name}")

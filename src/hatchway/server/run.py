@@ -12,6 +12,7 @@ import logging
 import signal
 import ssl
 from collections.abc import Callable, Generator
+from typing import Any
 
 import uvicorn
 
@@ -30,9 +31,30 @@ class _Server(uvicorn.Server):
         yield  # signals are handled once, in serve(), for both listeners
 
 
+def proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's proxy-header handling, off unless ``trusted_proxies`` names proxies.
+
+    uvicorn believes ``X-Forwarded-For`` from 127.0.0.1 by default, which lets
+    any local process (or a co-located reverse proxy's other clients) choose the
+    client IP that rate limits and the approval page rely on. Off by default;
+    with ``HATCHWAY_TRUSTED_PROXIES=10.0.0.5,10.0.0.6`` only those peers'
+    headers count (uvicorn then takes the right-most address they did not add).
+    """
+    trusted = [p.strip() for p in settings.trusted_proxies.split(",") if p.strip()]
+    if not trusted:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": trusted}
+
+
 def _configs(ctx: ServerContext) -> tuple[uvicorn.Config, uvicorn.Config]:
     s = ctx.settings
-    common = {"log_config": None, "access_log": False, "server_header": False, "lifespan": "off"}
+    common = {
+        "log_config": None,
+        "access_log": False,
+        "server_header": False,
+        "lifespan": "off",
+        **proxy_options(s),
+    }
     https = uvicorn.Config(
         build_https_app(ctx),
         host=s.host,
@@ -40,9 +62,9 @@ def _configs(ctx: ServerContext) -> tuple[uvicorn.Config, uvicorn.Config]:
         ssl_certfile=str(ctx.identity.tls_cert_path),
         ssl_keyfile=str(ctx.identity.tls_key_path),
         ssl_version=ssl.PROTOCOL_TLS_SERVER,
-        **common,  # type: ignore[arg-type]
+        **common,
     )
-    plain = uvicorn.Config(build_plain_app(ctx), host=s.host, port=s.http_port, **common)  # type: ignore[arg-type]
+    plain = uvicorn.Config(build_plain_app(ctx), host=s.host, port=s.http_port, **common)
     return https, plain
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -161,7 +162,8 @@ class UserRepository(RepositoryBase):
         key = username_key(username)
         with self._write() as conn:
             current = _fetch_user(conn, key, for_update=True)
-            advanced = policy.record_failure(current.attempt_state, now)
+            state = replace(current.attempt_state, last_failure_at=current.last_failure_at or 0.0)
+            advanced = policy.record_failure(state, now)
             conn.execute(
                 update(users)
                 .where(users.c.username_key == key)

@@ -1,10 +1,28 @@
 // hatchway approval page: runs the SCRAM-SHA-256 proof (scram.js) when the user
-// presses Approve. Deny is a plain form POST and needs no script. The session
-// reference and the CSRF token come from data attributes (no inline script).
+// presses Approve. Deny is a plain form POST of its own and needs no script.
+// The password form starts hidden (its input has no name and the form no
+// action), so without this script the password can never be posted; the
+// "needs JavaScript" note is hidden here instead. The session reference and the
+// CSRF token come from data attributes (no inline script).
 import { ScramClient } from "./scram.js";
 
 const form = document.getElementById("approve");
+const approveButton = document.getElementById("approve-button");
 const result = document.getElementById("result");
+
+form.hidden = false;
+approveButton.hidden = false;
+document.getElementById("nojs").hidden = true;
+
+// The server prints the start time in UTC; show it in the phone's own zone too.
+const started = document.getElementById("started");
+if (started) {
+  const at = new Date(started.getAttribute("datetime"));
+  if (!Number.isNaN(at.getTime())) {
+    const local = at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", timeZoneName: "short" });
+    started.title = `${started.textContent} (${local} here)`;
+  }
+}
 
 async function post(path, body) {
   const response = await fetch(path, {
@@ -27,8 +45,12 @@ function say(text, status) {
   result.dataset.status = status;
 }
 
+function buttons() {
+  return document.querySelectorAll(".choices button");
+}
+
 function setBusy(busy) {
-  for (const b of form.querySelectorAll("button")) b.disabled = busy;
+  for (const b of buttons()) b.disabled = busy;
 }
 
 async function approve() {
@@ -60,7 +82,7 @@ async function approve() {
         document.getElementById("match-number").textContent = finish.data.match_number;
         document.getElementById("match").hidden = false;
       }
-      for (const b of form.querySelectorAll("button")) b.hidden = true;
+      for (const b of buttons()) b.hidden = true;
     } else {
       say(`Not approved: ${finish.data.status}.`, finish.data.status);
       setBusy(false);
@@ -72,7 +94,6 @@ async function approve() {
 }
 
 form.addEventListener("submit", (event) => {
-  if (event.submitter && event.submitter.value === "deny") return; // plain POST
   event.preventDefault();
   approve();
 });
