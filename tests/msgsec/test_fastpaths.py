@@ -8,12 +8,17 @@ import math
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import make_world
 from hatchway.msgsec import KeyAlg, SignAlg, _jose
-from hatchway.msgsec._codec import CodecError, _strict_loads, b64d, dumps, loads_object
+from hatchway.msgsec._codec import CodecError, _strict_loads, b64d, b64e, dumps, loads_object
 
 FINITE = st.floats(allow_nan=False, allow_infinity=False)
 JSON = st.recursive(
@@ -91,3 +96,58 @@ def test_dumps_still_refuses_what_the_standard_encoder_refuses(
 ) -> None:
     with pytest.raises(error):
         dumps(value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, _jose.P256_ORDER - 1), st.integers(0, _jose.P256_ORDER - 1))
+def test_es256_der_handling_matches_cryptography(r: int, s: int) -> None:
+    # verify() builds the DER itself and sign() slices OpenSSL's: both must be
+    # byte for byte what encode_dss_signature / decode_dss_signature give.
+    raw = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    seen: list[bytes] = []
+
+    class _Key:
+        def verify(self, der: bytes, data: bytes, alg: object) -> None:
+            seen.append(der)
+
+        def sign(self, data: bytes, alg: object) -> bytes:
+            return encode_dss_signature(r, s)
+
+        curve = ec.SECP256R1()
+
+    _jose.verify("ES256", _Key(), b"data", raw)  # type: ignore[arg-type]
+    assert seen == [encode_dss_signature(r, s)]
+    assert decode_dss_signature(seen[0]) == (r, s)
+    assert _jose.sign("ES256", _Key(), b"data") == raw  # type: ignore[arg-type]
+
+
+def test_es256_sign_refuses_a_key_off_p256() -> None:
+    key = ec.generate_private_key(ec.SECP384R1())
+    with pytest.raises(_jose.JoseError):
+        _jose.sign("ES256", key, b"data")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=16, max_size=16), st.binary(max_size=40), st.integers(0, 3))
+def test_jwe_iv_and_ciphertext_decode_as_one_pass_does_apart(
+    iv: bytes, ct: bytes, flip: int
+) -> None:
+    iv_seg, ct_seg = b64e(iv[:12]), b64e(ct)
+    if flip and ct_seg:  # a non-canonical or foreign last character
+        ct_seg = ct_seg[:-1] + b"B=_+"[flip - 1 : flip]
+    token = b".".join((b64e(b'{"alg":"ECDH-ES","enc":"A256GCM"}'), b"", iv_seg, ct_seg, b64e(iv)))
+
+    def apart() -> object:
+        try:
+            return b64d(iv_seg), b64d(ct_seg)
+        except CodecError:
+            return CodecError
+
+    def together() -> object:
+        try:
+            parts = _jose.jwe_parse(token)
+        except _jose.JoseError:
+            return CodecError
+        return parts.iv, parts.ciphertext
+
+    assert apart() == together()

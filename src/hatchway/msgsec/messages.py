@@ -62,13 +62,15 @@ class Field(Enum):
     ANY = "any JSON value"
 
     def accepts(self, value: object) -> bool:
-        if self is Field.STR:
+        # The module-level aliases below, not ``Field.STR``: an enum class
+        # attribute lookup costs as much as the check itself.
+        if self is STR:
             return isinstance(value, str)
-        if self is Field.INT:
+        if self is INT:
             return isinstance(value, int) and not isinstance(value, bool)
-        if self is Field.BOOL:
+        if self is BOOL:
             return isinstance(value, bool)
-        if self is Field.OBJECT:
+        if self is OBJ:
             return isinstance(value, dict)
         return True
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from hatchway.errors import ConfigurationError, InvalidMessage, LocalProtocolError
 from hatchway.msgsec import _jose
@@ -118,14 +117,43 @@ def open_message(
         raise LocalProtocolError("now must be a finite POSIX time")
     raw = _bounded_bytes(token, policy.max_size)
     try:
-        outer, jws = _decrypt_outer(raw, decryption_keys)
+        jwe = _jose.jwe_parse(raw)
+        outer = jwe.header
+        kid = outer.get("kid")
+        key = decryption_keys.get(kid) if isinstance(kid, str) else None
+        if key is None or outer.get("cty") != "JWT":
+            raise InvalidMessage(reason="no decryption key for recipient kid, or cty not JWT")
+        jws = _jose.jws_parse(_jose.jwe_decrypt(jwe, key.key, key.crv, _KEY_ALGS, _ENC_ALGS))
+        kid, typ = jws.header.get("kid"), jws.header.get("typ")
+        if not isinstance(kid, str) or not isinstance(typ, str):
+            raise InvalidMessage(reason="inner kid/typ missing")
     except Exception as exc:
         raise _opaque(exc) from None
-    sender = resolve_sender(jws.header["kid"])
+    sender = resolve_sender(kid)
     if sender is None:
         raise InvalidMessage(reason="unknown sender kid")
     try:
-        message = _verify_inner(outer, jws, sender, policy, now)
+        suite, vkey = sender.suite, sender.verifying_key
+        # Pinning (RFC 8725 §3.1): both layers must use exactly this sender's suite.
+        if jws.header["alg"] != suite.sign or vkey.alg is not suite.sign:
+            raise InvalidMessage(reason="inner alg is not the sender's pinned alg")
+        if outer["alg"] != suite.key or outer["enc"] != suite.enc:
+            raise InvalidMessage(reason="outer alg/enc is not the sender's pinned suite")
+        if kid != vkey.kid:
+            raise InvalidMessage(reason="resolved key does not carry the inner kid")
+        _jose.verify(suite.sign, vkey.key, jws.signing_input, jws.signature)
+        if typ not in policy.expected:
+            raise InvalidMessage(reason=f"typ {typ!r} not expected at this endpoint")
+        message = Message.from_claims(typ, loads_object(jws.payload))
+        check_rule(message)
+        if message.iss != sender.id or message.aud != policy.audience:
+            raise InvalidMessage(reason="iss/aud mismatch")
+        if message.iat > now + policy.max_skew:
+            raise InvalidMessage(reason="issued in the future")
+        if message.exp <= now:
+            raise InvalidMessage(reason="expired")
+        if not 0 < message.exp - message.iat <= policy.max_lifetime:
+            raise InvalidMessage(reason="lifetime not in (0, max_lifetime]")
     except Exception as exc:
         raise _opaque(exc) from None
     return message, sender
@@ -159,53 +187,3 @@ def _opaque(exc: Exception) -> InvalidMessage:
     if isinstance(exc, _jose.JoseError | CodecError):
         return InvalidMessage(reason=str(exc))
     return InvalidMessage(reason=f"unexpected {type(exc).__name__}")
-
-
-def _decrypt_outer(
-    raw: bytes, decryption_keys: Mapping[str, DecryptionKey]
-) -> tuple[dict[str, Any], _jose.JwsParts]:
-    jwe = _jose.jwe_parse(raw)
-    header = jwe.header
-    if header.get("cty") != "JWT":
-        raise InvalidMessage(reason="outer cty is not JWT")
-    kid = header.get("kid")
-    key = decryption_keys.get(kid) if isinstance(kid, str) else None
-    if key is None:
-        raise InvalidMessage(reason="no decryption key for recipient kid")
-    plaintext = _jose.jwe_decrypt(jwe, key.key, key.crv, _KEY_ALGS, _ENC_ALGS)
-    jws = _jose.jws_parse(plaintext)
-    if not isinstance(jws.header.get("kid"), str) or not isinstance(jws.header.get("typ"), str):
-        raise InvalidMessage(reason="inner kid/typ missing")
-    return header, jws
-
-
-def _verify_inner(
-    outer: dict[str, Any],
-    jws: _jose.JwsParts,
-    sender: SenderInfo,
-    policy: OpenPolicy,
-    now: float,
-) -> Message:
-    suite, vkey = sender.suite, sender.verifying_key
-    # Pinning (RFC 8725 §3.1): both layers must use exactly this sender's suite.
-    if jws.header["alg"] != suite.sign or vkey.alg is not suite.sign:
-        raise InvalidMessage(reason="inner alg is not the sender's pinned alg")
-    if outer["alg"] != suite.key or outer["enc"] != suite.enc:
-        raise InvalidMessage(reason="outer alg/enc is not the sender's pinned suite")
-    if jws.header["kid"] != vkey.kid:
-        raise InvalidMessage(reason="resolved key does not carry the inner kid")
-    _jose.verify(suite.sign.value, vkey.key, jws.signing_input, jws.signature)
-    typ = jws.header["typ"]
-    if typ not in policy.expected:
-        raise InvalidMessage(reason=f"typ {typ!r} not expected at this endpoint")
-    message = Message.from_claims(typ, loads_object(jws.payload))
-    check_rule(message)
-    if message.iss != sender.id or message.aud != policy.audience:
-        raise InvalidMessage(reason="iss/aud mismatch")
-    if message.iat > now + policy.max_skew:
-        raise InvalidMessage(reason="issued in the future")
-    if message.exp <= now:
-        raise InvalidMessage(reason="expired")
-    if not 0 < message.exp - message.iat <= policy.max_lifetime:
-        raise InvalidMessage(reason="lifetime not in (0, max_lifetime]")
-    return message
