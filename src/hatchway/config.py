@@ -6,6 +6,7 @@ runs with nothing but Python installed.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -57,7 +58,7 @@ class Settings:
     #: PBKDF2 iterations for new SCRAM verifiers (``hatchway users add``), and
     #: for decoy verifiers unless ``users add`` recorded another count in the store.
     login_scram_iterations: int = 600_000
-    #: Comma-separated proxy IPs (or ``*``) whose X-Forwarded-For / -Proto is
+    #: Comma-separated proxy IP addresses or networks whose X-Forwarded-For / -Proto is
     #: believed; empty means the client IP is the TCP peer, whatever headers say.
     trusted_proxies: str = ""
 
@@ -157,6 +158,7 @@ def validate(settings: Settings) -> None:
     # Devices refuse replies living longer than 600 s (their OpenPolicy.max_lifetime).
     if not 10 <= settings.message_ttl <= 600:
         raise ConfigurationError("message_ttl must be between 10 and 600 seconds")
+    _validate_trusted_proxies(settings.trusted_proxies)
     if not 1 <= settings.login_expires_in <= 3600:
         raise ConfigurationError("login_expires_in must be between 1 and 3600 seconds")
     if not 1 <= settings.login_interval <= 60:
@@ -171,3 +173,19 @@ def validate(settings: Settings) -> None:
         raise ConfigurationError("login_session_max_failures must be between 1 and 100")
     if not 4096 <= settings.login_scram_iterations <= 10_000_000:
         raise ConfigurationError("login_scram_iterations must be between 4096 and 10000000")
+
+
+def _validate_trusted_proxies(value: str) -> None:
+    """Only named proxy addresses or networks: trusting every peer ("*") would let any
+    client write its own address into X-Forwarded-For and pick its rate-limit key and
+    the "from …" line of the approval page."""
+    for entry in (e.strip() for e in value.split(",")):
+        if not entry:
+            continue
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigurationError(
+                f"HATCHWAY_TRUSTED_PROXIES: {entry!r} is not an IP address or network "
+                "(list your proxies explicitly; '*' is not accepted)"
+            ) from None

@@ -93,3 +93,18 @@ def test_concurrent_first_set_flag_is_an_upsert(store: Store) -> None:
         t.join(timeout=60)
     assert errors == []
     assert store.get_flag("race") in {"v0", "v1", "v2", "v3"}
+
+
+def test_terminal_escapes_never_reach_the_audit_log(store: Store) -> None:
+    store.audit(
+        AuditEvent.START,
+        now=1.0,
+        username="\x1b]8;;https://evil.example/\x07alice\x1b[2K\r",
+        user_agent="ua\x1b[31mred\n\rfake line",
+        ip="127.0.0.1",
+    )
+    (record,) = store.list_audit(limit=1)
+    for text in (record.username, record.user_agent):
+        assert text is not None
+        assert not any(ord(ch) < 32 or ch == "\x7f" for ch in text)
+    assert record.username is not None and "alice" in record.username

@@ -62,6 +62,7 @@ from hatchway.login import (
     poll,
 )
 from hatchway.login.polling import AuthorizationPending
+from hatchway.login.ratelimit import ip_key
 from hatchway.runtime import Clock, Random
 from hatchway.server.datadir import ServerIdentity
 from hatchway.store import Store
@@ -156,7 +157,7 @@ class LoginService(TokenGrants):
             raise LoginRefused(
                 "temporarily_unavailable", "sign-in from devices is turned off", status=503
             )
-        allowance = self.start_limiter.hit(f"ip:{ip}", now)
+        allowance = self.start_limiter.hit(f"ip:{ip_key(ip)}", now)
         if not allowance.allowed:
             raise LoginRefused(
                 "slow_down",

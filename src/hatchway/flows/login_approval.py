@@ -53,6 +53,7 @@ from hatchway.login import (
     expire_if_due,
     normalize_user_code,
 )
+from hatchway.login.ratelimit import ip_key
 from hatchway.store.login_errors import StaleSession
 from hatchway.store.login_records import AuditEvent, UserRecord
 
@@ -123,7 +124,7 @@ class ApprovalService:
         now = self.clock()
         self.login.sweep_if_due(now)
         try:
-            self._spend(self.ip_limiter, f"ip:{ip}", now)
+            self._spend(self.ip_limiter, f"ip:{ip_key(ip)}", now)
         except LoginRefused as exc:
             return SessionPage("limited", retry_after=exc.retry_after or 60)
         try:
@@ -142,7 +143,7 @@ class ApprovalService:
         Unknown, malformed, ended and expired codes all get the same answer.
         """
         self.login.sweep_if_due(now)
-        self._spend(self.ip_limiter, f"ip:{ip}", now)
+        self._spend(self.ip_limiter, f"ip:{ip_key(ip)}", now)
         try:
             session = self.store.get_login_session_by_user_code(normalize_user_code(user_code))
         except RemoteProtocolError:
@@ -215,11 +216,9 @@ class ApprovalService:
         account is disabled) and announce the result to the device."""
         now = self.clock()
         self.login.sweep_if_due(now)
-        self._spend(self.finish_limiter, f"ip:{ip}", now)
+        self._spend(self.finish_limiter, f"ip:{ip_key(ip)}", now)
         data = self._open(exchange, now)
         self._spend(self.code_limiter, f"code:{data['code']}", now)
-        if not self.used_exchanges.use(str(data["id"]), until=float(str(data["exp"])), now=now):
-            raise LoginRefused("invalid_request", "exchange expired; start again")
         session = self.store.get_login_session_by_user_code(str(data["code"]))
         if (
             session is None
@@ -227,6 +226,10 @@ class ApprovalService:
             or expire_if_due(session, now).state is not SessionState.PENDING
         ):
             raise LoginRefused("invalid_request", _GONE, status=404)
+        # Recorded only for a live pending session: finishes against throw-away or
+        # ended sessions cannot fill the single-use table and lock out real approvals.
+        if not self.used_exchanges.use(str(data["id"]), until=float(str(data["exp"])), now=now):
+            raise LoginRefused("invalid_request", "exchange expired; start again")
         if not self.login.enabled():
             raise LoginRefused("temporarily_unavailable", "sign-in is turned off", status=503)
         verifier, user = self._verifier(session.username)

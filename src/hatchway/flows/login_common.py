@@ -124,6 +124,14 @@ _BIDI_CONTROLS = frozenset(
 _DROPPED = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
 
 
+_QUOTES = frozenset(
+    "\"'`"  # ASCII
+    "\u201c\u201d\u201e\u201f\u2018\u2019\u201a\u201b"  # curly and low quotes
+    "\u00ab\u00bb\u2039\u203a"  # guillemets
+    "\u300c\u300d\u300e\u300f\uff02\uff07"  # CJK corner brackets, full-width quotes
+)
+
+
 def sanitize_device_name(name: str) -> str:
     """What the approval page may show of a device's self-chosen name.
 
@@ -138,6 +146,10 @@ def sanitize_device_name(name: str) -> str:
         category = unicodedata.category(ch)
         if ch.isspace() or category in ("Zs", "Zl", "Zp"):
             chars.append(" ")
+        elif category in ("Pi", "Pf") or ch in _QUOTES:
+            # No quotation marks: the page quotes the name, and a name that closed
+            # that quote could append its own "verified" wording after it.
+            continue
         elif ch not in _BIDI_CONTROLS and category not in _DROPPED:
             chars.append(ch)
     text = " ".join("".join(chars).split())

@@ -31,7 +31,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from hatchway.login.ratelimit import Allowance, AttemptState, LockoutPolicy
+from hatchway.login.ratelimit import Allowance, AttemptState, LockoutPolicy, ip_key
 
 SESSION_MAX_FAILURES = 5
 """Wrong proofs one login session may see before it is denied."""
@@ -108,7 +108,7 @@ class PasswordGuard:
 
     @staticmethod
     def _pair(account: str, ip: str) -> str:
-        return f"{account}\x00{ip}"
+        return f"{account}\x00{ip_key(ip)}"
 
     def check(
         self, *, account: str, ip: str, session: str, now: float, reset_since: float | None = None

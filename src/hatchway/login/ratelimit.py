@@ -21,6 +21,7 @@ not reveal that the account exists or is locked.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -213,3 +214,22 @@ class LockoutPolicy:
     def unlock(self, state: AttemptState) -> AttemptState:
         """The administrator's unlock: a clean slate."""
         return AttemptState()
+
+
+def ip_key(ip: str) -> str:
+    """The rate-limit key for a client address.
+
+    IPv6 addresses are grouped by their /64, the unit one subscriber is normally
+    given: keyed by the full address, one /64 would be 2**64 separate budgets. An
+    IPv4-mapped IPv6 address counts as its IPv4 address. Anything that is not an
+    address (``"unknown"``) is its own key.
+    """
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)

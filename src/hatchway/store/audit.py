@@ -11,6 +11,7 @@ Audit rows never hold secrets: callers pass a session *reference*
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 from sqlalchemy import Executable, insert, select
@@ -31,7 +32,14 @@ MAX_FLAG_VALUE = 4096
 
 
 def _clip(value: str | None, limit: int) -> str | None:
-    return None if value is None else value[:limit]
+    """Clip, and replace control and format characters with U+FFFD: these fields come
+    from the network, and a terminal escape in a user agent must not reach whoever
+    reads the audit log in a terminal."""
+    if value is None:
+        return None
+    return "".join(
+        "\ufffd" if unicodedata.category(ch) in ("Cc", "Cf") else ch for ch in value[:limit]
+    )
 
 
 def _upsert_flag(dialect: str, name: str, value: str, now: float) -> Executable:
