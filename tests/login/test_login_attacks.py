@@ -22,9 +22,8 @@ from hatchway.runtime import FrozenClock, SeededRandom
 from hatchway.server.context import ServerContext
 from hatchway.server.login_pages import approval_page
 from hatchway.server.run import proxy_options
+from tests.login.world import GRANT, PASSWORD, login_world
 
-GRANT = "urn:ietf:params:oauth:grant-type:device_code"
-PASSWORD = "pencil"
 ATTACKER = "203.0.113.66"
 OWNER = "198.51.100.7"
 
@@ -36,20 +35,10 @@ def clock() -> FrozenClock:
 
 @pytest.fixture
 def ctx(tmp_path: Path, clock: FrozenClock) -> Iterator[ServerContext]:
-    settings = settings_from_env(
-        {
-            "HATCHWAY_DATA_DIR": str(tmp_path / "data"),
-            "HATCHWAY_LOGIN_ATTEMPTS_PER_MINUTE": "600",
-            "HATCHWAY_LOGIN_START_PER_MINUTE": "600",
-            "HATCHWAY_LOGIN_NUMBER_MATCHING": "false",
-        }
-    )
-    context = ServerContext.create(settings, clock=clock, random=SeededRandom())
-    verifier = make_verifier(PASSWORD, random=SeededRandom(b"user"), iterations=4096)
-    context.store.add_user("alice", verifier, now=0)
-    context.store.set_flag(SCRAM_ITERATIONS_FLAG, "4096", now=0)
-    yield context
-    context.close()
+    with login_world(tmp_path, clock, HATCHWAY_LOGIN_START_PER_MINUTE="600") as context:
+        # Decoys for unknown names then use the same count as alice's verifier.
+        context.store.set_flag(SCRAM_ITERATIONS_FLAG, "4096", now=0)
+        yield context
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ injected clock: RFC 8628 §3.4–3.5 answers, SCRAM approval, lockout, audit."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,7 @@ from hatchway.flows.login_polls import DECISIONS_CHANNEL
 from hatchway.login import ScramClient, make_verifier
 from hatchway.runtime import FrozenClock, SeededRandom
 from hatchway.server.context import ServerContext
-
-GRANT = "urn:ietf:params:oauth:grant-type:device_code"
-PASSWORD = "pencil"
+from tests.login.world import GRANT, PASSWORD, login_world
 
 
 class Recorder:
@@ -36,19 +35,9 @@ def clock() -> FrozenClock:
 
 
 @pytest.fixture
-def ctx(tmp_path: Path, clock: FrozenClock) -> ServerContext:
-    settings = settings_from_env(
-        {
-            "HATCHWAY_DATA_DIR": str(tmp_path / "data"),
-            "HATCHWAY_LOGIN_ATTEMPTS_PER_MINUTE": "600",
-            "HATCHWAY_LOGIN_NUMBER_MATCHING": "false",
-        }
-    )
-    context = ServerContext.create(settings, clock=clock, random=SeededRandom())
-    rnd = SeededRandom(b"user")
-    context.store.add_user("alice", make_verifier(PASSWORD, random=rnd, iterations=4096), now=0)
-    yield context
-    context.close()
+def ctx(tmp_path: Path, clock: FrozenClock) -> Iterator[ServerContext]:
+    with login_world(tmp_path, clock) as context:
+        yield context
 
 
 def _start(login: LoginService, user: str = "alice") -> DeviceAuthorization:

@@ -13,18 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from hatchway.config import settings_from_env
 from hatchway.flows.login import DeviceAuthorization, LoginService
 from hatchway.flows.login_approval import ApprovalService
 from hatchway.flows.login_common import LoginRefused
 from hatchway.flows.login_polls import PendingPolls, start_decision_feed
-from hatchway.login import ScramClient, hash_device_code, make_verifier, new_session
+from hatchway.login import ScramClient, hash_device_code, new_session
 from hatchway.login.states import LoginSession
 from hatchway.runtime import FrozenClock, SeededRandom
 from hatchway.server.context import ServerContext
-
-GRANT = "urn:ietf:params:oauth:grant-type:device_code"
-PASSWORD = "pencil"
+from tests.login.world import GRANT, PASSWORD, login_world
 
 
 @pytest.fixture
@@ -34,18 +31,8 @@ def clock() -> FrozenClock:
 
 @pytest.fixture
 def ctx(tmp_path: Path, clock: FrozenClock) -> Iterator[ServerContext]:
-    settings = settings_from_env(
-        {
-            "HATCHWAY_DATA_DIR": str(tmp_path / "data"),
-            "HATCHWAY_LOGIN_ATTEMPTS_PER_MINUTE": "600",
-            "HATCHWAY_LOGIN_NUMBER_MATCHING": "false",
-        }
-    )
-    context = ServerContext.create(settings, clock=clock, random=SeededRandom())
-    rnd = SeededRandom(b"user")
-    context.store.add_user("alice", make_verifier(PASSWORD, random=rnd, iterations=4096), now=0)
-    yield context
-    context.close()
+    with login_world(tmp_path, clock) as context:
+        yield context
 
 
 @pytest.fixture

@@ -24,7 +24,8 @@ import httpx
 import pytest
 
 from hatchway.device import Device, HttpTransport
-from hatchway.login.device_client import DeviceLoginClient, LoginFailed, Started, Tokens
+from hatchway.login.authorization import DeviceAuthorization
+from hatchway.login.device_client import DeviceLoginClient, LoginFailed, Tokens
 from hatchway.login.phone import PhoneClient
 from hatchway.server.process import ServerProcess
 from hatchway.store import Store
@@ -253,7 +254,7 @@ def test_sealed_messages_alternate_replicas_and_replays_are_refused(
 def _sign_in(pair: Pair, username: str) -> Tokens:
     """Start on B; the phone's page and SCRAM start on B, its SCRAM finish on A;
     collect on A (with the number the phone showed)."""
-    started: Started = pair.device_b.start(username, device_name="Hall TV")
+    started: DeviceAuthorization = pair.device_b.start(username, device_name="Hall TV")
     request = pair.phone_split.open(started.verification_uri_complete)
     approval = pair.phone_split.approve(request, PASSWORD, origin=pair.public)
     assert approval.status == "approved"

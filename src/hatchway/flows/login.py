@@ -37,7 +37,6 @@ from hatchway.flows.login_common import (
     login_channel,
     sanitize_device_name,
 )
-from hatchway.flows.login_common import DeviceAuthorization as DeviceAuthorization
 from hatchway.flows.login_common import DeviceView as DeviceView
 from hatchway.flows.login_common import form_field as _field
 from hatchway.flows.login_polls import DECISIONS_CHANNEL, PendingPolls
@@ -61,6 +60,7 @@ from hatchway.login import (
     new_user_code,
     poll,
 )
+from hatchway.login.authorization import DeviceAuthorization as DeviceAuthorization
 from hatchway.login.polling import AuthorizationPending
 from hatchway.login.ratelimit import ip_key
 from hatchway.runtime import Clock, Random

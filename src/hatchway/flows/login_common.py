@@ -159,28 +159,6 @@ def sanitize_device_name(name: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class DeviceAuthorization:
-    """The device authorization response (RFC 8628 §3.2)."""
-
-    device_code: str
-    user_code: str
-    verification_uri: str
-    verification_uri_complete: str
-    expires_in: int
-    interval: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "device_code": self.device_code,
-            "user_code": self.user_code,
-            "verification_uri": self.verification_uri,
-            "verification_uri_complete": self.verification_uri_complete,
-            "expires_in": self.expires_in,
-            "interval": self.interval,
-        }
-
-
-@dataclass(frozen=True, slots=True)
 class DeviceView:
     """What the push endpoint tells a waiting device about its session."""
 

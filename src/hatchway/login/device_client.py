@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from hatchway.errors import HatchwayError
+from hatchway.login.authorization import DeviceAuthorization
 from hatchway.pki.files import write_private
 
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -36,16 +37,6 @@ class LoginFailed(HatchwayError):
         super().__init__(f"{error}: {description}" if description else error)
         self.error = error
         self.description = description
-
-
-@dataclass(frozen=True, slots=True)
-class Started:
-    device_code: str
-    user_code: str
-    verification_uri: str
-    verification_uri_complete: str
-    expires_in: int
-    interval: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +107,7 @@ class DeviceLoginClient:
     def _post(self, endpoint: str, data: dict[str, str], timeout: float = 30.0) -> httpx.Response:
         return self.http.post(self.metadata[endpoint], data=data, timeout=timeout)
 
-    def start(self, username: str, *, device_name: str, scope: str = "") -> Started:
+    def start(self, username: str, *, device_name: str, scope: str = "") -> DeviceAuthorization:
         """Claim steps 1–2: send the username only, get the session's codes."""
         r = self._post(
             "device_authorization_endpoint",
@@ -130,16 +121,9 @@ class DeviceLoginClient:
         body = r.json()
         if r.status_code != 200:
             raise LoginFailed(body.get("error", "server_error"), body.get("error_description", ""))
-        return Started(
-            device_code=body["device_code"],
-            user_code=body["user_code"],
-            verification_uri=body["verification_uri"],
-            verification_uri_complete=body["verification_uri_complete"],
-            expires_in=int(body["expires_in"]),
-            interval=int(body.get("interval", 5)),
-        )
+        return DeviceAuthorization.from_json(body)
 
-    def wait(self, started: Started, *, timeout: float = _PUSH_WAIT) -> dict[str, Any]:
+    def wait(self, started: DeviceAuthorization, *, timeout: float = _PUSH_WAIT) -> dict[str, Any]:
         """Push: block until the phone decides (or ``timeout``); returns the state."""
         r = self._post(
             "hatchway_device_wait_endpoint",
@@ -156,7 +140,7 @@ class DeviceLoginClient:
         return body
 
     def request_token(
-        self, started: Started, *, match_number: str | None = None
+        self, started: DeviceAuthorization, *, match_number: str | None = None
     ) -> tuple[Tokens | None, dict[str, Any]]:
         """One RFC 8628 §3.4 token request: tokens, or None and the error body."""
         data = {
@@ -183,7 +167,7 @@ class DeviceLoginClient:
 
     def complete(
         self,
-        started: Started,
+        started: DeviceAuthorization,
         *,
         push: bool = True,
         ask_match_number: Callable[[int | None], str] | None = None,
