@@ -34,13 +34,6 @@ class ServerContext:
     ) -> ServerContext:
         identity = ensure_data_dir(settings.data_dir)
         store = Store.open(settings.resolved_database_url)
-        common = {
-            "store": store,
-            "identity": identity,
-            "settings": settings,
-            "clock": clock,
-            "random": random,
-        }
         # One bus per process; a PostgreSQL store shares its database as the bus,
         # so an approval on one replica wakes the device waiting on another.
         bus = bus_from_url(settings.database_url or None)
@@ -48,10 +41,21 @@ class ServerContext:
             settings=settings,
             identity=identity,
             store=store,
-            enrolment=EnrolmentService(**common),  # type: ignore[arg-type]
-            messages=MessageService(**common),  # type: ignore[arg-type]
+            enrolment=EnrolmentService(
+                store=store, identity=identity, settings=settings, clock=clock, random=random
+            ),
+            messages=MessageService(
+                store=store, identity=identity, settings=settings, clock=clock, random=random
+            ),
             bus=bus,
-            login=LoginService(**common, bus=bus),  # type: ignore[arg-type]
+            login=LoginService(
+                store=store,
+                identity=identity,
+                settings=settings,
+                clock=clock,
+                random=random,
+                bus=bus,
+            ),
             sechannel=SecureChannelService(
                 ensure_application_identity(
                     settings.data_dir, identity.ca, origin=web_origin(settings.issuer),
