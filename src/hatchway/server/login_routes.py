@@ -161,7 +161,7 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
         if feed and not feed[-1].done():
             return
         try:
-            await ctx.bus.start()  # idempotent; PostgreSQL LISTENs on first use
+            await ctx.bus.start()  # no-op after serve(); starts it for in-process apps
         except Exception:  # the store path still works without it
             log.warning("bus unavailable; pending polls read the store", exc_info=True)
             return
@@ -204,7 +204,7 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
                 raise LoginRefused("invalid_request", "malformed timeout") from None
             view = await run_in_threadpool(login.device_view, form)
             if view.state is SessionState.PENDING:
-                await ctx.bus.start()  # idempotent; PostgreSQL LISTENs on first use
+                await ctx.bus.start()  # no-op after serve(); starts it for in-process apps
                 view = await _wait_for_decision(ctx, form, view, timeout)
         except LoginRefused as exc:
             return _refused(exc)

@@ -84,6 +84,9 @@ async def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop, signum)
     try:
+        # The bus listens (PostgreSQL: LISTEN on one connection) before any request
+        # can wait on it, and is closed with the server rather than left to the GC.
+        await ctx.bus.start()
         tasks = [asyncio.create_task(server.serve()) for server in servers]
         while not all(server.started for server in servers):
             if any(task.done() for task in tasks):
@@ -109,5 +112,6 @@ async def serve(
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+        await ctx.bus.close()
         ctx.close()
         log.info("stopped")
