@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from hatchway.config import Settings, validate
 from hatchway.errors import ConfigurationError
+from hatchway.flows.login_approval import ApprovalService
 from hatchway.flows.login_common import sanitize_device_name
 from hatchway.login.ratelimit import ip_key
+from hatchway.runtime import FrozenClock
+from tests.login.test_login_flow_service import _approve, _start, _token
+from tests.login.world import PASSWORD, login_world
 
 
 @pytest.mark.parametrize(
@@ -52,3 +58,18 @@ def test_a_device_name_cannot_close_the_pages_quote(name: str) -> None:
     cleaned = sanitize_device_name(name)
     assert not any(q in cleaned for q in "\"\u201c\u201d\u00ab\u00bb'")
     assert "verified" in cleaned  # the words stay, but inside the page's own quote
+
+
+def test_session_ids_never_look_like_cli_options(tmp_path: Path) -> None:
+    """`hatchway sessions revoke ID` takes the id as an argument: it must not start with '-'."""
+    clock = FrozenClock()
+    with login_world(tmp_path, clock) as ctx:
+        approval = ApprovalService(ctx.login)
+        for _ in range(40):
+            started = _start(ctx.login)
+            _approve(approval, started, PASSWORD)
+            clock.advance(10)
+            tokens = _token(ctx.login, started.device_code)
+            sid = str(ctx.login.verify_access_token(str(tokens["access_token"]))["sid"])
+            assert not sid.startswith("-")
+            assert set(sid) <= set("0123456789abcdef")

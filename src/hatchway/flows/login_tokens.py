@@ -102,7 +102,9 @@ class TokenGrants:
         if account is None:
             raise LoginRefused("access_denied", reason="account removed after approval")
         username = account.username
-        family = b64url(self.random(16))
+        # Hex, not base64url: an id that began with "-" would read as an option in
+        # `hatchway sessions revoke ID`.
+        family = self.random(16).hex()
         refresh = b64url(self.random(32))
         self.store.create_refresh_token(
             _sha256(refresh),
