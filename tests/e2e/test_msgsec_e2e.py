@@ -196,3 +196,31 @@ def test_cli_device_flow(server: ServerProcess, tmp_path: Path) -> None:
     assert polled["command"]["op"] == "reboot" and polled["answered"] is True
     listed = cli("device", "list", data_dir=server.data_dir)
     assert {"device_id": "meter-002", "status": "enrolled", "messages": 3} in listed["devices"]
+
+
+def test_one_structured_log_line_per_request(server: ServerProcess) -> None:
+    ctx = ssl.create_default_context(cafile=str(server.ca_file))
+    for _ in range(3):
+        httpx.get(server.https_url + "/jwks.json", verify=ctx).raise_for_status()
+    httpx.post(server.http_url + "/m", content=b"junk", headers=JOSE)
+
+    def access_lines() -> list[dict[str, object]]:
+        lines = []
+        for raw in server.log_path.read_text().splitlines():
+            if raw.startswith("{"):
+                record = json.loads(raw)  # every line the server writes is JSON
+                if record.get("logger") == "hatchway.access":
+                    lines.append(record)
+        return lines
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(
+        [r for r in access_lines() if r["path"] in ("/jwks.json", "/m")]
+    ) < 4:
+        time.sleep(0.05)
+    jwks = [r for r in access_lines() if r["path"] == "/jwks.json"]
+    refused = [r for r in access_lines() if r["path"] == "/m"]
+    assert len(jwks) == 3 and len(refused) == 1
+    assert {(r["listener"], r["method"], r["status"]) for r in jwks} == {("https", "GET", 200)}
+    assert (refused[0]["listener"], refused[0]["status"]) == ("plain", 400)
+    assert all(isinstance(r["ms"], float | int) and r["client"] == "127.0.0.1" for r in jwks)
