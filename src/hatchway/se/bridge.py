@@ -216,6 +216,10 @@ class Bridge:
             values = [v[:MAX_LOGGED_ORIGIN] for v in request.headers.get_all("Origin")[:4]]
             log.warning("refused origin %r", values)
             return connection.respond(HTTPStatus.FORBIDDEN, "origin not allowed\n")
+        if request.protocol != "HTTP/1.1":
+            # websockets would answer 505; a WebSocket handshake that is not HTTP/1.1 is
+            # a malformed request (RFC 6455 §4.2.1), and client faults get a 4xx.
+            return connection.respond(HTTPStatus.BAD_REQUEST, "WebSocket needs HTTP/1.1\n")
         if self._busy:
             self.stats.busy += 1
             return connection.respond(HTTPStatus.CONFLICT, "the card is in another session\n")
