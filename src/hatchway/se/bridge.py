@@ -34,7 +34,10 @@ PC/SC host stack would, so each relayed response is whole.
 
 Robustness: an allow-listed origin longer than SET ORIGIN can carry (255 bytes, a
 short APDU) is refused at startup; a page message that does not parse (malformed,
-too deep, too big) gets an ``error`` reply, never a crash; a session with no message
+NaN, too deep, a bad id) gets an ``error`` reply, never a crash; a frame over 64 KiB
+or a text frame that is not UTF-8 closes the connection (1009, 1007); a handshake
+with no, several or a foreign ``Origin`` gets 403, one over HTTP/1.0 400, and never a
+5xx or an ERROR log (tests/se/test_bridge_properties.py); a session with no message
 for ``idle_timeout`` seconds (60) is closed, so an idle tab cannot hold the card.
 ``plaintext_origins`` names allowed ``http://`` origins that are not loopback: a
 network attacker can inject script into those pages, and the CLI warns.
