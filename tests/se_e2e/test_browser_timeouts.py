@@ -30,7 +30,6 @@ from hatchway.se.relay import BridgeProcess
 from hatchway.server.process import ServerProcess
 
 from .harness import card_secret
-from .test_browser import browser  # noqa: F401 - the module's Chromium fixture
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chromium]
 
@@ -44,7 +43,7 @@ def finish(page: object, timeout: float = 20_000) -> tuple[str, str]:
 
 
 def test_idle_bridge_close_during_a_slow_server_fails_visibly_and_retry_works(
-    browser: object, server: ServerProcess, card_file: Path  # noqa: F811
+    browser: object, server: ServerProcess, card_file: Path
 ) -> None:
     held: list[float] = []
 
@@ -99,7 +98,7 @@ def silent_bridge(server: ServerProcess) -> Iterator[int]:
 
 
 def test_a_bridge_that_never_answers_fails_after_the_relay_timeout(
-    browser: object, server: ServerProcess, silent_bridge: int  # noqa: F811
+    browser: object, server: ServerProcess, silent_bridge: int
 ) -> None:
     page = browser.new_page()  # type: ignore[attr-defined]
     try:
@@ -118,7 +117,7 @@ def test_a_bridge_that_never_answers_fails_after_the_relay_timeout(
 
 
 def test_a_bridge_port_that_never_completes_the_handshake_fails_after_the_open_timeout(
-    browser: object, server: ServerProcess  # noqa: F811
+    browser: object, server: ServerProcess
 ) -> None:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
