@@ -45,7 +45,14 @@ from hatchway.se.bridge import (
     set_origin_apdu,
     transmit_whole,
 )
-from hatchway.se.guard import ApduPolicy, Refusal, describe, parse_aid, parse_ins_rule
+from hatchway.se.guard import (
+    ApduPolicy,
+    Refusal,
+    SessionGuard,
+    describe,
+    parse_aid,
+    parse_ins_rule,
+)
 
 from .bridge_runner import RecordingCard, running_bridge
 from .conftest import NOW, ORIGIN, Pki
@@ -95,15 +102,17 @@ class Filtered:
     """The card behind the bridge's policy, as the bridge relays to it."""
 
     card: SoftCard
-    policy: ApduPolicy
+    guard: SessionGuard
     refused: list[bytes] = field(default_factory=list)
 
     def transmit(self, apdu: bytes) -> bytes:
-        refusal = self.policy.check(apdu)
+        refusal = self.guard.check(apdu)
         if refusal is not None:
             self.refused.append(apdu)
             return refusal.sw.to_bytes(2, "big")
-        return self.card.transmit(apdu)
+        answer = self.card.transmit(apdu)
+        self.guard.record(apdu, answer)
+        return answer
 
     def reset(self) -> bytes:
         return self.card.reset()
@@ -115,7 +124,7 @@ def test_the_flow_passes_the_allow_list_untouched(
 ) -> None:
     """The server's exact batch shape: SELECT, GET DATA BF21, PSO links (short APDUs,
     so chained), AUTHENTICATE; then wrapped applet commands. Nothing is refused."""
-    filtered = Filtered(card, ApduPolicy())
+    filtered = Filtered(card, SessionGuard(ApduPolicy()))
 
     def transmit(apdu: bytes) -> bytes:
         return transmit_whole(filtered, apdu)  # 61xx → GET RESPONSE, filtered too
@@ -141,6 +150,26 @@ def test_the_flow_passes_the_allow_list_untouched(
             assert ResponseApdu.parse(channel.unwrap(answers[-1])).sw == SW.OK
         assert card.state.secret == bytes(300)
     assert filtered.refused == []
+
+
+def test_nothing_but_an_allowed_select_reaches_the_default_applet(card: SoftCard) -> None:
+    """After its reset a real card has some applet selected by default: the allowed SD
+    commands must not reach it before the page selected an allowed applet."""
+    piv = parse_aid("A000000308")
+    guard = SessionGuard(ApduPolicy.with_operator_rules([piv]))
+    filtered = Filtered(card, guard)
+    get_store = bytes.fromhex("80cabf2106a6048302130100")
+    get_keys = CommandApdu(0x00, 0xCA, 0x00, 0xE0, le=256).encode()
+    for apdu in (get_store, get_keys, bytes.fromhex("00c00000")):
+        assert filtered.transmit(apdu) == b"\x69\x85"  # 6985: not before the SELECT
+    assert filtered.transmit(SELECT_APPLET)[-2:] == b"\x90\x00" and guard.selected
+    assert filtered.transmit(get_keys)[-2:] == b"\x90\x00"
+    # An allowed AID the card does not hold: 6A82, and the selection is gone.
+    assert filtered.transmit(CommandApdu(0, 0xA4, 4, 0, piv).encode()) == b"\x6a\x82"
+    assert not guard.selected
+    assert filtered.transmit(get_keys) == b"\x69\x85"
+    assert filtered.refused == [get_store, get_keys, bytes.fromhex("00c00000"), get_keys]
+    assert Refusal.NOT_SELECTED.sw == SW.CONDITIONS_NOT_SATISFIED
 
 
 def test_operator_can_allow_an_aid_and_a_command() -> None:

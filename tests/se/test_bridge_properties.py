@@ -144,12 +144,10 @@ def flip_bits(data: bytes, positions: list[int]) -> bytes:
 ALLOWED_HEADERS = ["00a40400", "80cabf21", "80ca00e0", "802a0000", "902a0080", "80820111",
                    "80880113", "84420000", "94440000", "00c00000", "80d80081", "00200080"]
 
-apdu_hex = st.one_of(
-    st.binary(min_size=0, max_size=300).map(bytes.hex),
-    # An allowed header with a random body: these pass the allow-list and reach the card.
-    st.tuples(st.sampled_from(ALLOWED_HEADERS), st.binary(max_size=270)).map(
-        lambda hb: hb[0] + hb[1].hex()),
-)
+# An allowed header with a random body: these pass the allow-list and reach the card.
+allowed_apdu_hex = st.tuples(st.sampled_from(ALLOWED_HEADERS), st.binary(max_size=270)).map(
+    lambda hb: hb[0] + hb[1].hex())
+apdu_hex = st.one_of(st.binary(min_size=0, max_size=300).map(bytes.hex), allowed_apdu_hex)
 json_scalar = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
                         st.text(max_size=20))
 json_value = st.recursive(json_scalar, lambda inner: st.one_of(
@@ -161,9 +159,12 @@ frames = st.one_of(
     st.binary(max_size=2048).map(lambda b: (b, False)),
     st.text(max_size=512).map(lambda t: (t.encode(), True)),
     # well-formed requests with random ids and APDUs (some reach the card)
-    st.builds(lambda i, a, extra: (json.dumps({"id": i, "apdus": a, **extra}).encode(), True),
-              st.one_of(st.integers(-2, 2**54), json_scalar),
-              st.lists(apdu_hex, min_size=0, max_size=70),
+    # (a SELECT of the applet first, often: only then do allowed commands reach the card)
+    st.builds(lambda i, sel, a, extra: (json.dumps(
+                  {"id": i, "apdus": [SELECT_APPLET] * sel + a, **extra}).encode(), True),
+              st.one_of(st.integers(0, 1000), st.integers(-2, 2**54), json_scalar),
+              st.integers(0, 1),
+              st.lists(apdu_hex, min_size=0, max_size=63),
               st.dictionaries(st.sampled_from(["origin", "type", "x"]), json_value, max_size=2)),
     # truncations and bit flips of a good request
     st.integers(0, len(GOOD)).map(lambda n: (GOOD[:n].encode(), True)),
@@ -201,6 +202,18 @@ def test_hostile_frames_get_a_documented_refusal(
 ) -> None:
     payload, text = frame
     check_reply(payload, text, page)
+    assert live.logs.at_least(logging.ERROR) == []
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(apdus=st.lists(allowed_apdu_hex, min_size=1, max_size=16))
+def test_random_apdus_after_the_select_reach_the_card_or_are_refused(
+    live: RunningBridge, page: Session, apdus: list[str]
+) -> None:
+    """Random bodies behind allowed headers do reach the emulated card (PSO with junk
+    certificates, AUTHENTICATE with junk keys, bad SM): still one answer per APDU."""
+    payload = json.dumps({"id": 5, "apdus": [SELECT_APPLET, *apdus]}).encode()
+    check_reply(payload, True, page)
     assert live.logs.at_least(logging.ERROR) == []
 
 

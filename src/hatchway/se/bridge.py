@@ -16,7 +16,8 @@ the ``Origin`` header of its WebSocket handshake (Fetch §4.1, RFC 6455 §4.1 it
   of the hatchway applet, the SCP11 handshake, GET DATA ``BF21``/``00E0``, wrapped
   applet commands, GET RESPONSE, plus what the operator adds) and answers every other
   APDU itself without touching the card: ``6986`` to a SET ORIGIN (the card would
-  refuse it anyway), ``6700`` to bytes that are not one APDU, ``6982`` to the rest.
+  refuse it anyway), ``6700`` to bytes that are not one APDU, ``6985`` to an allowed
+  command before an allowed SELECT succeeded in this session, ``6982`` to the rest.
 
 Wire format (text frames, JSON, hex — easy to read in devtools and to log)::
 
@@ -64,7 +65,7 @@ from hatchway.errors import ConfigurationError, HatchwayError
 from .apdu import get_response
 from .appcert import serialize_origin
 from .constants import CLA, INS, SW, SW1_BYTES_REMAINING
-from .guard import ApduPolicy, Refusal, describe
+from .guard import ApduPolicy, Refusal, SessionGuard, describe
 
 log = logging.getLogger("hatchway.se.bridge")
 
@@ -182,6 +183,8 @@ class Bridge:
                  policy: ApduPolicy | None = None) -> None:
         self.card = card
         self.policy = policy or ApduPolicy()
+        #: Replaced at every session start: the card is reset, nothing is selected.
+        self._guard = SessionGuard(self.policy)
         allowed = set()
         for origin in allowed_origins:
             try:
@@ -261,6 +264,7 @@ class Bridge:
             self._busy = False
 
     def _open_card_session(self, origin: str) -> bytes:
+        self._guard = SessionGuard(self.policy)
         atr = self.card.reset()
         answer = self.card.transmit(set_origin_apdu(origin))
         if answer[-2:] != SW.OK.to_bytes(2, "big"):
@@ -278,7 +282,7 @@ class Bridge:
         refused: list[str] = []
         try:
             for apdu in apdus:
-                refusal = self.policy.check(apdu)
+                refusal = self._guard.check(apdu)
                 if refusal is not None:
                     if refusal is Refusal.SET_ORIGIN:
                         self.stats.dropped_set_origin += 1
@@ -287,7 +291,9 @@ class Bridge:
                     responses.append(refusal.sw.to_bytes(2, "big").hex())
                     continue
                 self.stats.apdus += 1
-                responses.append(transmit_whole(self.card, apdu).hex())
+                answer = transmit_whole(self.card, apdu)
+                self._guard.record(apdu, answer)
+                responses.append(answer.hex())
         except HatchwayError as exc:
             return json.dumps({"id": request_id, "error": f"card I/O failed: {exc}"})
         finally:

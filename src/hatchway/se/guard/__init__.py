@@ -2,6 +2,22 @@
 
 from __future__ import annotations
 
-from .policy import ApduPolicy, Refusal, Rule, describe, parse_aid, parse_ins_rule
+from .policy import (
+    ApduPolicy,
+    Refusal,
+    Rule,
+    SessionGuard,
+    describe,
+    parse_aid,
+    parse_ins_rule,
+)
 
-__all__ = ["ApduPolicy", "Refusal", "Rule", "describe", "parse_aid", "parse_ins_rule"]
+__all__ = [
+    "ApduPolicy",
+    "Refusal",
+    "Rule",
+    "SessionGuard",
+    "describe",
+    "parse_aid",
+    "parse_ins_rule",
+]

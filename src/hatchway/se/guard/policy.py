@@ -26,6 +26,11 @@ INTERNAL AUTHENTICATE        80, 90       88     any
 hatchway applet, wrapped     84, 94       42 44 46 48 4A   any (SCP03 C-MAC)
 ===========================  ===========  =====  ==============================
 
+Per card session (``SessionGuard``) one more rule: until a SELECT of an allowed AID
+has succeeded, nothing but that SELECT passes. After its reset a real card has some
+applet selected by default (a payment or PIV applet, say), and a GET DATA or
+AUTHENTICATE sent before the SELECT would reach it.
+
 The allowed AIDs are the hatchway applet's plus the operator's ``--allow-aid``;
 ``--allow-ins INS[/P1P2]`` adds a command on class 00/80 with any chaining or SM
 bits. Nothing else passes: no other AID (so a page cannot even learn which applets
@@ -34,8 +39,9 @@ commands, no SET ORIGIN (the bridge's own, CLA 80 INS 1E).
 
 Refusals are answered by the bridge, never by the card: ``6986`` for SET ORIGIN (as
 before this allow-list existed), ``6700`` for bytes that are not one APDU (what the
-card itself would answer), and ``6982`` SECURITY_STATUS_NOT_SATISFIED for everything
-else. 6982 because ISO 7816-4 §5.6 gives it for a command whose access conditions
+card itself would answer), ``6985`` CONDITIONS_NOT_SATISFIED for an allowed command
+before the SELECT (it would be allowed later), and ``6982`` SECURITY_STATUS_NOT_SATISFIED
+for everything else. 6982 because ISO 7816-4 §5.6 gives it for a command whose access conditions
 are not met, which is what the allow-list is; ``6D00``/``6A81`` would claim the card
 lacks a function it may well have, and ``6A82`` would imply the bridge looked.
 """
@@ -76,6 +82,7 @@ class Refusal(Enum):
     CLASS = "class byte not allowed (logical channel other than 0, or unknown class)"
     AID = "SELECT of an AID that is not allowed"
     COMMAND = "command not on the allow-list"
+    NOT_SELECTED = "no allowed applet selected yet in this card session"
 
     @property
     def sw(self) -> SW:
@@ -83,6 +90,8 @@ class Refusal(Enum):
             return SW.WRONG_LENGTH
         if self is Refusal.SET_ORIGIN:
             return SW.COMMAND_NOT_ALLOWED
+        if self is Refusal.NOT_SELECTED:
+            return SW.CONDITIONS_NOT_SATISFIED
         return SW.SECURITY_STATUS_NOT_SATISFIED
 
 
@@ -181,6 +190,31 @@ class ApduPolicy:
             return Refusal.COMMAND
         # An empty SELECT selects the card's default (the ISD): not an allowed AID.
         return None if cmd.data in self.aids else Refusal.AID
+
+
+def _selected(response: bytes) -> bool:
+    """A SELECT answered 9000 or a 62xx/63xx warning selected (ISO 7816-4 §5.6)."""
+    return response[-2:] == b"\x90\x00" or (len(response) >= 2 and response[-2] in (0x62, 0x63))
+
+
+@dataclass(slots=True)
+class SessionGuard:
+    """``ApduPolicy`` for one card session (from its reset): the selection rule on top."""
+
+    policy: ApduPolicy
+    selected: bool = False
+
+    def check(self, apdu: bytes) -> Refusal | None:
+        refusal = self.policy.check(apdu)
+        if refusal is None and not self.selected and apdu[1] != INS.SELECT:
+            return Refusal.NOT_SELECTED
+        return refusal
+
+    def record(self, apdu: bytes, response: bytes) -> None:
+        """The card's whole answer to a relayed ``apdu``. A failed SELECT may leave the
+        card's previous selection in place or not; either way, assume nothing."""
+        if apdu[1] == INS.SELECT:
+            self.selected = _selected(response)
 
 
 def describe(apdu: bytes) -> str:
