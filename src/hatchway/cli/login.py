@@ -90,9 +90,19 @@ def login(
     ] = False,
     ca: CaOption = None,
     tokens: TokensOption = None,
-    as_json: JsonOption = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print one JSON object per line: 'started' with the link at once, "
+            "'match_number_required' when asked, then 'signed_in' (or an error).",
+        ),
+    ] = False,
 ) -> None:
-    """Sign this device in: username here, password on your phone."""
+    """Sign this device in: username here, password on your phone.
+
+    With --json it prints one JSON object per line as the flow progresses, so a
+    script can hand the link to a phone before anyone approves."""
     from hatchway.login.device_client import DeviceLoginClient, LoginFailed
 
     with errors_reported(as_json):
