@@ -8,6 +8,10 @@ short APDUs with command chaining and GET RESPONSE.
 
 from __future__ import annotations
 
+from tests.services import require_module
+
+require_module("yubikit", extra="interop")  # before the imports below need it
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from yubikit.core import TRANSPORT, Oid, Tlv

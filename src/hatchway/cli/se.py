@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from hatchway.cli.common import DataDirOption, JsonOption, load_settings
-from hatchway.cli.output import console, emit, err_console, errors_reported, fail
+from hatchway.cli.output import console, emit, err_console, errors_reported, fail, shown
 from hatchway.runtime import system_clock, system_random
 
 if TYPE_CHECKING:
@@ -62,8 +62,8 @@ def personalize(
                 "trust_anchor": ca.certificate.subject.rfc4514_string(),
             },
             lambda: console.print(
-                f"personalised card {state.serial} in {card}; "
-                f"trusts {ca.certificate.subject.rfc4514_string()}"
+                f"personalised card {shown(state.serial)} in {shown(card)}; "
+                f"trusts {shown(ca.certificate.subject.rfc4514_string())}"
             ),
         )
 
@@ -84,11 +84,13 @@ def emulate(
         server = VpcdCard(
             soft,
             address,
-            on_event=lambda e: err_console.print(f"vpcd {e} ({address[0]}:{address[1]})"),
+            on_event=lambda e: err_console.print(
+                f"vpcd {shown(e)} ({shown(address[0])}:{address[1]})"
+            ),
         )
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: server.stop())
-        err_console.print(f"emulating card {soft.state.serial} for vpcd at {vpcd}")
+        err_console.print(f"emulating card {shown(soft.state.serial)} for vpcd at {shown(vpcd)}")
         server.serve_forever()
         emit(
             as_json,
@@ -163,7 +165,7 @@ def bridge(
                        policy=policy)
         for origin in plaintext_origins(relay.allowed):
             err_console.print(
-                f"warning: {origin} is plain http and not loopback: anyone on the network "
+                f"warning: {shown(origin)} is plain http and not loopback: anyone on the network "
                 "path can change that page and use the card as that origin")
 
         def ready(bound: int) -> None:
@@ -173,7 +175,9 @@ def bridge(
                 {"bridge": url, "port": bound, "origins": sorted(relay.allowed),
                  "aids": sorted(a.hex().upper() for a in relay.policy.aids),
                  "extra_commands": sorted(i.upper() for i in allow_ins or ())},
-                lambda: console.print(f"bridge on {url} for {', '.join(sorted(relay.allowed))}"),
+                lambda: console.print(
+                    f"bridge on {url} for {shown(', '.join(sorted(relay.allowed)))}"
+                ),
             )
             sys.stdout.flush()
 

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from hatchway.cli.common import DatabaseOption, DataDirOption, JsonOption, load_settings
-from hatchway.cli.output import console, emit, errors_reported
+from hatchway.cli.output import console, emit, errors_reported, shown
 
 if TYPE_CHECKING:
     from hatchway.store import Store
@@ -95,7 +94,7 @@ def add(
         emit(
             as_json,
             _user_json(user),
-            lambda: console.print(f"added [bold]{escape(username)}[/]"),
+            lambda: console.print(f"added [bold]{shown(username)}[/]"),
         )
 
 
@@ -118,7 +117,7 @@ def list_users(
             table = Table("user", "state")
             for row in rows:
                 state = "disabled" if row["disabled"] else "active"
-                table.add_row(escape(str(row["username"])), state)
+                table.add_row(shown(str(row["username"])), state)
             console.print(table)
 
         emit(as_json, {"users": rows}, human)
@@ -144,7 +143,7 @@ def _change(
         emit(
             as_json,
             _user_json(user),
-            lambda: console.print(f"{what}d [bold]{escape(username)}[/]"),
+            lambda: console.print(f"{what}d [bold]{shown(username)}[/]"),
         )
 
 
