@@ -47,6 +47,7 @@ VECTORS = Path(__file__).parent.parent / "vectors" / "adversarial"
 SELECT_APPLET = CommandApdu(0, 0xA4, 4, 0, HATCHWAY_AID, le=256).encode().hex()
 GOOD = json.dumps({"id": 1, "apdus": [SELECT_APPLET, "80cabf2106a6048302130100"]})
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+IDLE_TIMEOUT = 10.0
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def live(pki: Pki) -> Iterator[RunningBridge]:
     state = personalize(pki.ca_cert, pki.ca_key, now=NOW, random=SeededRandom(b"prop-card"))
     card = SoftCard(state, clock=FrozenClock(NOW), random=SeededRandom(b"prop-rng"))
     card.power_on()
-    with running_bridge(card, [ORIGIN], idle_timeout=10) as run:
+    with running_bridge(card, [ORIGIN], idle_timeout=IDLE_TIMEOUT) as run:
         yield run
     assert run.logs.at_least(logging.ERROR) == []
 
@@ -62,13 +63,21 @@ def live(pki: Pki) -> Iterator[RunningBridge]:
 class Session:
     """One page connection, reopened whenever the bridge closed the last one."""
 
+    # The bridge closes a session idle for IDLE_TIMEOUT; in random order another test may
+    # run for longer than that between two uses, so a stale session is reopened first.
+    STALE_AFTER = IDLE_TIMEOUT / 2
+
     def __init__(self, run: RunningBridge) -> None:
         self.run = run
         self.ws: ClientConnection | None = None
+        self.used = 0.0
 
     def get(self) -> ClientConnection:
+        if self.ws is not None and time.monotonic() - self.used > self.STALE_AFTER:
+            self.drop()
         if self.ws is None:
             self.ws = open_page(self.run)
+        self.used = time.monotonic()
         return self.ws
 
     def drop(self) -> None:
