@@ -10,6 +10,11 @@ transaction, so a crash or restart can neither lose an accepted message nor let 
 replay in. A device that retries after a lost reply re-seals the same payload with a
 fresh ``seq``/``jti`` but the same ``mid``; the store then acknowledges the duplicate
 instead of storing it twice.
+
+A poll is answered by at most one command delivery: the store picks the command,
+and keeps the sealed reply under the poll's ``mid``, in one transaction, so a
+retransmitted or held-back-and-released poll gets the same bytes again and a
+command is never handed out twice while a delivery of it is unexpired.
 """
 
 from __future__ import annotations
@@ -38,12 +43,15 @@ from hatchway.runtime import Clock, Random
 from hatchway.server.datadir import ServerIdentity
 from hatchway.store import (
     AcceptResult,
+    CommandRecord,
     CommandStatus,
     DeviceRecord,
     DeviceStatus,
     InvalidTransition,
+    SealedDelivery,
     Store,
     UnknownCommand,
+    UnknownDevice,
 )
 
 log = logging.getLogger("hatchway.messages")
@@ -151,7 +159,7 @@ class MessageService:
             log.warning("message rejected: %s", exc.reason or "unspecified")
             raise
         self._purge_expired(now)
-        return self._seal(peer, reply)
+        return reply if isinstance(reply, bytes) else self._seal(peer, reply)
 
     def _precheck(self, peer: _Peer, message: Message) -> None:
         """Refuse before anything is stored: a refused message must leave no trace."""
@@ -160,13 +168,9 @@ class MessageService:
             raise InvalidMessage("mid missing, empty or too long")
         if message.typ is MessageType.COMMAND_RESULT:
             cid = str(message.body.get("cid"))
-            delivered = self.store.get_command(cid)
-            # The result must answer the delivery this device actually received.
-            if (
-                delivered is None
-                or delivered.device_id != peer.device_id
-                or delivered.delivery_jti != message.in_reply_to
-            ):
+            irt = message.in_reply_to
+            # The result must answer a delivery of that command this device received.
+            if irt is None or not self.store.answers_delivery(peer.device_id, cid, irt):
                 raise InvalidMessage(f"result for {cid!r} does not answer its delivery")
 
     def _accept(self, peer: _Peer, message: Message, now: float) -> AcceptResult:
@@ -210,21 +214,15 @@ class MessageService:
 
     def _dispatch(
         self, peer: _Peer, message: Message, now: float, accepted: AcceptResult
-    ) -> Message:
+    ) -> Message | bytes:
+        """The reply: a message to seal, or the sealed bytes of an earlier delivery."""
         kind, seq = message.typ, accepted.reply_seq
 
         def ack(status: str) -> Message:
             return self._message(peer, MessageType.ACK, message, now, {"status": status}, seq)
 
         if kind is MessageType.POLL:
-            pending = self.store.pending_commands(peer.device_id, limit=1)
-            if not pending:
-                return ack("no-command")
-            command = pending[0]
-            body = command_body(command.command_id, command.body)
-            reply = self._message(peer, MessageType.COMMAND, message, now, body, seq)
-            self.store.mark_command_delivered(command.command_id, jti=reply.jti, now=now)
-            return reply
+            return self._deliver(peer, message, now, seq) or ack("no-command")
         if kind is MessageType.COMMAND_RESULT:
             cid = str(message.body["cid"])
             record = self.store.get_command(cid)
@@ -242,6 +240,36 @@ class MessageService:
             self.forget(peer.sender.verifying_key.kid)
             return ack("deregistered")
         return ack("duplicate" if accepted.duplicate else "stored")
+
+    def _deliver(self, peer: _Peer, message: Message, now: float, seq: int) -> bytes | None:
+        def seal_command(command: CommandRecord) -> SealedDelivery:
+            body = command_body(command.command_id, command.body)
+            reply = self._message(peer, MessageType.COMMAND, message, now, body, seq)
+            sealed = self._seal(peer, reply)
+            return SealedDelivery(jti=reply.jti, exp=float(reply.exp), reply=sealed)
+
+        mid = message.body.get("mid")
+        try:
+            delivery = self.store.deliver_command(
+                peer.device_id,
+                mid=mid if isinstance(mid, str) else None,
+                now=now,
+                seal=seal_command,
+            )
+        except UnknownDevice as exc:  # gone since accept_message (another replica)
+            self.forget(peer.sender.verifying_key.kid)
+            raise InvalidMessage(f"store refused: {exc}") from None
+        if delivery is None:
+            return None
+        if delivery.repeated:
+            log.info(
+                "poll mid %s from %s answered again with delivery %s of command %s",
+                mid,
+                peer.device_id,
+                delivery.jti,
+                delivery.command_id,
+            )
+        return delivery.reply
 
     def _purge_expired(self, now: float) -> None:
         """Forget replay-cache entries whose message has expired, at most once a minute."""
