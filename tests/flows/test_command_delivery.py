@@ -85,6 +85,21 @@ def test_the_held_poll_released_after_the_result_changes_nothing(
     assert device.poll() is None
 
 
+def test_a_held_poll_released_after_a_command_was_queued_gets_no_command(
+    device: Device, ctx: ServerContext
+) -> None:
+    """P2 was answered "no command"; P1, released once C is queued, must not take C away
+    to a connection the device has given up on (C would be stuck until it expired)."""
+    attacker = _attack(device)
+    assert device.poll() is None  # P1 held, P2: no command
+    assert attacker.held is not None
+    cid = ctx.store.queue_command("meter-1", {"op": "open-valve"}, now=1.0)
+    late = open_as_device(device, ctx.messages.handle(attacker.held))
+    assert late.typ is MessageType.ACK and late.body == {"status": "no-command"}
+    command = device.poll()  # the device's own next poll gets C at once
+    assert command is not None and command.cid == cid
+
+
 def test_a_lost_delivery_is_resent_verbatim_to_the_retransmission(
     device: Device, ctx: ServerContext
 ) -> None:

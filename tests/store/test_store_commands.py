@@ -99,6 +99,23 @@ def test_a_repeated_poll_mid_gets_the_same_delivery(store: Store, provisioned_de
     assert store.deliver_command(provisioned_device, mid="m1", now=100.0, seal=sealer("z")) is None
 
 
+def test_a_retransmitted_poll_never_gets_a_new_delivery(
+    store: Store, provisioned_device: str
+) -> None:
+    cid = store.queue_command(provisioned_device, {"op": "a"}, now=1.0)
+    late = store.deliver_command(
+        provisioned_device, mid="m1", now=2.0, seal=sealer("j1"), retransmission=True
+    )
+    assert late is None
+    got = store.deliver_command(provisioned_device, mid="m2", now=3.0, seal=sealer("j2"))
+    assert got is not None and got.command_id == cid
+    # ...but it does get the delivery its first copy got.
+    again = store.deliver_command(
+        provisioned_device, mid="m2", now=4.0, seal=sealer("j3"), retransmission=True
+    )
+    assert again is not None and again.repeated and again.jti == got.jti
+
+
 def test_poll_mids_are_per_device(store: Store, provisioned_device: str) -> None:
     store.provision_device("other", "h", now=1.0)
     mine = store.queue_command(provisioned_device, {"op": "a"}, now=1.0)

@@ -222,7 +222,8 @@ class MessageService:
             return self._message(peer, MessageType.ACK, message, now, {"status": status}, seq)
 
         if kind is MessageType.POLL:
-            return self._deliver(peer, message, now, seq) or ack("no-command")
+            delivery = self._deliver(peer, message, now, seq, accepted.duplicate)
+            return delivery or ack("no-command")
         if kind is MessageType.COMMAND_RESULT:
             cid = str(message.body["cid"])
             record = self.store.get_command(cid)
@@ -241,7 +242,9 @@ class MessageService:
             return ack("deregistered")
         return ack("duplicate" if accepted.duplicate else "stored")
 
-    def _deliver(self, peer: _Peer, message: Message, now: float, seq: int) -> bytes | None:
+    def _deliver(
+        self, peer: _Peer, message: Message, now: float, seq: int, retransmission: bool
+    ) -> bytes | None:
         def seal_command(command: CommandRecord) -> SealedDelivery:
             body = command_body(command.command_id, command.body)
             reply = self._message(peer, MessageType.COMMAND, message, now, body, seq)
@@ -255,6 +258,7 @@ class MessageService:
                 mid=mid if isinstance(mid, str) else None,
                 now=now,
                 seal=seal_command,
+                retransmission=retransmission,
             )
         except UnknownDevice as exc:  # gone since accept_message (another replica)
             self.forget(peer.sender.verifying_key.kid)

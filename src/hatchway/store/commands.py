@@ -96,15 +96,24 @@ class CommandRepository(RepositoryBase):
             return _fetch_command(conn, command_id)
 
     def deliver_command(
-        self, device_id: str, *, mid: str | None, now: float, seal: SealCommand
+        self,
+        device_id: str,
+        *,
+        mid: str | None,
+        now: float,
+        seal: SealCommand,
+        retransmission: bool = False,
     ) -> Delivery | None:
         """Answer the poll ``mid`` of ``device_id`` with a command, or ``None``.
 
-        A poll whose ``mid`` was answered before gets that same sealed reply back
-        (``repeated``) while it is unexpired, and ``None`` afterwards: never a second
-        delivery. Otherwise the oldest command without an unexpired delivery is
-        sealed by ``seal`` (inside the transaction, so the choice, the jti and the
-        stored reply commit together) and recorded as delivered.
+        A poll whose ``mid`` was answered with a delivery gets that same sealed reply
+        back (``repeated``) while it is unexpired, and ``None`` afterwards. A
+        ``retransmission`` (its ``mid`` was stored before) never gets a new delivery:
+        its first copy was answered "no command", or a late copy of it would hand a
+        command to a connection the device has given up on. Otherwise the oldest
+        command without an unexpired delivery is sealed by ``seal`` (inside the
+        transaction, so the choice, the jti and the stored reply commit together)
+        and recorded as delivered.
 
         The device's replay-window row is locked first, as ``accept_message`` does,
         so polls from one device are answered one at a time on both engines.
@@ -140,6 +149,8 @@ class CommandRepository(RepositoryBase):
                         reply=earlier.reply.encode("ascii"),
                         repeated=True,
                     )
+            if retransmission:
+                return None
             live = exists().where(
                 command_deliveries.c.command_id == commands.c.command_id,
                 command_deliveries.c.exp > now,
