@@ -102,7 +102,11 @@ def enroll(
     except BaseException:
         release_lock(lock)
         raise
-    state_file.save()  # replaces the pending enrolment atomically
+    try:
+        state_file.save()  # replaces the pending enrolment atomically
+    except BaseException:
+        state_file.close()  # the pending enrolment, with the keys, is still there
+        raise
     return state_file
 
 
