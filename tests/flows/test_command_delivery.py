@@ -202,3 +202,31 @@ def open_as_device(device: Device, raw: bytes) -> Message:
         now=device.clock(),
     )
     return message
+
+
+@pytest.mark.parametrize(
+    ("cid", "irt"),
+    [
+        # (The message layer already refuses a non-string cid and an irt over 128.)
+        ("ok", "j'; --"),
+        ("ok", "é" * 100),
+        ("x" * 300, "ok"),  # longer than the store's columns
+        ("é", "ok"),
+    ],
+)
+def test_a_result_naming_no_possible_delivery_is_refused_before_the_store(
+    device: Device, ctx: ServerContext, cid: str, irt: str
+) -> None:
+    real = ctx.store.queue_command("meter-1", {"op": "a"}, now=1.0)
+    got = device.poll()
+    assert got is not None
+    body = {"cid": real if cid == "ok" else cid, "ok": True}
+    before = ctx.store.count_messages("meter-1")
+    with pytest.raises(MessageRejected):
+        device._exchange(
+            MessageType.COMMAND_RESULT,
+            body,
+            {MessageType.ACK},
+            irt=got.message.jti if irt == "ok" else irt,
+        )
+    assert ctx.store.count_messages("meter-1") == before

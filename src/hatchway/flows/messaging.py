@@ -20,10 +20,11 @@ command is never handed out twice while a delivery of it is unexpired.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from hatchway.config import Settings
 from hatchway.errors import HatchwayError, InvalidMessage
@@ -58,6 +59,8 @@ log = logging.getLogger("hatchway.messages")
 
 #: A message id is a retransmission key; devices use 32 hex digits.
 MAX_MID_LENGTH = 64
+#: Command ids and jtis the server mints (hex today; base64url tolerated).
+_SERVER_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 #: Expired ``jti`` entries can no longer be replayed (the message itself has expired),
 #: so they are purged; this bounds the table by the traffic of one message lifetime.
 JTI_PURGE_INTERVAL = 60.0
@@ -167,10 +170,13 @@ class MessageService:
         if mid is not None and not (isinstance(mid, str) and 0 < len(mid) <= MAX_MID_LENGTH):
             raise InvalidMessage("mid missing, empty or too long")
         if message.typ is MessageType.COMMAND_RESULT:
-            cid = str(message.body.get("cid"))
-            irt = message.in_reply_to
+            cid, irt = message.body.get("cid"), message.in_reply_to
+            # Both are identifiers this server minted; anything else (over-long, not
+            # text the store can hold) is refused before it reaches a query.
+            if not _is_server_id(cid) or not _is_server_id(irt):
+                raise InvalidMessage("result names no command delivery")
             # The result must answer a delivery of that command this device received.
-            if irt is None or not self.store.answers_delivery(peer.device_id, cid, irt):
+            if not self.store.answers_delivery(peer.device_id, cid, irt):
                 raise InvalidMessage(f"result for {cid!r} does not answer its delivery")
 
     def _accept(self, peer: _Peer, message: Message, now: float) -> AcceptResult:
@@ -349,6 +355,11 @@ def check_command(queued: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(queued.get("op"), str) or not queued["op"]:
         raise ValueError('a command needs an "op" string, e.g. {"op": "reboot"}')
     return queued
+
+
+def _is_server_id(value: object) -> TypeGuard[str]:
+    """A command id (uuid4 hex) or message jti (random hex) as this server mints them."""
+    return isinstance(value, str) and _SERVER_ID.fullmatch(value) is not None
 
 
 def _peer_from_record(record: DeviceRecord) -> _Peer:
