@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hatchway.device import EnrolmentError
 from hatchway.device.enrol import enroll
@@ -98,3 +100,43 @@ def test_an_empty_file_may_be_used(nowhere: str, tmp_path: Path) -> None:
 def test_a_directory_is_refused(nowhere: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="is a directory"):
         attempt(nowhere, tmp_path)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=8,
+)
+_state_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "format": st.sampled_from(["hatchway-device-state/1", "other/1"]) | _json,
+        "enrolment": st.sampled_from(["pending", "complete"]) | _json,
+        "device_id": st.sampled_from(["dev-1", "dev-2"]) | _json,
+        "server": _json,
+        "signing_key": _json,
+        "encryption_key": _json,
+    },
+)
+
+
+@given(content=st.binary(max_size=64) | _state_like.map(lambda d: json.dumps(d).encode()))
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_whatever_the_file_holds_it_is_refused_cleanly_or_safely_resumed(
+    nowhere: str, tmp_path: Path, content: bytes
+) -> None:
+    """Hostile or damaged state files: a clear refusal, the file untouched; or an empty
+    file used; never a crash, never another device's or a non-state file overwritten."""
+    path = tmp_path / "fuzzed.json"
+    path.write_bytes(content)
+    try:
+        attempt(nowhere, path)
+    except ConfigurationError:
+        assert path.read_bytes() == content
+    except EnrolmentError:  # got as far as the (unreachable) server
+        assert not content.strip(), content
+        assert json.loads(path.read_text())["enrolment"] == "pending"
+    else:  # pragma: no cover - nothing listens
+        raise AssertionError("enrolled against a closed port")
