@@ -85,7 +85,11 @@ def enroll(
     key_alg: Annotated[str, typer.Option(help="ECDH-ES or ECDH-ES+A256KW.")] = "ECDH-ES",
     as_json: JsonOption = False,
 ) -> None:
-    """Enrol over TLS: secret -> first token -> key exchange; then TLS is closed."""
+    """Enrol over TLS: secret -> first token -> key exchange; then TLS is closed.
+
+    Locks --state and saves the new keys there (pending) before sending anything.
+
+    Never overwrites another device's state; resumes a pending enrolment with its keys."""
     from hatchway.device import Device
     from hatchway.msgsec import KeyAlg, SignAlg
 

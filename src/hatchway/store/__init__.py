@@ -39,10 +39,12 @@ from hatchway.store.records import (
     AcceptResult,
     CommandRecord,
     CommandStatus,
+    Delivery,
     DeviceRecord,
     DeviceStatus,
     JsonObject,
     MessageRecord,
+    SealedDelivery,
 )
 from hatchway.store.schema import MAX_ID_LENGTH, MAX_KID_LENGTH, MAX_USERNAME_LENGTH
 from hatchway.store.store import Store
@@ -60,6 +62,7 @@ __all__ = [
     "AuditRecord",
     "CommandRecord",
     "CommandStatus",
+    "Delivery",
     "DeviceExists",
     "DeviceRecord",
     "DeviceStatus",
@@ -73,6 +76,7 @@ __all__ = [
     "RefreshTokenInvalid",
     "RefreshTokenReused",
     "ReplayedJti",
+    "SealedDelivery",
     "SecretAlreadyUsed",
     "SessionFamilyRecord",
     "StaleSession",

@@ -149,6 +149,29 @@ commands = Table(
     sqlite_autoincrement=True,
 )
 
+# Every sealed COMMAND message a device was sent (revision 0005_command_delivery).
+# One row per poll ``mid``: a retransmitted poll gets the stored reply again, never
+# a second delivery, and a command has at most one unexpired delivery at a time.
+command_deliveries = Table(
+    "command_deliveries",
+    metadata,
+    Column(
+        "command_id",
+        String(32),
+        ForeignKey("commands.command_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("jti", String(MAX_ID_LENGTH), primary_key=True),
+    Column("device_id", String(MAX_ID_LENGTH), _device_fk(), nullable=False),
+    # NULL for a poll without a mid (a third-party device): nothing to repeat then.
+    Column("poll_mid", String(MAX_ID_LENGTH), nullable=True),
+    Column("delivered_at", Double, nullable=False),
+    Column("exp", Double, nullable=False),
+    # The compact JWE (ASCII), returned verbatim to a retransmission of the poll.
+    Column("reply", Text, nullable=False),
+    UniqueConstraint("device_id", "poll_mid"),
+)
+
 # --- Cross-device login (US 9,635,022 B2): revision 0002 -------------------
 
 #: Longest username (as typed, case preserved) the store accepts.
