@@ -173,7 +173,7 @@ class ApprovalService:
             ip=ip,
             session=session.reference,
             now=now,
-            reset_since=None if user is None else user.updated_at,
+            reset_since=None if user is None else user.unlocked_at,
         )
         if not allowance.allowed:
             raise LoginRefused(
@@ -277,7 +277,7 @@ class ApprovalService:
             ip=ip,
             session=session.reference,
             now=now,
-            reset_since=None if user is None else user.updated_at,
+            reset_since=None if user is None else user.unlocked_at,
         )
         self.store.audit(
             AuditEvent.LOCKED if outcome.locked else AuditEvent.PASSWORD_FAILED,
