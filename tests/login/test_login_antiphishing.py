@@ -120,3 +120,15 @@ def test_basic_parser_decodes_form_encoding() -> None:
     # RFC 6749 §2.3.1: id and secret are form-urlencoded before Base64.
     encoded = base64.b64encode(b"my%3Aclient:s%2Bcret+x").decode()
     assert parse_basic_authorization(f"Basic {encoded}") == ("my:client", "s+cret x")
+
+
+def test_retired_number_matching_variable_is_ignored_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from hatchway.config import Settings, settings_from_env
+
+    with caplog.at_level("WARNING", logger="hatchway.config"):
+        settings = settings_from_env({"HATCHWAY_LOGIN_NUMBER_MATCHING": "true"})
+    assert settings == Settings(data_dir=settings.data_dir)
+    assert "HATCHWAY_LOGIN_NUMBER_MATCHING is ignored" in caplog.text
+    assert "--anti-phishing" in caplog.text
