@@ -1,8 +1,9 @@
-"""Revision 0005_command_delivery applies on top of a populated 0002 database."""
+"""Revision 0005_command_delivery applies on top of a populated older database."""
 
 from __future__ import annotations
 
 from alembic import command
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
 from hatchway.store import CommandStatus, SealedDelivery, Store
@@ -42,7 +43,7 @@ def test_a_command_delivered_before_the_upgrade_can_still_be_answered(store_url:
         assert record is not None and record.status is CommandStatus.DELIVERED
 
 
-def test_downgrade_to_0002_drops_only_the_delivery_table(store: Store, store_url: str) -> None:
+def test_downgrade_below_0005_drops_only_the_delivery_table(store: Store, store_url: str) -> None:
     store.provision_device("dev-1", "hash-1", now=1.0)
     cid = store.queue_command("dev-1", {"op": "reboot"}, now=2.0)
     store.deliver_command(
@@ -52,7 +53,9 @@ def test_downgrade_to_0002_drops_only_the_delivery_table(store: Store, store_url
         seal=lambda c: SealedDelivery(jti="j", exp=10.0, reply=b"sealed"),
     )
     with store.engine.connect() as conn, conn.begin():
-        command.downgrade(alembic_config(conn), "0002")
+        config = alembic_config(conn)
+        below = ScriptDirectory.from_config(config).get_revision("0005_command_delivery")
+        command.downgrade(config, str(below.down_revision))
         tables = set(inspect(conn).get_table_names())
     assert "command_deliveries" not in tables and "commands" in tables
     record = store.get_command(cid)

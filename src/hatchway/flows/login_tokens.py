@@ -7,6 +7,8 @@
 * The refresh token is 256 random bits, stored only as its SHA-256, rotated on
   every use (RFC 6749 §6, OAuth 2.1 §4.3.1); presenting a rotated one again
   revokes its whole family (RFC 6819 §5.2.2.3).
+* Lifetimes are the registered client's (``hatchway clients add --access-ttl
+  --refresh-ttl``) when it has its own, else the server's defaults.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from hatchway.clients import ClientRecord
+from hatchway.clients.model import ACCESS_TTL_RANGE
 from hatchway.config import Settings
 from hatchway.errors import InvalidMessage
 from hatchway.flows.login_common import LoginRefused, b64url
@@ -53,9 +57,17 @@ class TokenGrants:
     def _account_active(self, username: str, now: float) -> bool:
         raise NotImplementedError  # pragma: no cover - LoginService provides it
 
-    def _refresh_grant(self, form: dict[str, str], *, ip: str, user_agent: str) -> dict[str, Any]:
+    def _access_ttl(self, client: ClientRecord) -> int:
+        return client.access_ttl or self.settings.login_access_token_ttl
+
+    def _refresh_ttl(self, client: ClientRecord) -> int:
+        return client.refresh_ttl or self.settings.login_refresh_token_ttl
+
+    def _refresh_grant(
+        self, form: dict[str, str], *, ip: str, user_agent: str, client: ClientRecord
+    ) -> dict[str, Any]:
         presented = _field(form, "refresh_token")
-        client_id = _field(form, "client_id")
+        client_id = client.client_id
         now = self.clock()
         old_hash = _sha256(presented)
         record = self.store.get_refresh_token(old_hash)
@@ -69,7 +81,7 @@ class TokenGrants:
                 old_hash,
                 _sha256(new_token),
                 now=now,
-                expires_at=now + self.settings.login_refresh_token_ttl,
+                expires_at=now + self._refresh_ttl(client),
             )
         except RefreshTokenReused:
             self.store.audit(
@@ -92,10 +104,16 @@ class TokenGrants:
             detail={"family": rotated.family_id},
         )
         return self._token_response(
-            rotated.username, rotated.client_id, rotated.scope, rotated.family_id, new_token, now
+            rotated.username,
+            rotated.client_id,
+            rotated.scope,
+            rotated.family_id,
+            new_token,
+            now,
+            ttl=self._access_ttl(client),
         )
 
-    def _mint(self, issue: IssueTokens, *, now: float) -> dict[str, Any]:
+    def _mint(self, issue: IssueTokens, *, now: float, client: ClientRecord) -> dict[str, Any]:
         # ``sub`` is the account's name as stored, not the login_hint as typed
         # ("ALICE", full-width letters): one account, one subject.
         account = self.store.get_user(issue.username)
@@ -113,15 +131,30 @@ class TokenGrants:
             device_name=issue.device_name,
             session_family=family,
             now=now,
-            expires_at=now + self.settings.login_refresh_token_ttl,
+            expires_at=now + self._refresh_ttl(client),
             scope=issue.scope,
         )
-        return self._token_response(username, issue.client_id, issue.scope, family, refresh, now)
+        return self._token_response(
+            username,
+            issue.client_id,
+            issue.scope,
+            family,
+            refresh,
+            now,
+            ttl=self._access_ttl(client),
+        )
 
     def _token_response(
-        self, username: str, client_id: str, scope: str, family: str, refresh: str, now: float
+        self,
+        username: str,
+        client_id: str,
+        scope: str,
+        family: str,
+        refresh: str,
+        now: float,
+        *,
+        ttl: int,
     ) -> dict[str, Any]:
-        ttl = self.settings.login_access_token_ttl
         iat = int(now)
         claims = {
             "iss": self.settings.issuer,
@@ -161,7 +194,8 @@ class TokenGrants:
             issuer=self.settings.issuer,
             audience=self.audience,
             now=now,
-            max_lifetime=self.settings.login_access_token_ttl,
+            # A client may have its own lifetime; exp still bounds each token.
+            max_lifetime=max(self.settings.login_access_token_ttl, ACCESS_TTL_RANGE[1]),
         )
         family = self.store.get_session_family(str(claims.get("sid", "")))
         if family is None or family.revoked_at is not None:

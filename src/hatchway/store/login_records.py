@@ -31,6 +31,10 @@ class AuditEvent(StrEnum):
     FLOW_DISABLED = "flow_disabled"
     TOKEN_REFRESHED = "token_refreshed"  # noqa: S105 - an event name, not a secret
     SESSION_REVOKED = "session_revoked"
+    WITHDRAWN = "withdrawn"
+    """The user pressed Deny after Approve, before the device collected its tokens."""
+    CODE_PICK_FAILED = "code_pick_failed"
+    """Confirm-code: the QR page's user picked a code the device does not show."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,10 @@ class UserRecord:
     """Back-off or lockout deadline; 0 when neither (LockoutPolicy semantics)."""
     locked: bool
     last_failure_at: float | None
+    unlocked_at: float | None = None
+    """When an operator last cleared the password limits (``users unlock``, a new
+    password). Failures recorded before it no longer count, on every replica.
+    Not ``updated_at``: a successful sign-in bumps that, and must not unlock."""
 
     @property
     def scram_verifier(self) -> ScramVerifier:
