@@ -6,7 +6,12 @@
   at the protected endpoint, not only at the next refresh.
 * The refresh token is 256 random bits, stored only as its SHA-256, rotated on
   every use (RFC 6749 §6, OAuth 2.1 §4.3.1); presenting a rotated one again
-  revokes its whole family (RFC 6819 §5.2.2.3).
+  revokes its whole family (RFC 6819 §5.2.2.3) — unless it comes back within
+  ``HATCHWAY_LOGIN_REFRESH_REUSE_INTERVAL`` seconds while its successor is still
+  unused: that is a client retry, and it gets the same successor back
+  (:mod:`hatchway.flows.oauth.successor`). A sign-in ends for good
+  ``HATCHWAY_LOGIN_REFRESH_MAX_LIFETIME`` after it began; access tokens never
+  outlive it either.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 from hatchway.config import Settings
 from hatchway.errors import InvalidMessage
 from hatchway.flows.login_common import LoginRefused, b64url
+from hatchway.flows.oauth.successor import open_successor, seal_successor
 from hatchway.login import IssueTokens
 from hatchway.runtime import Clock, Random
 from hatchway.store import Store
@@ -64,12 +70,15 @@ class TokenGrants:
         if not self._account_active(record.username, now):
             raise LoginRefused("invalid_grant", reason="account disabled")
         new_token = b64url(self.random(32))
+        sealed = seal_successor(presented, new_token, old_hash=old_hash, random=self.random)
         try:
-            rotated = self.store.rotate_refresh_token(
+            rotation = self.store.rotate_refresh_token(
                 old_hash,
                 _sha256(new_token),
                 now=now,
-                expires_at=now + self.settings.login_refresh_token_ttl,
+                expires_at=now + self._refresh_ttl(record.client_id),
+                reuse_interval=self.settings.login_refresh_reuse_interval,
+                sealed_successor=sealed,
             )
         except RefreshTokenReused:
             self.store.audit(
@@ -83,17 +92,34 @@ class TokenGrants:
             raise LoginRefused("invalid_grant", reason="refresh token reused") from None
         except RefreshTokenInvalid:
             raise LoginRefused("invalid_grant", reason="refresh token invalid") from None
+        rotated = rotation.token
+        if rotation.sealed_successor is not None:
+            # A retry: hand back the successor the first attempt minted.
+            try:
+                new_token = open_successor(presented, rotation.sealed_successor, old_hash=old_hash)
+            except InvalidMessage:
+                raise LoginRefused("invalid_grant", reason="sealed successor corrupt") from None
         self.store.audit(
             AuditEvent.TOKEN_REFRESHED,
             now=now,
             username=rotated.username,
             ip=ip,
             user_agent=user_agent,
-            detail={"family": rotated.family_id},
+            detail={"family": rotated.family_id, "retry": rotation.sealed_successor is not None},
         )
         return self._token_response(
-            rotated.username, rotated.client_id, rotated.scope, rotated.family_id, new_token, now
+            rotated.username,
+            rotated.client_id,
+            rotated.scope,
+            rotated.family_id,
+            new_token,
+            now,
+            session_end=rotated.session_expires_at,
         )
+
+    def _refresh_ttl(self, client_id: str) -> int:
+        """Sliding lifetime of each refresh token issued to ``client_id``."""
+        return self.settings.login_refresh_token_ttl
 
     def _mint(self, issue: IssueTokens, *, now: float) -> dict[str, Any]:
         # ``sub`` is the account's name as stored, not the login_hint as typed
@@ -106,6 +132,7 @@ class TokenGrants:
         # `hatchway sessions revoke ID`.
         family = self.random(16).hex()
         refresh = b64url(self.random(32))
+        session_end = now + self.settings.login_refresh_max_lifetime
         self.store.create_refresh_token(
             _sha256(refresh),
             username=username,
@@ -113,16 +140,29 @@ class TokenGrants:
             device_name=issue.device_name,
             session_family=family,
             now=now,
-            expires_at=now + self.settings.login_refresh_token_ttl,
+            expires_at=now + self._refresh_ttl(issue.client_id),
             scope=issue.scope,
+            session_expires_at=session_end,
         )
-        return self._token_response(username, issue.client_id, issue.scope, family, refresh, now)
+        return self._token_response(
+            username, issue.client_id, issue.scope, family, refresh, now, session_end=session_end
+        )
 
     def _token_response(
-        self, username: str, client_id: str, scope: str, family: str, refresh: str, now: float
+        self,
+        username: str,
+        client_id: str,
+        scope: str,
+        family: str,
+        refresh: str,
+        now: float,
+        *,
+        session_end: float | None,
     ) -> dict[str, Any]:
-        ttl = self.settings.login_access_token_ttl
         iat = int(now)
+        exp = iat + self.settings.login_access_token_ttl
+        if session_end is not None:
+            exp = min(exp, int(session_end))  # never outlive the sign-in
         claims = {
             "iss": self.settings.issuer,
             "aud": self.audience,
@@ -131,14 +171,14 @@ class TokenGrants:
             "scope": scope,
             "sid": family,
             "iat": iat,
-            "exp": iat + ttl,
+            "exp": exp,
             "jti": b64url(self.random(16)),
         }
         access = sign_jwt(self._signing_jwk, typ=ACCESS_TOKEN_TYP, claims=claims)
         body: dict[str, Any] = {
             "access_token": access,
             "token_type": "Bearer",
-            "expires_in": ttl,
+            "expires_in": exp - iat,
             "refresh_token": refresh,
         }
         if scope:
@@ -166,6 +206,10 @@ class TokenGrants:
         family = self.store.get_session_family(str(claims.get("sid", "")))
         if family is None or family.revoked_at is not None:
             raise InvalidMessage("session revoked")
+        if family.expires_at is not None and now >= family.expires_at:
+            raise InvalidMessage("session past its absolute lifetime")
+        if self.store.access_token_revoked(str(claims["jti"])):
+            raise InvalidMessage("access token revoked")
         if not self._account_active(str(claims.get("sub", "")), now):
             raise InvalidMessage("account disabled")
         return claims

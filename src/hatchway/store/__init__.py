@@ -29,6 +29,7 @@ from hatchway.store.login_records import (
     AuditEvent,
     AuditRecord,
     RefreshRecord,
+    Rotation,
     SessionFamilyRecord,
     UserRecord,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "RefreshTokenInvalid",
     "RefreshTokenReused",
     "ReplayedJti",
+    "Rotation",
     "SecretAlreadyUsed",
     "SessionFamilyRecord",
     "StaleSession",
