@@ -49,6 +49,10 @@ class UserRecord:
     """Back-off or lockout deadline; 0 when neither (LockoutPolicy semantics)."""
     locked: bool
     last_failure_at: float | None
+    unlocked_at: float | None = None
+    """When an operator last cleared the password limits (``users unlock``, a new
+    password). Failures recorded before it no longer count, on every replica.
+    Not ``updated_at``: a successful sign-in bumps that, and must not unlock."""
 
     @property
     def scram_verifier(self) -> ScramVerifier:

@@ -32,6 +32,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     text,
+    true,
 )
 
 NAMING_CONVENTION = {
@@ -172,6 +173,10 @@ users = Table(
     Column("blocked_until", Double, nullable=False, server_default="0"),
     Column("locked", Boolean, nullable=False, server_default=false()),
     Column("last_failure_at", Double, nullable=True),
+    # Revision 0003_clients: when an operator last ran `users unlock`. Its own
+    # column, so that a successful sign-in (which bumps updated_at) cannot
+    # reset every client IP's failure count (issue 8 defect 5.1).
+    Column("unlocked_at", Double, nullable=True),
 )
 
 #: Session states in which a user code still names a session (ACTIVE_STATES).
@@ -201,6 +206,11 @@ login_sessions = Table(
     Column("decided_at", Double, nullable=True),
     Column("approver_ip", String(64), nullable=True),
     Column("approver_user_agent", Text, nullable=True),
+    # Revision 0003_clients, confirm-code anti-phishing: the three codes the QR
+    # page offers (the real one among two decoys, in display order) and how
+    # many wrong picks the session has seen.
+    Column("code_choices", Text, nullable=True),
+    Column("confirm_failures", Integer, nullable=False, server_default="0"),
     # A user code is reused only once its session is over; a partial unique
     # index says exactly that on both engines.
     Index(
@@ -212,6 +222,8 @@ login_sessions = Table(
     ),
     # The expiry sweep and the pending count scan by state and deadline.
     Index(None, "state", "expires_at"),
+    # Finds an *ended* session by its code, so a late Deny can say "too late".
+    Index(None, "user_code", "created_at"),
 )
 
 # One row per sign-in (a "session family", OAuth 2.1 §4.3.1 / RFC 6819
@@ -290,5 +302,30 @@ settings = Table(
     metadata,
     Column("name", String(64), primary_key=True),
     Column("value", Text, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
+# --- Registered clients (issue 8 §1): revision 0003_clients ----------------
+
+#: Longest client display name (hatchway.clients.model.MAX_CLIENT_NAME_LENGTH).
+MAX_CLIENT_NAME_LENGTH = 80
+
+# Mirrors hatchway.clients.model.ClientRecord. The client secret is never
+# stored, only its SHA-256 (secret_hash); scopes are space-separated tokens.
+clients = Table(
+    "clients",
+    metadata,
+    Column("client_id", String(MAX_ID_LENGTH), primary_key=True),
+    Column("name", String(MAX_CLIENT_NAME_LENGTH), nullable=False),
+    Column("enabled", Boolean, nullable=False, server_default=true()),
+    Column("scopes", Text, nullable=False),
+    Column("anti_phishing", String(32), nullable=False),
+    Column("access_ttl", Integer, nullable=True),
+    Column("refresh_ttl", Integer, nullable=True),
+    Column("client_type", String(16), nullable=False),
+    Column("token_endpoint_auth_method", String(32), nullable=False),
+    Column("secret_hash", String(128), nullable=True),
+    Column("jwks", Text, nullable=True),
+    Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy import Engine
 
 from hatchway.store.audit import AuditRepository
+from hatchway.store.clients import ClientRepository
 from hatchway.store.commands import CommandRepository
 from hatchway.store.devices import DeviceRepository
 from hatchway.store.engine import create_store_engine, upgrade_to_head
@@ -30,13 +31,15 @@ class Store(
     TokenRepository,
     RevocationRepository,
     AuditRepository,
+    ClientRepository,
 ):
     """Everything hatchway persists, behind one interface.
 
     Message-level security: devices, messages, commands (revision 0001).
     Cross-device login: users, login sessions, refresh token families, the
-    audit log and runtime flags (revision 0002); refresh lifetimes and revoked
-    access tokens (revision 0004). Each entity is one repository
+    audit log and runtime flags (revision 0002). Registered clients
+    (revision 0003_clients). Refresh lifetimes and revoked access tokens
+    (revision 0004_token_lifetimes). Each entity is one repository
     mixin; later entities join the same way, with an Alembic revision each.
     """
 

@@ -1,7 +1,7 @@
 """Refresh token lifetime cap and reuse interval; revoked access tokens.
 
 Revision ID: 0004_token_lifetimes
-Revises: 0002
+Revises: 0003_clients
 Create Date: 2026-12-01
 
 * ``refresh_families.expires_at``: the absolute end of a sign-in (issue 8 §3;
@@ -24,7 +24,8 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004_token_lifetimes"
-down_revision = "0002"
+# Written against "0002"; chained after the client registry once merged with it.
+down_revision = "0003_clients"
 branch_labels = None
 depends_on = None
 
