@@ -266,18 +266,22 @@ def _sign_in(pair: Pair, username: str) -> Tokens:
 def test_revocation_on_one_replica_holds_on_the_other(replicas: Replicas, pair: Pair) -> None:
     add_user(replicas.a, "bob")
 
-    # Refresh-token reuse: rotated on A, the old one replayed at B revokes the family.
+    # A retry through the other replica, at once: the same successor, no revocation.
     first = _sign_in(pair, "bob")
     second = pair.device_a.refresh(first)
+    assert pair.device_b.refresh(first).refresh_token == second.refresh_token
     assert pair.device_b.whoami(second)[0] == 200
+    # Refresh-token reuse: the device moved on (A rotated again), so the old one
+    # replayed at B is a copy and revokes the family.
+    third = pair.device_a.refresh(second)
     with pytest.raises(LoginFailed) as reused:
         pair.device_b.refresh(first)
     assert reused.value.error == "invalid_grant"
     with pytest.raises(LoginFailed) as revoked:
-        pair.device_a.refresh(second)
+        pair.device_a.refresh(third)
     assert revoked.value.error == "invalid_grant"
-    assert pair.device_a.whoami(second)[0] == 401
-    assert pair.device_b.whoami(second)[0] == 401
+    assert pair.device_a.whoami(third)[0] == 401
+    assert pair.device_b.whoami(third)[0] == 401
 
     # The operator revokes a session with B's configuration; A honours it at once.
     other = _sign_in(pair, "bob")

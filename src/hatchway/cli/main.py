@@ -24,6 +24,7 @@ app.add_typer(sessions.app, name="sessions")
 app.add_typer(login.flow_app, name="login-flow")
 app.command("login")(login.login)
 app.command("whoami")(login.whoami)
+app.command("logout")(login.logout)
 
 
 @app.command()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from hatchway.clients.model import ACCESS_TTL_RANGE
 from hatchway.config import Settings
 from hatchway.errors import InvalidMessage
 from hatchway.flows.login_common import LoginRefused, b64url
@@ -32,6 +33,8 @@ from hatchway.tokens import sign_jwt, verify_jwt
 
 ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 - RFC 9068 §2.1 media type, not a secret
 REFRESH_GRANT = "refresh_token"
+#: Longest access token lifetime any setting or client may ask for (seconds).
+MAX_ACCESS_TOKEN_LIFETIME = ACCESS_TTL_RANGE[1]
 _MAX_FIELD = 256
 
 
@@ -117,8 +120,20 @@ class TokenGrants:
             session_end=rotated.session_expires_at,
         )
 
+    def _access_ttl(self, client_id: str) -> int:
+        """The client's registered ``access_ttl``, else the server's default."""
+        client = self.store.get_client(client_id)
+        if client is not None and client.access_ttl is not None:
+            return client.access_ttl
+        return self.settings.login_access_token_ttl
+
     def _refresh_ttl(self, client_id: str) -> int:
-        """Sliding lifetime of each refresh token issued to ``client_id``."""
+        """Sliding lifetime of each refresh token issued to ``client_id``: the
+        client's registered ``refresh_ttl``, else the server's default. Either is
+        cut to the sign-in's absolute end by the store."""
+        client = self.store.get_client(client_id)
+        if client is not None and client.refresh_ttl is not None:
+            return client.refresh_ttl
         return self.settings.login_refresh_token_ttl
 
     def _mint(self, issue: IssueTokens, *, now: float) -> dict[str, Any]:
@@ -160,7 +175,7 @@ class TokenGrants:
         session_end: float | None,
     ) -> dict[str, Any]:
         iat = int(now)
-        exp = iat + self.settings.login_access_token_ttl
+        exp = iat + self._access_ttl(client_id)
         if session_end is not None:
             exp = min(exp, int(session_end))  # never outlive the sign-in
         claims = {
@@ -188,6 +203,12 @@ class TokenGrants:
     # --- the protected API ----------------------------------------------------
 
     @property
+    def max_access_token_lifetime(self) -> int:
+        # Per-client lifetimes differ, so verification bounds by the largest any
+        # client may be given; the signature, not this bound, is what protects.
+        return MAX_ACCESS_TOKEN_LIFETIME
+
+    @property
     def audience(self) -> str:
         return self.settings.issuer + "/api"
 
@@ -201,7 +222,7 @@ class TokenGrants:
             issuer=self.settings.issuer,
             audience=self.audience,
             now=now,
-            max_lifetime=self.settings.login_access_token_ttl,
+            max_lifetime=self.max_access_token_lifetime,
         )
         family = self.store.get_session_family(str(claims.get("sid", "")))
         if family is None or family.revoked_at is not None:

@@ -49,6 +49,7 @@ from hatchway.flows.login import (
 from hatchway.flows.login_approval import ApprovalService
 from hatchway.flows.login_common import LoginRefused, login_channel, server_secret
 from hatchway.flows.login_polls import start_decision_feed
+from hatchway.flows.oauth.client_auth import ClientAuthenticator, authenticator_for
 from hatchway.login import STATIC_DIR, SessionState
 from hatchway.server.context import ServerContext
 from hatchway.server.login_pages import (
@@ -112,7 +113,9 @@ def _refused(exc: LoginRefused) -> JSONResponse:
     headers = dict(SECURITY_HEADERS)
     if exc.retry_after:
         headers["Retry-After"] = str(exc.retry_after)
-    if exc.status_hint == 401:
+    if exc.error == "invalid_client":  # RFC 6749 §5.2: client authentication failed
+        headers["WWW-Authenticate"] = 'Basic realm="hatchway"'
+    elif exc.status_hint == 401:
         headers["WWW-Authenticate"] = f'Bearer error="{exc.error}"'
     return JSONResponse(exc.body(), status_code=exc.status_hint, headers=headers)
 
@@ -148,9 +151,38 @@ def _page(html: str, cookie: str, status: int = 200) -> HTMLResponse:
     return response
 
 
-def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
+async def _client_form(
+    clients: ClientAuthenticator, request: Request, form: dict[str, str]
+) -> dict[str, str]:
+    """Authenticate a registered confidential client (RFC 6749 §2.3, RFC 8628 §3.1)
+    and name it in the form, since Basic credentials carry the id outside it."""
+    client = await run_in_threadpool(
+        clients.authenticate_if_registered, request.headers.get("authorization"), form
+    )
+    return form if client is None else {**form, "client_id": client.client_id}
+
+
+def has_client_credentials(request: Request, form: dict[str, str]) -> bool:
+    return (
+        "authorization" in request.headers
+        or "client_secret" in form
+        or "client_assertion" in form
+        or "client_assertion_type" in form
+    )
+
+
+def add_login_routes(
+    app: FastAPI, ctx: ServerContext, clients: ClientAuthenticator | None = None
+) -> None:
     """Mount the login endpoints on the HTTPS app."""
     login = ctx.login
+    if clients is None:
+        clients = authenticator_for(
+            ctx.store,
+            issuer=ctx.settings.issuer,
+            token_endpoint=ctx.settings.issuer + TOKEN_PATH,
+            clock=login.clock,
+        )
     approval = ApprovalService(login)
     csrf = _Csrf(server_secret(ctx.identity, "csrf"), ctx.settings.issuer)
     feed: list[asyncio.Task[None]] = []  # the decision feed, once started
@@ -171,7 +203,7 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
     @app.post(DEVICE_AUTHORIZATION_PATH)
     async def device_authorization(request: Request) -> JSONResponse:
         try:
-            form = await _form(request)
+            form = await _client_form(clients, request, await _form(request))
             answer = await run_in_threadpool(
                 login.start, form, ip=_ip(request), user_agent=_ua(request)
             )
@@ -183,9 +215,14 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
     async def token(request: Request) -> JSONResponse:
         try:
             form = await _form(request)
-            fast = login.poll_from_memory(form)
-            if fast is not None:
-                return _refused(fast)
+            # A pending poll answered from memory reveals only "pending" to a
+            # caller that already holds the device code, so it skips the client
+            # lookup; a request with credentials always takes the checked path.
+            if not has_client_credentials(request, form):
+                fast = login.poll_from_memory(form)
+                if fast is not None:
+                    return _refused(fast)
+            form = await _client_form(clients, request, form)
             await ensure_feed()
             body = await run_in_threadpool(
                 login.token, form, ip=_ip(request), user_agent=_ua(request)

@@ -31,6 +31,7 @@ class AuditEvent(StrEnum):
     FLOW_DISABLED = "flow_disabled"
     TOKEN_REFRESHED = "token_refreshed"  # noqa: S105 - an event name, not a secret
     SESSION_REVOKED = "session_revoked"
+    ACCESS_TOKEN_REVOKED = "access_token_revoked"  # noqa: S105 - an event name
 
 
 @dataclass(frozen=True, slots=True)
