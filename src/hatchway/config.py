@@ -7,6 +7,7 @@ runs with nothing but Python installed.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,9 +44,6 @@ class Settings:
     #: Cross-device login (issue 3): RFC 8628 ``expires_in`` and ``interval``.
     login_expires_in: int = 300
     login_interval: int = 5
-    #: "Request initiation verification": the device must type the phone's number.
-    #: On by default: it is the main defence against device-code phishing.
-    login_number_matching: bool = True
     #: Lifetimes of the access token (JWT) and of each rotated refresh token.
     login_access_token_ttl: int = 600
     login_refresh_token_ttl: int = 30 * 24 * 3600
@@ -120,7 +118,14 @@ _INT_FIELDS = {
     "login_session_max_failures",
     "login_scram_iterations",
 }
-_BOOL_FIELDS = {"login_number_matching"}
+_BOOL_FIELDS: set[str] = set()
+#: Variables that no longer do anything, and what replaced them.
+_RETIRED = {
+    "HATCHWAY_LOGIN_NUMBER_MATCHING": (
+        "anti-phishing is now chosen per client: "
+        "hatchway clients add ID --anti-phishing confirm-code|phone-number|none"
+    ),
+}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -128,6 +133,9 @@ _FALSE = {"0", "false", "no", "off"}
 def settings_from_env(environ: dict[str, str] | None = None) -> Settings:
     """Read ``HATCHWAY_<FIELD>`` variables; bad values fail loudly, naming the variable."""
     env = os.environ if environ is None else environ
+    for key, instead in _RETIRED.items():
+        if env.get(key):
+            logging.getLogger("hatchway.config").warning("%s is ignored: %s", key, instead)
     values: dict[str, Any] = {}
     for name in Settings.__dataclass_fields__:
         key = f"HATCHWAY_{name.upper()}"

@@ -43,7 +43,9 @@ def sign_in(ctx: ServerContext) -> dict[str, Any]:
     """Tokens as the device_code grant mints them once a session is approved
     (approval itself is covered by test_login_flow_service.py)."""
     issue = IssueTokens(username="alice", client_id="tv", scope="", device_name="TV")
-    return ctx.login._mint(issue, now=ctx.login.clock())
+    client = ctx.store.get_client("tv")
+    assert client is not None
+    return ctx.login._mint(issue, now=ctx.login.clock(), client=client)
 
 
 def refresh(ctx: ServerContext, token: str, client_id: str = "tv") -> dict[str, Any]:

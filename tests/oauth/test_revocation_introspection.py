@@ -14,6 +14,7 @@ import pytest
 
 from hatchway.clients import AuthMethod, new_client
 from hatchway.errors import InvalidMessage
+from hatchway.flows.login_common import LoginRefused
 from hatchway.flows.oauth.client_auth import AuthenticatedClient, authenticator_for
 from hatchway.flows.oauth.introspection import TokenIntrospection
 from hatchway.flows.oauth.revocation import TokenRevocation
@@ -33,8 +34,7 @@ def clock() -> FrozenClock:
 def ctx(tmp_path: Path, clock: FrozenClock) -> Iterator[ServerContext]:
     with login_world(tmp_path, clock) as context:
         rng = SeededRandom(b"clients")
-        for client_id, method in (
-            ("tv", AuthMethod.NONE),
+        for client_id, method in (  # "tv" (public) is login_world's
             ("radio", AuthMethod.NONE),
             ("rs", AuthMethod.CLIENT_SECRET_POST),
         ):
@@ -57,7 +57,9 @@ def client(ctx: ServerContext, client_id: str) -> AuthenticatedClient:
 
 def sign_in(ctx: ServerContext, client_id: str = "tv") -> dict[str, Any]:
     issue = IssueTokens(username="alice", client_id=client_id, scope="profile", device_name="TV")
-    return ctx.login._mint(issue, now=ctx.login.clock())
+    client = ctx.store.get_client(client_id)
+    assert client is not None
+    return ctx.login._mint(issue, now=ctx.login.clock(), client=client)
 
 
 def revoke(ctx: ServerContext, who: str, token: str, hint: str | None = None) -> None:
@@ -160,8 +162,62 @@ def test_owner_can_introspect_its_refresh_token(ctx: ServerContext, clock: Froze
             "grant_type": "refresh_token",
             "refresh_token": tokens["refresh_token"],
             "client_id": "rs",
+            "client_secret": ctx.store.get_flag("test_rs_secret") or "",
         },
         ip="x",
         user_agent="y",
     )
     assert introspect(ctx, tokens["refresh_token"]) == {"active": False}  # spent
+
+
+def test_private_key_jwt_client_at_the_token_endpoint(
+    ctx: ServerContext, clock: FrozenClock
+) -> None:
+    """A registered private_key_jwt client refreshes with an RFC 7523 assertion;
+    without one, or replaying one, it gets invalid_client."""
+    from jwcrypto import jwk as jc_jwk
+    from jwcrypto import jwt as jc_jwt
+
+    key = jc_jwk.JWK.generate(kty="OKP", crv="Ed25519", kid="kiosk-1")
+    record, _ = new_client(
+        "kiosk",
+        "Kiosk",
+        now=0,
+        random=SeededRandom(b"kiosk"),
+        auth_method=AuthMethod.PRIVATE_KEY_JWT,
+        jwks={"keys": [json.loads(key.export_public())]},
+    )
+    ctx.store.add_client(record)
+    tokens = sign_in(ctx, "kiosk")
+
+    def assertion(jti: str) -> str:
+        now = int(clock())
+        claims = {
+            "iss": "kiosk",
+            "sub": "kiosk",
+            "aud": ctx.settings.issuer,
+            "exp": now + 60,
+            "jti": jti,
+        }
+        signed = jc_jwt.JWT(header={"alg": "EdDSA", "kid": "kiosk-1"}, claims=claims)
+        signed.make_signed_token(key)
+        return str(signed.serialize())
+
+    def refresh(token: str, **auth: str) -> dict[str, Any]:
+        form = {"grant_type": "refresh_token", "refresh_token": token, "client_id": "kiosk"}
+        return ctx.login.token({**form, **auth}, ip="x", user_agent="y")
+
+    jwt_type = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+    first = assertion("a1")
+    refreshed = refresh(
+        tokens["refresh_token"], client_assertion_type=jwt_type, client_assertion=first
+    )
+    assert refreshed["refresh_token"] != tokens["refresh_token"]
+    for auth in ({}, {"client_assertion_type": jwt_type, "client_assertion": first}):
+        with pytest.raises(LoginRefused) as caught:
+            refresh(refreshed["refresh_token"], **auth)
+        assert caught.value.error == "invalid_client"
+    # The failures spent nothing: a fresh assertion still refreshes.
+    assert refresh(
+        refreshed["refresh_token"], client_assertion_type=jwt_type, client_assertion=assertion("a2")
+    )["access_token"]

@@ -53,6 +53,7 @@ def _user_json(user: UserRecord) -> dict[str, object]:
         "disabled": user.disabled,
         "created_at": user.created_at,
         "updated_at": user.updated_at,
+        "unlocked_at": user.unlocked_at,
     }
 
 
@@ -138,7 +139,7 @@ def _change(
             elif what == "enable":
                 user = store.set_user_disabled(username, False, now=now)
             else:
-                user = store.record_password_success(username, now=now)
+                user = store.unlock_user(username, now=now)
         finally:
             store.close()
         emit(

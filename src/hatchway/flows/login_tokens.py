@@ -12,6 +12,8 @@
   (:mod:`hatchway.flows.oauth.successor`). A sign-in ends for good
   ``HATCHWAY_LOGIN_REFRESH_MAX_LIFETIME`` after it began; access tokens never
   outlive it either.
+* Lifetimes are the registered client's (``hatchway clients add --access-ttl
+  --refresh-ttl``) when it has its own, else the server's defaults.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from hatchway.clients import ClientRecord
 from hatchway.clients.model import ACCESS_TTL_RANGE
 from hatchway.config import Settings
 from hatchway.errors import InvalidMessage
@@ -62,9 +65,19 @@ class TokenGrants:
     def _account_active(self, username: str, now: float) -> bool:
         raise NotImplementedError  # pragma: no cover - LoginService provides it
 
-    def _refresh_grant(self, form: dict[str, str], *, ip: str, user_agent: str) -> dict[str, Any]:
+    def _access_ttl(self, client: ClientRecord) -> int:
+        return client.access_ttl or self.settings.login_access_token_ttl
+
+    def _refresh_ttl(self, client: ClientRecord) -> int:
+        """Sliding lifetime of each refresh token; the store cuts it to the
+        sign-in's absolute end."""
+        return client.refresh_ttl or self.settings.login_refresh_token_ttl
+
+    def _refresh_grant(
+        self, form: dict[str, str], *, ip: str, user_agent: str, client: ClientRecord
+    ) -> dict[str, Any]:
         presented = _field(form, "refresh_token")
-        client_id = _field(form, "client_id")
+        client_id = client.client_id
         now = self.clock()
         old_hash = _sha256(presented)
         record = self.store.get_refresh_token(old_hash)
@@ -79,7 +92,7 @@ class TokenGrants:
                 old_hash,
                 _sha256(new_token),
                 now=now,
-                expires_at=now + self._refresh_ttl(record.client_id),
+                expires_at=now + self._refresh_ttl(client),
                 reuse_interval=self.settings.login_refresh_reuse_interval,
                 sealed_successor=sealed,
             )
@@ -117,26 +130,11 @@ class TokenGrants:
             rotated.family_id,
             new_token,
             now,
+            ttl=self._access_ttl(client),
             session_end=rotated.session_expires_at,
         )
 
-    def _access_ttl(self, client_id: str) -> int:
-        """The client's registered ``access_ttl``, else the server's default."""
-        client = self.store.get_client(client_id)
-        if client is not None and client.access_ttl is not None:
-            return client.access_ttl
-        return self.settings.login_access_token_ttl
-
-    def _refresh_ttl(self, client_id: str) -> int:
-        """Sliding lifetime of each refresh token issued to ``client_id``: the
-        client's registered ``refresh_ttl``, else the server's default. Either is
-        cut to the sign-in's absolute end by the store."""
-        client = self.store.get_client(client_id)
-        if client is not None and client.refresh_ttl is not None:
-            return client.refresh_ttl
-        return self.settings.login_refresh_token_ttl
-
-    def _mint(self, issue: IssueTokens, *, now: float) -> dict[str, Any]:
+    def _mint(self, issue: IssueTokens, *, now: float, client: ClientRecord) -> dict[str, Any]:
         # ``sub`` is the account's name as stored, not the login_hint as typed
         # ("ALICE", full-width letters): one account, one subject.
         account = self.store.get_user(issue.username)
@@ -155,12 +153,19 @@ class TokenGrants:
             device_name=issue.device_name,
             session_family=family,
             now=now,
-            expires_at=now + self._refresh_ttl(issue.client_id),
+            expires_at=now + self._refresh_ttl(client),
             scope=issue.scope,
             session_expires_at=session_end,
         )
         return self._token_response(
-            username, issue.client_id, issue.scope, family, refresh, now, session_end=session_end
+            username,
+            issue.client_id,
+            issue.scope,
+            family,
+            refresh,
+            now,
+            ttl=self._access_ttl(client),
+            session_end=session_end,
         )
 
     def _token_response(
@@ -172,10 +177,11 @@ class TokenGrants:
         refresh: str,
         now: float,
         *,
+        ttl: int,
         session_end: float | None,
     ) -> dict[str, Any]:
         iat = int(now)
-        exp = iat + self._access_ttl(client_id)
+        exp = iat + ttl
         if session_end is not None:
             exp = min(exp, int(session_end))  # never outlive the sign-in
         claims = {

@@ -23,7 +23,6 @@ from hatchway.flows.oauth.client_auth import (
     ASSERTION_ALGS,
     AUTH_METHODS,
     CONFIDENTIAL_AUTH_METHODS,
-    authenticator_for,
 )
 from hatchway.flows.oauth.introspection import INTROSPECTION_PATH
 from hatchway.flows.oauth.revocation import REVOCATION_PATH
@@ -179,16 +178,10 @@ def build_https_app(ctx: ServerContext) -> FastAPI:
             return error(status, exc.public, _DESCRIPTIONS.get(exc.public, ""))
         return JSONResponse(result, headers=SECURITY_HEADERS)
 
-    clients = authenticator_for(
-        ctx.store,
-        issuer=ctx.settings.issuer,
-        token_endpoint=ctx.settings.issuer + LOGIN_TOKEN_PATH,
-        clock=ctx.login.clock,
-    )
     add_message_route(app, ctx)
     add_se_routes(app, ctx)
-    add_login_routes(app, ctx, clients)
-    add_oauth_routes(app, ctx, clients)
+    add_login_routes(app, ctx)
+    add_oauth_routes(app, ctx, ctx.login.client_auth)
     return RequestLog(StrictTransportSecurity(app), listener="https")  # type: ignore[return-value]
 
 

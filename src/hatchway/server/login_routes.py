@@ -12,7 +12,10 @@ thread, map :class:`LoginRefused` to RFC 6749 §5.2 / RFC 8628 §3.5 JSON.
 * ``POST /oauth/device/wait`` — push as a long poll: answers the moment the
   bus announces a decision for the session, from whichever replica made it.
 * ``GET /login`` — ``verification_uri`` (code entry) and
-  ``verification_uri_complete`` (the approval page).
+  ``verification_uri_complete`` (the approval page; a confirm-code client's
+  user must pick the device's code there). ``POST /login`` — the code entry
+  form: a code typed on our own page (CSRF-bound) needs no pick, and the page
+  carries an HMAC proof of that to ``scram/start``.
 * ``POST /login/scram/start|finish`` (JSON), ``POST /login/deny`` (form),
   CSRF-protected: a ``__Host-`` cookie plus an HMAC of it in the page, and a
   same-origin check on ``Origin`` when the browser sends one. Every endpoint
@@ -49,13 +52,13 @@ from hatchway.flows.login import (
 from hatchway.flows.login_approval import ApprovalService
 from hatchway.flows.login_common import LoginRefused, login_channel, server_secret
 from hatchway.flows.login_polls import start_decision_feed
-from hatchway.flows.oauth.client_auth import ClientAuthenticator, authenticator_for
 from hatchway.login import STATIC_DIR, SessionState
 from hatchway.server.context import ServerContext
 from hatchway.server.login_pages import (
     PAGE_HEADERS,
     STATIC_PREFIX,
     approval_page,
+    approved_page,
     code_entry_page,
     ended_page,
 )
@@ -113,10 +116,8 @@ def _refused(exc: LoginRefused) -> JSONResponse:
     headers = dict(SECURITY_HEADERS)
     if exc.retry_after:
         headers["Retry-After"] = str(exc.retry_after)
-    if exc.error == "invalid_client":  # RFC 6749 §5.2: client authentication failed
-        headers["WWW-Authenticate"] = 'Basic realm="hatchway"'
-    elif exc.status_hint == 401:
-        headers["WWW-Authenticate"] = f'Bearer error="{exc.error}"'
+    if exc.status_hint == 401:
+        headers["WWW-Authenticate"] = exc.challenge or f'Bearer error="{exc.error}"'
     return JSONResponse(exc.body(), status_code=exc.status_hint, headers=headers)
 
 
@@ -129,6 +130,18 @@ class _Csrf:
 
     def token_for(self, cookie: str) -> str:
         return hmac.new(self._key, cookie.encode(), "sha256").hexdigest()
+
+    def typed_token(self, cookie: str, user_code: str) -> str:
+        """Proof, bound to this browser's cookie, that ``user_code`` was typed here."""
+        return hmac.new(
+            self._key, f"typed\x00{user_code}\x00{cookie}".encode(), "sha256"
+        ).hexdigest()
+
+    def typed(self, request: Request, user_code: str, token: str | None) -> bool:
+        cookie = request.cookies.get(CSRF_COOKIE, "")
+        if not cookie or not token:
+            return False
+        return hmac.compare_digest(token, self.typed_token(cookie, user_code))
 
     def issue(self, request: Request) -> tuple[str, str]:
         cookie = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
@@ -151,38 +164,9 @@ def _page(html: str, cookie: str, status: int = 200) -> HTMLResponse:
     return response
 
 
-async def _client_form(
-    clients: ClientAuthenticator, request: Request, form: dict[str, str]
-) -> dict[str, str]:
-    """Authenticate a registered confidential client (RFC 6749 §2.3, RFC 8628 §3.1)
-    and name it in the form, since Basic credentials carry the id outside it."""
-    client = await run_in_threadpool(
-        clients.authenticate_if_registered, request.headers.get("authorization"), form
-    )
-    return form if client is None else {**form, "client_id": client.client_id}
-
-
-def has_client_credentials(request: Request, form: dict[str, str]) -> bool:
-    return (
-        "authorization" in request.headers
-        or "client_secret" in form
-        or "client_assertion" in form
-        or "client_assertion_type" in form
-    )
-
-
-def add_login_routes(
-    app: FastAPI, ctx: ServerContext, clients: ClientAuthenticator | None = None
-) -> None:
+def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
     """Mount the login endpoints on the HTTPS app."""
     login = ctx.login
-    if clients is None:
-        clients = authenticator_for(
-            ctx.store,
-            issuer=ctx.settings.issuer,
-            token_endpoint=ctx.settings.issuer + TOKEN_PATH,
-            clock=login.clock,
-        )
     approval = ApprovalService(login)
     csrf = _Csrf(server_secret(ctx.identity, "csrf"), ctx.settings.issuer)
     feed: list[asyncio.Task[None]] = []  # the decision feed, once started
@@ -203,9 +187,13 @@ def add_login_routes(
     @app.post(DEVICE_AUTHORIZATION_PATH)
     async def device_authorization(request: Request) -> JSONResponse:
         try:
-            form = await _client_form(clients, request, await _form(request))
+            form = await _form(request)
             answer = await run_in_threadpool(
-                login.start, form, ip=_ip(request), user_agent=_ua(request)
+                login.start,
+                form,
+                ip=_ip(request),
+                user_agent=_ua(request),
+                authorization=request.headers.get("authorization"),
             )
         except LoginRefused as exc:
             return _refused(exc)
@@ -215,17 +203,17 @@ def add_login_routes(
     async def token(request: Request) -> JSONResponse:
         try:
             form = await _form(request)
-            # A pending poll answered from memory reveals only "pending" to a
-            # caller that already holds the device code, so it skips the client
-            # lookup; a request with credentials always takes the checked path.
-            if not has_client_credentials(request, form):
-                fast = login.poll_from_memory(form)
-                if fast is not None:
-                    return _refused(fast)
-            form = await _client_form(clients, request, form)
+            authorization = request.headers.get("authorization")
+            fast = None if authorization else login.poll_from_memory(form)
+            if fast is not None:
+                return _refused(fast)
             await ensure_feed()
             body = await run_in_threadpool(
-                login.token, form, ip=_ip(request), user_agent=_ua(request)
+                login.token,
+                form,
+                ip=_ip(request),
+                user_agent=_ua(request),
+                authorization=authorization,
             )
         except LoginRefused as exc:
             return _refused(exc)
@@ -252,9 +240,32 @@ def add_login_routes(
         cookie, token = csrf.issue(request)
         if not user_code:
             return _page(code_entry_page(token), cookie)
+        return await _approval_view(request, cookie, token, user_code, typed=False)
+
+    @app.post(VERIFICATION_PATH)
+    async def typed_code(request: Request) -> HTMLResponse:
+        cookie, token = csrf.issue(request)
+        try:
+            form = await _form(request)
+            csrf.check(request, form.get("csrf"))
+        except LoginRefused:
+            return _page(
+                code_entry_page(token, message="Please enter the code again."), cookie, 403
+            )
+        user_code = form.get("user_code", "")
+        if not user_code:
+            return _page(code_entry_page(token), cookie)
+        return await _approval_view(request, cookie, token, user_code, typed=True)
+
+    async def _approval_view(
+        request: Request, cookie: str, token: str, user_code: str, *, typed: bool
+    ) -> HTMLResponse:
         view = await run_in_threadpool(approval.page, user_code, ip=_ip(request))
-        if view.status == "pending":
-            return _page(approval_page(view, token), cookie)
+        if view.status == "pending" and view.session is not None:
+            proof = csrf.typed_token(cookie, view.session.user_code) if typed else ""
+            return _page(approval_page(view, token, typed_token=proof), cookie)
+        if view.status == "approved":
+            return _page(approved_page(view, token), cookie)
         status = 429 if view.status == "limited" else 200 if view.session else 404
         return _page(ended_page(view.status), cookie, status)
 
@@ -263,11 +274,19 @@ def add_login_routes(
         try:
             csrf.check(request, request.headers.get("x-csrf-token"))
             data = await _json(request)
+            user_code = _str(data, "user_code")
+            picked = data.get("confirm_code")
+            typed_proof = data.get("typed")
             server_first, exchange = await run_in_threadpool(
                 approval.scram_start,
-                user_code=_str(data, "user_code"),
+                user_code=user_code,
                 client_first=_str(data, "client_first"),
                 ip=_ip(request),
+                typed=csrf.typed(
+                    request, user_code, typed_proof if isinstance(typed_proof, str) else None
+                ),
+                picked=picked if isinstance(picked, str) and len(picked) <= 64 else None,
+                user_agent=_ua(request),
             )
         except LoginRefused as exc:
             return _refused(exc)
@@ -309,9 +328,12 @@ def add_login_routes(
                 user_code=form.get("user_code", ""),
                 ip=_ip(request),
                 user_agent=_ua(request),
+                session_ref=form.get("session_ref", ""),
             )
         except LoginRefused as exc:
             page = {403: "unknown", 404: "unknown", 429: "limited"}.get(exc.status_hint, "consumed")
+            if exc.error == "too_late":
+                page = "too_late"
             response = _page(ended_page(page), cookie, exc.status_hint)
             if exc.retry_after:
                 response.headers["Retry-After"] = str(exc.retry_after)

@@ -32,6 +32,10 @@ class AuditEvent(StrEnum):
     TOKEN_REFRESHED = "token_refreshed"  # noqa: S105 - an event name, not a secret
     SESSION_REVOKED = "session_revoked"
     ACCESS_TOKEN_REVOKED = "access_token_revoked"  # noqa: S105 - an event name
+    WITHDRAWN = "withdrawn"
+    """The user pressed Deny after Approve, before the device collected its tokens."""
+    CODE_PICK_FAILED = "code_pick_failed"
+    """Confirm-code: the QR page's user picked a code the device does not show."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,19 +24,19 @@ peer (STYLE.md §5); the reason goes to the server log.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeGuard
-from urllib.parse import unquote_plus
+from typing import Any, TypeGuard
 
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 
+from hatchway.clients import AuthMethod, ClientRecord
 from hatchway.errors import InvalidMessage
+from hatchway.flows.clients.registry import REALM, parse_basic_authorization
 from hatchway.flows.login_common import LoginRefused
 from hatchway.runtime import Clock
 from hatchway.tokens import eddsa_allowed, import_jwk
@@ -59,32 +59,22 @@ AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post", "private_ke
 CONFIDENTIAL_AUTH_METHODS = AUTH_METHODS[1:]
 
 
-class RegisteredClient(Protocol):
-    """What authentication needs of a registry entry (``hatchway.clients.ClientRecord``)."""
-
-    @property
-    def client_id(self) -> str: ...
-    @property
-    def enabled(self) -> bool: ...
-    @property
-    def token_endpoint_auth_method(self) -> str: ...
-    @property
-    def jwks(self) -> dict[str, Any] | None: ...
-    def verify_secret(self, presented: str) -> bool: ...
-
-
 class ClientAuthFailed(LoginRefused):
     """RFC 6749 §5.2 ``invalid_client``: HTTP 401 with a Basic challenge."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(
-            "invalid_client", "client authentication failed", status=401, reason=reason
+            "invalid_client",
+            "client authentication failed",
+            status=401,
+            reason=reason,
+            challenge=f'Basic realm="{REALM}"',
         )
 
 
 @dataclass(frozen=True, slots=True)
 class AuthenticatedClient:
-    client: RegisteredClient
+    client: ClientRecord
     method: str
 
     @property
@@ -110,7 +100,7 @@ class ClientAuthenticator:
     def __init__(
         self,
         *,
-        lookup: Callable[[str], RegisteredClient | None],
+        lookup: Callable[[str], ClientRecord | None],
         use_jti_once: Callable[[str, float, float], bool],
         issuer: str,
         token_endpoint: str,
@@ -142,12 +132,12 @@ class ClientAuthenticator:
         return self._check(presented, client, True)
 
     def _check(
-        self, presented: _Presented, client: RegisteredClient | None, allow_public: bool
+        self, presented: _Presented, client: ClientRecord | None, allow_public: bool
     ) -> AuthenticatedClient:
         if client is None or not client.enabled:
             _burn_time(presented)
             raise ClientAuthFailed("unknown or disabled client")
-        if str(client.token_endpoint_auth_method) != presented.method:
+        if client.token_endpoint_auth_method is not AuthMethod(presented.method):
             _burn_time(presented)
             raise ClientAuthFailed(
                 f"client registered for {client.token_endpoint_auth_method}, "
@@ -164,7 +154,7 @@ class ClientAuthenticator:
 
     # --- RFC 7523 §3 -----------------------------------------------------------
 
-    def _verify_assertion(self, client: RegisteredClient, assertion: str) -> None:
+    def _verify_assertion(self, client: ClientRecord, assertion: str) -> None:
         try:
             claims = self._assertion_claims(client, assertion)
         except InvalidMessage as exc:
@@ -175,7 +165,7 @@ class ClientAuthenticator:
         if not self._use_jti_once(f"client-assertion:{digest}", exp + SKEW, now):
             raise ClientAuthFailed("client assertion replayed")
 
-    def _assertion_claims(self, client: RegisteredClient, assertion: str) -> dict[str, Any]:
+    def _assertion_claims(self, client: ClientRecord, assertion: str) -> dict[str, Any]:
         if not assertion or len(assertion) > MAX_ASSERTION_SIZE:
             raise InvalidMessage("assertion missing or oversized")
         try:
@@ -250,18 +240,12 @@ def _presented(authorization: str | None, form: Mapping[str, str]) -> _Presented
     """Which method the request used, and its credentials; at most one method."""
     form_id = form.get("client_id", "")
     methods: list[_Presented] = []
-    scheme, _, credentials = (authorization or "").partition(" ")
-    if scheme.lower() == "basic":
-        try:
-            decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
-        except (ValueError, UnicodeDecodeError):
-            raise ClientAuthFailed("malformed Basic credentials") from None
-        raw_id, sep, raw_secret = decoded.partition(":")
-        if not sep or not raw_id:
-            raise ClientAuthFailed("malformed Basic credentials")
-        methods.append(
-            _Presented("client_secret_basic", unquote_plus(raw_id), unquote_plus(raw_secret))
-        )
+    if authorization is not None and authorization.strip():
+        # The registry's parser: Basic only, form-urldecoded (RFC 6749 §2.3.1).
+        client_id, secret = parse_basic_authorization(authorization)
+        # Some libraries identify a public client by Basic with an empty secret.
+        method = "client_secret_basic" if secret else "none"
+        methods.append(_Presented(method, client_id, secret))
     if "client_secret" in form:
         methods.append(_Presented("client_secret_post", form_id, form["client_secret"]))
     if "client_assertion" in form or "client_assertion_type" in form:
