@@ -27,12 +27,10 @@ import pytest
 from jwcrypto import jwk as jc_jwk
 from jwcrypto import jwt as jc_jwt
 
-from hatchway.clients import AuthMethod, new_client
 from hatchway.login.phone import PhoneClient
-from hatchway.runtime import SeededRandom, system_clock
+from hatchway.runtime import system_clock
 from hatchway.server.process import ServerProcess
-from hatchway.store import Store
-from tests.login_e2e.conftest import PASSWORD, DeviceCli, add_user, start_server
+from tests.login_e2e.conftest import PASSWORD, DeviceCli, add_user, hatchway, start_server
 
 pytestmark = pytest.mark.e2e
 
@@ -64,33 +62,30 @@ def rs_key() -> jc_jwk.JWK:
 
 
 @pytest.fixture(scope="module")
-def registered(server: ServerProcess, rs_key: jc_jwk.JWK) -> dict[str, str]:
-    """The clients an operator registers: the CLI (public), an API with a secret,
-    and an API with a key (private_key_jwt). Returns the secret."""
-    rng = SeededRandom(b"e2e-clients")
-    with Store.open(f"sqlite:///{server.data_dir / 'hatchway.sqlite3'}") as store:
-        if store.get_client("hatchway-cli") is None:
-            cli, _ = new_client("hatchway-cli", "hatchway CLI", now=system_clock(), random=rng)
-            store.add_client(cli)
-        api, secret = new_client(
-            "my-api",
-            "My API",
-            now=system_clock(),
-            random=rng,
-            auth_method=AuthMethod.CLIENT_SECRET_BASIC,
-        )
-        store.add_client(api)
-        keyed, _ = new_client(
-            "my-keyed-api",
-            "My keyed API",
-            now=system_clock(),
-            random=rng,
-            auth_method=AuthMethod.PRIVATE_KEY_JWT,
-            jwks={"keys": [json.loads(rs_key.export_public())]},
-        )
-        store.add_client(keyed)
-    assert secret is not None
-    return {"my-api": secret}
+def registered(
+    server: ServerProcess, rs_key: jc_jwk.JWK, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """What an operator registers with ``hatchway clients add``: an API with a
+    secret and an API with a key (private_key_jwt). ``hatchway-cli`` registers
+    itself on first run. Returns the secret."""
+    api = hatchway(server, "clients", "add", "my-api", "--name", "My API", "--confidential")
+    assert api["token_endpoint_auth_method"] == "client_secret_basic"
+    jwks = tmp_path_factory.mktemp("jwks") / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [json.loads(rs_key.export_public())]}))
+    keyed = hatchway(
+        server,
+        "clients",
+        "add",
+        "my-keyed-api",
+        "--name",
+        "My keyed API",
+        "--auth-method",
+        "private_key_jwt",
+        "--jwks",
+        str(jwks),
+    )
+    assert keyed["token_endpoint_auth_method"] == "private_key_jwt"
+    return {"my-api": str(api["client_secret"])}
 
 
 @pytest.fixture
@@ -267,9 +262,7 @@ def test_revocation_and_introspection_refuse_what_they_must(
     # Another (unregistered) client cannot revoke it; a client id it does not
     # own gets 200 and revokes nothing.
     assert https.post("/oauth/revoke", data={"token": token, "client_id": "x"}).status_code == 401
-    with Store.open(f"sqlite:///{server.data_dir / 'hatchway.sqlite3'}") as store:
-        other, _ = new_client("other-tv", "Other TV", now=system_clock(), random=SeededRandom())
-        store.add_client(other)
+    assert hatchway(server, "clients", "add", "other-tv", "--name", "Other TV")["_rc"] == 0
     for hint in ("refresh_token", "access_token"):
         sneaky = https.post(
             "/oauth/revoke",
