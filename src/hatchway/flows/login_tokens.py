@@ -52,6 +52,11 @@ def _sha256(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
+def refresh_token_hash(token: str) -> bytes:
+    """How the store knows a refresh token: its SHA-256, never the token."""
+    return _sha256(token)
+
+
 class TokenGrants:
     """Minting, refresh and verification; mixed into ``LoginService``."""
 
@@ -218,18 +223,23 @@ class TokenGrants:
     def audience(self) -> str:
         return self.settings.issuer + "/api"
 
-    def verify_access_token(self, token: str) -> dict[str, Any]:
-        """Claims of a valid access token whose session is not revoked; else InvalidMessage."""
-        now = self.clock()
-        claims = verify_jwt(
+    def access_token_claims(self, token: str) -> dict[str, Any]:
+        """Claims of an access token hatchway signed and that has not expired:
+        what an offline check sees (no session, revocation or account checks)."""
+        return verify_jwt(
             token,
             self._verifying_jwk,
             typ=ACCESS_TOKEN_TYP,
             issuer=self.settings.issuer,
             audience=self.audience,
-            now=now,
+            now=self.clock(),
             max_lifetime=self.max_access_token_lifetime,
         )
+
+    def verify_access_token(self, token: str) -> dict[str, Any]:
+        """Claims of a valid access token whose session is not revoked; else InvalidMessage."""
+        now = self.clock()
+        claims = self.access_token_claims(token)
         family = self.store.get_session_family(str(claims.get("sid", "")))
         if family is None or family.revoked_at is not None:
             raise InvalidMessage("session revoked")

@@ -19,12 +19,15 @@ someone else's refresh token, a revoked or expired one all look alike.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hatchway.errors import InvalidMessage
-from hatchway.flows.login_tokens import _sha256
+from hatchway.flows.login_tokens import refresh_token_hash
 from hatchway.flows.oauth.client_auth import AuthenticatedClient
 from hatchway.flows.oauth.revocation import MAX_TOKEN, REFRESH_HINT, looks_like_jwt, same_client
+
+if TYPE_CHECKING:  # flows/login.py imports this package
+    from hatchway.flows.login import LoginService
 
 INTROSPECTION_PATH = "/oauth/introspect"
 INACTIVE: dict[str, Any] = {"active": False}
@@ -32,7 +35,7 @@ _ACCESS_FIELDS = ("scope", "client_id", "exp", "iat", "sub", "aud", "iss", "jti"
 
 
 class TokenIntrospection:
-    def __init__(self, login: Any) -> None:
+    def __init__(self, login: LoginService) -> None:
         self.login = login
 
     def introspect(
@@ -58,7 +61,7 @@ class TokenIntrospection:
 
     def _refresh(self, client: AuthenticatedClient, token: str) -> dict[str, Any] | None:
         store = self.login.store
-        record = store.get_refresh_token(_sha256(token))
+        record = store.get_refresh_token(refresh_token_hash(token))
         if record is None or not same_client(record.client_id, client.client_id):
             return None
         now = self.login.clock()

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import hmac
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from hatchway.errors import InvalidMessage
-from hatchway.flows.login_tokens import ACCESS_TOKEN_TYP, _sha256
+from hatchway.flows.login_tokens import refresh_token_hash
 from hatchway.flows.oauth.client_auth import AuthenticatedClient
-from hatchway.store.login_records import AuditEvent, RefreshRecord
-from hatchway.tokens import verify_jwt
+from hatchway.store.login_records import AuditEvent
+
+if TYPE_CHECKING:  # flows/login.py imports this package
+    from hatchway.flows.login import LoginService
 
 log = logging.getLogger("hatchway.oauth")
 
@@ -46,8 +48,7 @@ def looks_like_jwt(token: str) -> bool:
 class TokenRevocation:
     """Revocation over the login service's store, keys and clock."""
 
-    def __init__(self, login: Any) -> None:
-        # ``LoginService`` (typed loosely: flows/login.py imports this package).
+    def __init__(self, login: LoginService) -> None:
         self.login = login
 
     def revoke(
@@ -66,7 +67,7 @@ class TokenRevocation:
     def _refresh(
         self, client: AuthenticatedClient, token: str, *, ip: str, user_agent: str
     ) -> bool:
-        record: RefreshRecord | None = self.login.store.get_refresh_token(_sha256(token))
+        record = self.login.store.get_refresh_token(refresh_token_hash(token))
         if record is None:
             return False
         if not same_client(record.client_id, client.client_id):
@@ -90,15 +91,7 @@ class TokenRevocation:
         login = self.login
         now = login.clock()
         try:
-            claims = verify_jwt(
-                token,
-                login._verifying_jwk,
-                typ=ACCESS_TOKEN_TYP,
-                issuer=login.settings.issuer,
-                audience=login.audience,
-                now=now,
-                max_lifetime=login.max_access_token_lifetime,
-            )
+            claims = login.access_token_claims(token)
         except InvalidMessage:
             return False  # not ours, or already expired: nothing left to revoke
         if not same_client(str(claims.get("client_id", "")), client.client_id):
