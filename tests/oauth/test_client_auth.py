@@ -26,6 +26,7 @@ from hatchway.flows.oauth.client_auth import (
     JWT_BEARER_ASSERTION,
     MAX_ASSERTION_LIFETIME,
     ClientAuthenticator,
+    ClientAuthFailed,
     authenticator_for,
 )
 from hatchway.runtime import FrozenClock, SeededRandom
@@ -355,3 +356,55 @@ def test_any_request_is_answered_with_an_oauth_error_or_a_client(
     except LoginRefused as exc:
         assert exc.error in ("invalid_client", "invalid_request")
         assert exc.status_hint in (400, 401)
+
+
+_PROPERTY_KEY = jc_jwk.JWK.generate(kty="EC", crv="P-256", kid="k")
+_B64 = st.text(
+    alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", max_size=60
+)
+
+
+@given(
+    assertion=st.one_of(
+        st.text(max_size=200),
+        st.builds(lambda a, b, c: f"{a}.{b}.{c}", _B64, _B64, _B64),
+        st.builds(
+            lambda header, body: (
+                ".".join(
+                    base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=").decode()
+                    for part in (header, body)
+                )
+                + ".c2ln"
+            ),
+            st.dictionaries(
+                st.sampled_from(["alg", "kid", "typ", "jwk", "crit"]),
+                st.one_of(st.text(max_size=10), st.integers(), st.none()),
+            ),
+            st.dictionaries(
+                st.sampled_from(["iss", "sub", "aud", "exp", "jti", "iat"]),
+                st.one_of(st.text(max_size=10), st.integers(), st.floats()),
+            ),
+        ),
+    )
+)
+def test_assertion_parser_refuses_anything_unsigned(assertion: str) -> None:
+    """Property: no header, claim set or garbage gets past without a valid signature,
+    and nothing but ``invalid_client`` comes out."""
+    record, _ = new_client(
+        "rs-jwt",
+        "rs-jwt",
+        now=0,
+        random=SeededRandom(),
+        auth_method=AuthMethod.PRIVATE_KEY_JWT,
+        jwks={"keys": [json.loads(_PROPERTY_KEY.export_public())]},
+    )
+    auth = ClientAuthenticator(
+        lookup=lambda _id: record,
+        use_jti_once=lambda *_: True,
+        issuer=ISSUER,
+        token_endpoint=TOKEN_ENDPOINT,
+        clock=lambda: 1_700_000_000.0,
+    )
+    form = {"client_id": "rs-jwt", **jwt_form(assertion)}
+    with pytest.raises(ClientAuthFailed):
+        auth.authenticate(None, form, allow_public=False)

@@ -283,6 +283,19 @@ def test_revocation_and_introspection_refuse_what_they_must(
             "/oauth/introspect", data={"token": junk}, auth=("my-api", registered["my-api"])
         )
         assert r.status_code == 200 and r.json() == {"active": False}
+    # Logout the server refuses (here: a client it does not know) keeps the token
+    # file, so the session can still be ended by a retry.
+    ghost = tmp_path / "ghost.json"
+    ghost.write_text(json.dumps({**saved, "client_id": "ghost-cli"}))
+    refused = cli(server, "logout", "--tokens", str(ghost))
+    assert refused["_rc"] != 0 and "invalid_client" in refused["error"]
+    assert ghost.exists()
+    assert (
+        https.post(
+            "/oauth/introspect", data={"token": token}, auth=("my-api", registered["my-api"])
+        ).json()["active"]
+        is True
+    )
     # A missing token is a malformed request.
     r = https.post("/oauth/revoke", data={"client_id": "hatchway-cli"})
     assert r.status_code == 400 and r.json()["error"] == "invalid_request"
