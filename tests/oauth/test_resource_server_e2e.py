@@ -248,6 +248,9 @@ def test_revocation_and_introspection_refuse_what_they_must(
     tokens_file = sign_in(server, tmp_path, https, "bob")
     saved = json.loads(tokens_file.read_text())
     token = saved["access_token"]
+    # The operator sees when the sign-in ends for good (90 days by default).
+    (listed,) = hatchway(server, "sessions", "list", "--user", "bob")["sessions"]
+    assert listed["expires_at"] == pytest.approx(listed["created_at"] + 90 * 24 * 3600)
     # No client authentication, a public client, a wrong secret: 401 invalid_client.
     for auth, data in (
         (None, {"token": token}),
