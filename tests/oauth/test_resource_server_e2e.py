@@ -49,7 +49,7 @@ def example_module() -> types.ModuleType:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = start_server(tmp_path_factory.mktemp("rs"), HATCHWAY_LOGIN_NUMBER_MATCHING="false")
+    proc = start_server(tmp_path_factory.mktemp("rs"))
     try:
         yield proc
     finally:

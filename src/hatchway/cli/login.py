@@ -278,6 +278,14 @@ def login_demo_step(server: ServerProcess, say: Callable[..., None]) -> dict[str
         env=server.env(),
     )
     say("  1. operator added alice (only a SCRAM verifier is stored)")
+    register = ["clients", "add", "living-room-tv", "--name", "Living-room TV app"]
+    subprocess.run(  # noqa: S603 - our own CLI, fixed arguments
+        [sys.executable, "-m", "hatchway", *register, "--scope", "profile"],
+        check=True,
+        capture_output=True,
+        env=server.env(),
+    )
+    say("     and registered the TV app as a client (default anti-phishing: confirm-code)")
     context = ssl.create_default_context(cafile=str(server.ca_file))
     with httpx.Client(verify=context, timeout=40) as http:
         device = DeviceLoginClient(server.https_url, http=http, client_id="living-room-tv")
@@ -286,17 +294,26 @@ def login_demo_step(server: ServerProcess, say: Callable[..., None]) -> dict[str
         phone = PhoneClient(http)
         request = phone.open(started.verification_uri_complete)
         say(f"  3. the phone opened the link: “{escape(request.text)}”")
+        if request.choices:
+            say(
+                f"     it offers {', '.join(request.choices)}; the person picks "
+                f"{started.user_code}, the code on the TV"
+            )
         approved_at: list[float] = []
         shown: list[str | None] = []
 
         def approve() -> None:
             time.sleep(0.3)
             approved_at.append(time.perf_counter())
-            shown.append(phone.approve(request, password, origin=server.https_url).match_number)
+            shown.append(
+                phone.approve(
+                    request, password, origin=server.https_url, shown_code=started.user_code
+                ).match_number
+            )
 
         def read_number(_left: int | None) -> str:
-            # Number matching (on by default): the person reads the phone's
-            # number and types it on the TV; here the demo passes it across.
+            # Only for a client registered with --anti-phishing phone-number: the
+            # person reads the phone's number and types it on the TV.
             approver.join()
             number = shown[0] if shown else None
             if number is None:
