@@ -386,3 +386,34 @@ def test_example_refuses_forged_and_foreign_tokens(
         ).introspect("x")
     assert caught.value.code == 401
     caught.value.close()
+
+
+def test_authlib_clients_use_the_endpoints_as_they_are(
+    server: ServerProcess, registered: dict[str, str], https: httpx.Client, tmp_path: Path
+) -> None:
+    """Interop: authlib's OAuth 2 session, with nothing hatchway-specific, introspects
+    as a confidential client (its default client_secret_basic) and revokes as the
+    public hatchway-cli client (client_id in the body, RFC 7009 §2.1)."""
+    from authlib.integrations.requests_client import OAuth2Session
+
+    add_user(server, "carol")
+    saved = json.loads(sign_in(server, tmp_path, https, "carol").read_text())
+    meta = https.get("/.well-known/oauth-authorization-server").json()
+    ca = str(server.ca_file)
+    with OAuth2Session("my-api", registered["my-api"]) as rs:
+        answer = rs.introspect_token(
+            meta["introspection_endpoint"], token=saved["access_token"], verify=ca
+        )
+        assert answer.status_code == 200 and answer.json()["sub"] == "carol"
+        with OAuth2Session("hatchway-cli", revocation_endpoint_auth_method="none") as device:
+            revoked = device.revoke_token(
+                meta["revocation_endpoint"],
+                token=saved["refresh_token"],
+                token_type_hint="refresh_token",
+                verify=ca,
+            )
+        assert revoked.status_code == 200
+        after = rs.introspect_token(
+            meta["introspection_endpoint"], token=saved["access_token"], verify=ca
+        )
+        assert after.json() == {"active": False}
