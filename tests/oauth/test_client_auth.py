@@ -351,11 +351,6 @@ def test_any_request_is_answered_with_an_oauth_error_or_a_client(
     with pytest.raises(LoginRefused) as caught:
         auth.authenticate(header, form, allow_public=True)
     assert caught.value.error in ("invalid_client", "invalid_request")
-    try:
-        assert auth.authenticate_if_registered(header, form) is None
-    except LoginRefused as exc:
-        assert exc.error in ("invalid_client", "invalid_request")
-        assert exc.status_hint in (400, 401)
 
 
 _PROPERTY_KEY = jc_jwk.JWK.generate(kty="EC", crv="P-256", kid="k")

@@ -116,24 +116,7 @@ class ClientAuthenticator:
     ) -> AuthenticatedClient:
         """The registered client the request proved to be, or :class:`ClientAuthFailed`."""
         presented = _presented(authorization, form)
-        return self._check(presented, self._lookup(presented.client_id), allow_public)
-
-    def authenticate_if_registered(
-        self, authorization: str | None, form: Mapping[str, str]
-    ) -> AuthenticatedClient | None:
-        """For the device endpoints: like :meth:`authenticate` with public clients
-        allowed, but ``None`` for a request that names an *unregistered* client and
-        carries no credentials; the login flow's own client checks answer that one.
-        A registered confidential client must still authenticate."""
-        presented = _presented(authorization, form)
         client = self._lookup(presented.client_id)
-        if client is None and presented.method == "none":
-            return None
-        return self._check(presented, client, True)
-
-    def _check(
-        self, presented: _Presented, client: ClientRecord | None, allow_public: bool
-    ) -> AuthenticatedClient:
         if client is None or not client.enabled:
             _burn_time(presented)
             raise ClientAuthFailed("unknown or disabled client")
