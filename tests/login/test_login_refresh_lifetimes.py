@@ -89,9 +89,7 @@ def test_concurrent_refreshes_with_one_token_both_succeed(ctx: ServerContext) ->
     assert refresh(ctx, answers[0]["refresh_token"])["refresh_token"]
 
 
-def test_reuse_after_the_interval_ends_the_session(
-    ctx: ServerContext, clock: FrozenClock
-) -> None:
+def test_reuse_after_the_interval_ends_the_session(ctx: ServerContext, clock: FrozenClock) -> None:
     first = sign_in(ctx)
     second = refresh(ctx, first["refresh_token"])
     clock.advance(9)
@@ -165,3 +163,31 @@ def test_sealed_successor_opens_only_with_the_presented_token() -> None:
     ):
         with pytest.raises(InvalidMessage):
             open_successor(presented, blob, old_hash=bound)
+
+
+def test_lifetime_settings_are_validated() -> None:
+    from hatchway.config import settings_from_env
+    from hatchway.errors import ConfigurationError
+
+    defaults = settings_from_env({})
+    assert defaults.login_refresh_max_lifetime == 90 * 24 * 3600
+    assert defaults.login_refresh_reuse_interval == 10
+    assert settings_from_env({"HATCHWAY_LOGIN_REFRESH_REUSE_INTERVAL": "0"})
+    for name, value in (
+        ("HATCHWAY_LOGIN_REFRESH_MAX_LIFETIME", "59"),
+        ("HATCHWAY_LOGIN_REFRESH_MAX_LIFETIME", "forever"),
+        ("HATCHWAY_LOGIN_REFRESH_REUSE_INTERVAL", "61"),
+        ("HATCHWAY_LOGIN_REFRESH_REUSE_INTERVAL", "-1"),
+    ):
+        with pytest.raises(
+            ConfigurationError,
+            match=name.removeprefix("HATCHWAY_").lower() if value != "forever" else name,
+        ):
+            settings_from_env({name: value})
+
+
+def test_interval_zero_turns_retries_off(tmp_path: Path, clock: FrozenClock) -> None:
+    with login_world(tmp_path, clock, HATCHWAY_LOGIN_REFRESH_REUSE_INTERVAL="0") as context:
+        first = sign_in(context)
+        refresh(context, first["refresh_token"])
+        assert refused(context, first["refresh_token"]).error == "invalid_grant"
