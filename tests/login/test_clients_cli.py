@@ -20,9 +20,7 @@ GOOD_JWKS = {"keys": [{"kty": "EC", "crv": "P-256", "kid": "rs1",
 def _run(data_dir: Path, *args: str) -> tuple[int, dict[str, Any]]:
     # In process (typer's runner) rather than a subprocess per command: the
     # same click entry point, minus a second of interpreter start-up each.
-    done = CliRunner().invoke(
-        app, [*args, "--json"], env={"HATCHWAY_DATA_DIR": str(data_dir)}
-    )
+    done = CliRunner().invoke(app, [*args, "--json"], env={"HATCHWAY_DATA_DIR": str(data_dir)})
     lines = done.stdout.splitlines()
     assert len(lines) == 1, (done.stdout, done.exception)  # exactly one JSON object
     result: dict[str, Any] = json.loads(lines[0])

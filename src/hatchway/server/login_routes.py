@@ -124,24 +124,28 @@ def _refused(exc: LoginRefused) -> JSONResponse:
 class _Csrf:
     """Double-submit cookie whose page token is an HMAC of the cookie (OWASP)."""
 
-    def __init__(self, key: bytes, origin: str) -> None:
+    def __init__(self, key: bytes, origin: str, *, typed_key: bytes) -> None:
         self._key = key
         self._origin = origin
+        # Its own key: a cookie value is the client's choice, so a CSRF token
+        # (HMAC of the cookie) must never double as a typed-code proof.
+        self._typed_key = typed_key
 
     def token_for(self, cookie: str) -> str:
         return hmac.new(self._key, cookie.encode(), "sha256").hexdigest()
 
     def typed_token(self, cookie: str, user_code: str) -> str:
         """Proof, bound to this browser's cookie, that ``user_code`` was typed here."""
-        return hmac.new(
-            self._key, f"typed\x00{user_code}\x00{cookie}".encode(), "sha256"
-        ).hexdigest()
+        message = f"{user_code}\x00{cookie}".encode("utf-8", "surrogatepass")
+        return hmac.new(self._typed_key, message, "sha256").hexdigest()
 
     def typed(self, request: Request, user_code: str, token: str | None) -> bool:
         cookie = request.cookies.get(CSRF_COOKIE, "")
         if not cookie or not token:
             return False
-        return hmac.compare_digest(token, self.typed_token(cookie, user_code))
+        expected = self.typed_token(cookie, user_code).encode()
+        # Bytes, not str: compare_digest refuses non-ASCII text with a TypeError.
+        return hmac.compare_digest(token.encode("utf-8", "surrogatepass"), expected)
 
     def issue(self, request: Request) -> tuple[str, str]:
         cookie = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
@@ -168,7 +172,11 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
     """Mount the login endpoints on the HTTPS app."""
     login = ctx.login
     approval = ApprovalService(login)
-    csrf = _Csrf(server_secret(ctx.identity, "csrf"), ctx.settings.issuer)
+    csrf = _Csrf(
+        server_secret(ctx.identity, "csrf"),
+        ctx.settings.issuer,
+        typed_key=server_secret(ctx.identity, "typed user code"),
+    )
     feed: list[asyncio.Task[None]] = []  # the decision feed, once started
 
     async def ensure_feed() -> None:
