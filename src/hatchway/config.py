@@ -47,6 +47,12 @@ class Settings:
     #: Lifetimes of the access token (JWT) and of each rotated refresh token.
     login_access_token_ttl: int = 600
     login_refresh_token_ttl: int = 30 * 24 * 3600
+    #: Absolute end of a sign-in, counted from the sign-in: refreshing never
+    #: extends a session past it (issue 8 §3).
+    login_refresh_max_lifetime: int = 90 * 24 * 3600
+    #: A refresh token presented again this soon after its rotation is a client
+    #: retry and gets the same successor; later it is reuse and ends the session.
+    login_refresh_reuse_interval: int = 10
     #: Device authorization requests each client IP may start per minute.
     login_start_per_minute: int = 30
     #: Approval-page code lookups and password attempts per client IP per minute.
@@ -105,6 +111,8 @@ _INT_FIELDS = {
     "login_interval",
     "login_access_token_ttl",
     "login_refresh_token_ttl",
+    "login_refresh_max_lifetime",
+    "login_refresh_reuse_interval",
     "login_start_per_minute",
     "login_attempts_per_minute",
     "login_session_max_failures",
@@ -175,6 +183,10 @@ def validate(settings: Settings) -> None:
         raise ConfigurationError("login_access_token_ttl must be between 10 and 3600 seconds")
     if settings.login_refresh_token_ttl < 60:
         raise ConfigurationError("login_refresh_token_ttl must be at least 60 seconds")
+    if settings.login_refresh_max_lifetime < 60:
+        raise ConfigurationError("login_refresh_max_lifetime must be at least 60 seconds")
+    if not 0 <= settings.login_refresh_reuse_interval <= 60:
+        raise ConfigurationError("login_refresh_reuse_interval must be between 0 and 60 seconds")
     if settings.login_start_per_minute < 1 or settings.login_attempts_per_minute < 1:
         raise ConfigurationError("login rate limits must be positive")
     if not 1 <= settings.login_session_max_failures <= 100:

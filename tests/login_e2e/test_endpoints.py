@@ -116,13 +116,18 @@ def test_refresh_rotation_and_reuse(https: httpx.Client, server: ServerProcess) 
     assert status == 200 and body["username"] == "hank"
     rotated = device.refresh(tokens)
     assert rotated.refresh_token != tokens.refresh_token
+    # A retry at once (within HATCHWAY_LOGIN_REFRESH_REUSE_INTERVAL, successor
+    # unused) gets the same successor back instead of ending the session.
+    assert device.refresh(tokens).refresh_token == rotated.refresh_token
+    newest = device.refresh(rotated)
+    # The old token again, after the device moved on: a copy. Reuse revokes
+    # the whole family, so the newest token is dead too.
     with pytest.raises(LoginFailed) as reused:
         device.refresh(tokens)
     assert reused.value.error == "invalid_grant"
-    # Reuse revoked the whole family: the newest token is dead too.
     with pytest.raises(LoginFailed):
-        device.refresh(rotated)
-    assert device.whoami(rotated)[0] == 401
+        device.refresh(newest)
+    assert device.whoami(newest)[0] == 401
     assert https.get("/api/whoami", headers={"Authorization": "Bearer nope"}).status_code == 401
 
 

@@ -1,11 +1,12 @@
-"""Revisions 0002 (login tables) and 0003_clients apply on top of populated databases."""
+"""Revisions 0002 (login tables), 0003_clients and 0004_token_lifetimes apply on top
+of populated databases."""
 
 from __future__ import annotations
 
 from alembic import command
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from hatchway.store import Store
 from hatchway.store.engine import alembic_config, create_store_engine
@@ -43,6 +44,36 @@ def test_downgrade_to_0001_drops_only_login_tables(store: Store, store_url: str)
     assert not tables & (LOGIN_TABLES | {"settings"})
     assert "devices" in tables
     assert store.get_device("dev-1") is not None
+
+
+def test_upgrade_from_0002_caps_existing_sign_ins(store_url: str) -> None:
+    """Revision 0004 gives sign-ins made before it the default 90-day absolute end,
+    so no existing session keeps sliding forever, and keeps their tokens."""
+    engine = create_store_engine(store_url)
+    with engine.connect() as conn, conn.begin():
+        command.upgrade(alembic_config(conn), "0002")
+    # Rows as revision 0002 wrote them (today's code writes the new columns).
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO refresh_families (family_id, username, username_key, client_id,"
+                " device_name, scope, created_at, last_used_at)"
+                " VALUES ('fam-old', 'alice', 'alice', 'hatchway-cli', 'TV', '', 1000, 1000)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at)"
+                " VALUES (:h, 'fam-old', 1000, 5000)"
+            ),
+            {"h": b"\x01" * 32},
+        )
+    engine.dispose()
+    with Store.open(store_url) as upgraded:
+        family = upgraded.get_session_family("fam-old")
+        token = upgraded.get_refresh_token(b"\x01" * 32)
+    assert family is not None and family.expires_at == 1000.0 + 90 * 24 * 3600
+    assert token is not None and token.expires_at == 5000.0
 
 
 def test_upgrade_from_0002_keeps_users_and_adds_clients(store_url: str) -> None:

@@ -204,6 +204,36 @@ def whoami(
         )
 
 
+def logout(
+    ca: CaOption = None,
+    tokens: TokensOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Sign this device out: revoke its session at the server, then delete the token file."""
+    from hatchway.login.device_client import DeviceLoginClient, LoginFailed, Tokens
+
+    with errors_reported(as_json):
+        path = _tokens_path(tokens)
+        if not path.exists():
+            fail(as_json, f"not signed in (no {path})")
+        current = Tokens.load(path)
+        client = DeviceLoginClient(current.server, http=_http(ca), client_id=current.client_id)
+        try:
+            client.revoke(current)
+        except LoginFailed as exc:
+            # Keep the file: the session is still live at the server, and the
+            # refresh token in it is what a retry needs to end it.
+            fail(as_json, f"the server did not revoke the session ({exc.error}); {path} kept")
+        finally:
+            client.http.close()
+        path.unlink()
+        emit(
+            as_json,
+            {"event": "signed_out", "server": current.server, "tokens": str(path)},
+            lambda: console.print("signed out; the session is revoked", highlight=False),
+        )
+
+
 def _flow_switch(
     enabled: bool, data_dir: Path | None, database_url: str | None, as_json: bool
 ) -> None:

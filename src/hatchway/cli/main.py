@@ -25,6 +25,7 @@ app.add_typer(clients.app, name="clients")
 app.add_typer(login.flow_app, name="login-flow")
 app.command("login")(login.login)
 app.command("whoami")(login.whoami)
+app.command("logout")(login.logout)
 
 
 @app.command()

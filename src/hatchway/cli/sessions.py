@@ -42,6 +42,8 @@ def list_sessions(
                 "device_name": f.device_name,
                 "created_at": f.created_at,
                 "last_used_at": f.last_used_at,
+                # The sign-in's absolute end (HATCHWAY_LOGIN_REFRESH_MAX_LIFETIME).
+                "expires_at": f.expires_at,
             }
             for f in families
         ]

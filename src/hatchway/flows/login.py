@@ -51,6 +51,7 @@ from hatchway.flows.login_polls import DECISIONS_CHANNEL, PendingPolls
 from hatchway.flows.login_tokens import ACCESS_TOKEN_TYP as ACCESS_TOKEN_TYP
 from hatchway.flows.login_tokens import REFRESH_GRANT as REFRESH_GRANT
 from hatchway.flows.login_tokens import TokenGrants
+from hatchway.flows.oauth.client_auth import authenticator_for
 from hatchway.login import (
     GrantType,
     IssueTokens,
@@ -118,6 +119,14 @@ class LoginService(TokenGrants):
         self._last_sweep = 0.0
         self.pending = PendingPolls()
         self.clients = ClientCache(store)
+        # RFC 7523 private_key_jwt (issue 8 §3); the registry's authenticate_client
+        # covers the other methods.
+        self.client_auth = authenticator_for(
+            store,
+            issuer=settings.issuer,
+            token_endpoint=settings.issuer + TOKEN_PATH,
+            clock=clock,
+        )
         # SQLite admits one writer at a time and makes the others retry in its
         # busy handler, which sleeps for up to 100 ms per retry; under load that
         # sleeping, not the work, sets the throughput. Queueing this process's
@@ -255,7 +264,12 @@ class LoginService(TokenGrants):
     def _client(self, form: dict[str, str], authorization: str | None, now: float) -> ClientRecord:
         """The registered, enabled client of this request, or ``invalid_client``."""
         try:
-            client = authenticate_client(self.store, form, authorization)
+            if "client_assertion" in form or "client_assertion_type" in form:
+                client = self.client_auth.authenticate(
+                    authorization, form, allow_public=False
+                ).client
+            else:
+                client = authenticate_client(self.store, form, authorization)
         except LoginRefused:
             self.clients.remember(None, form.get("client_id", ""), now)
             raise

@@ -31,6 +31,7 @@ from hatchway.store.login_records import (
     AuditEvent,
     AuditRecord,
     RefreshRecord,
+    Rotation,
     SessionFamilyRecord,
     UserRecord,
 )
@@ -79,6 +80,7 @@ __all__ = [
     "RefreshTokenInvalid",
     "RefreshTokenReused",
     "ReplayedJti",
+    "Rotation",
     "SealedDelivery",
     "SecretAlreadyUsed",
     "SessionFamilyRecord",

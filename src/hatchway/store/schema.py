@@ -264,6 +264,9 @@ refresh_families = Table(
     Column("created_at", Double, nullable=False),
     Column("last_used_at", Double, nullable=True),
     Column("revoked_at", Double, nullable=True),
+    # Revision 0004: the absolute end of the sign-in, however often it refreshes.
+    # NULL only for rows that predate 0004 and were not backfilled.
+    Column("expires_at", Double, nullable=True),
     Index(None, "username_key"),
 )
 
@@ -282,7 +285,23 @@ refresh_tokens = Table(
     Column("expires_at", Double, nullable=False),
     # Set when the token is rotated; presenting it again is reuse.
     Column("used_at", Double, nullable=True),
+    # Revision 0004, set when rotated: the successor's hash, and the successor
+    # itself sealed under a key derived from *this* token (hatchway.flows.oauth.
+    # successor), so a retry within the reuse interval gets the same successor
+    # and a database dump alone reveals no live token.
+    Column("successor_hash", LargeBinary, nullable=True),
+    Column("successor_sealed", LargeBinary, nullable=True),
     Index(None, "family_id"),
+)
+
+# Revision 0004: access tokens (RFC 9068 JWTs) revoked before their ``exp``
+# (RFC 7009), by ``jti``. A row is useless after ``exp`` and is swept then.
+revoked_access_tokens = Table(
+    "revoked_access_tokens",
+    metadata,
+    Column("jti", String(MAX_ID_LENGTH), primary_key=True),
+    Column("exp", Double, nullable=False),
+    Index(None, "exp"),
 )
 
 audit_log = Table(

@@ -17,6 +17,7 @@ from hatchway.store.devices import DeviceRepository
 from hatchway.store.engine import create_store_engine, upgrade_to_head
 from hatchway.store.logins import LoginRepository
 from hatchway.store.messages import MessageRepository
+from hatchway.store.revocations import RevocationRepository
 from hatchway.store.tokens import TokenRepository
 from hatchway.store.users import UserRepository
 
@@ -28,6 +29,7 @@ class Store(
     UserRepository,
     LoginRepository,
     TokenRepository,
+    RevocationRepository,
     AuditRepository,
     ClientRepository,
 ):
@@ -36,7 +38,8 @@ class Store(
     Message-level security: devices, messages, commands (revision 0001).
     Cross-device login: users, login sessions, refresh token families, the
     audit log and runtime flags (revision 0002). Registered clients
-    (revision 0003_clients). Each entity is one repository
+    (revision 0003_clients). Refresh lifetimes and revoked access tokens
+    (revision 0004_token_lifetimes). Each entity is one repository
     mixin; later entities join the same way, with an Alembic revision each.
     """
 

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_command_delivery"
-down_revision = "0003_clients"
+down_revision = "0004_token_lifetimes"
 branch_labels = None
 depends_on = None
 
