@@ -34,6 +34,7 @@ from hatchway.flows.login_common import (
     SCRAM_ITERATIONS_FLAG,
     LoginRefused,
     Notifier,
+    limits_or_503,
     login_channel,
     sanitize_device_name,
 )
@@ -43,10 +44,10 @@ from hatchway.flows.login_polls import DECISIONS_CHANNEL, PendingPolls
 from hatchway.flows.login_tokens import ACCESS_TOKEN_TYP as ACCESS_TOKEN_TYP
 from hatchway.flows.login_tokens import REFRESH_GRANT as REFRESH_GRANT
 from hatchway.flows.login_tokens import TokenGrants
+from hatchway.limits import Bucket, Limits, MemoryLimits
 from hatchway.login import (
     GrantType,
     IssueTokens,
-    KeyedLimiter,
     LoginSession,
     PendingReason,
     SessionState,
@@ -97,6 +98,7 @@ class LoginService(TokenGrants):
         clock: Clock,
         random: Random,
         bus: Notifier | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -116,10 +118,15 @@ class LoginService(TokenGrants):
         self._write_lock: threading.Lock | contextlib.nullcontext[None] = (
             threading.Lock() if store.engine.dialect.name == "sqlite" else contextlib.nullcontext()
         )
+        # Every budget of the flow (this one, the phone page's, the password
+        # guard's, single-use exchanges) lives here: memory, or Redis for replicas.
+        self.limits: Limits = MemoryLimits() if limits is None else limits
         per_minute = settings.login_start_per_minute
         # Each start costs a row for expires_in seconds: bound it per client IP.
-        self.start_limiter = KeyedLimiter(
-            TokenBucket(capacity=per_minute, refill_per_second=per_minute / 60)
+        self.start_limiter = Bucket(
+            self.limits,
+            "start",
+            TokenBucket(capacity=per_minute, refill_per_second=per_minute / 60),
         )
 
     # --- admin switch ---------------------------------------------------------
@@ -157,7 +164,8 @@ class LoginService(TokenGrants):
             raise LoginRefused(
                 "temporarily_unavailable", "sign-in from devices is turned off", status=503
             )
-        allowance = self.start_limiter.hit(f"ip:{ip_key(ip)}", now)
+        with limits_or_503():
+            allowance = self.start_limiter.hit(f"ip:{ip_key(ip)}", now)
         if not allowance.allowed:
             raise LoginRefused(
                 "slow_down",

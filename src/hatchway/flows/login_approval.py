@@ -36,12 +36,13 @@ from hatchway.flows.login_common import (
     LoginRefused,
     account_key,
     b64url,
+    limits_or_503,
     server_secret,
     unb64url,
 )
-from hatchway.flows.login_guard import PasswordGuard, UsedOnce
+from hatchway.flows.login_guard import PasswordGuard
+from hatchway.limits import Bucket, Limits
 from hatchway.login import (
-    KeyedLimiter,
     LoginSession,
     ScramServerExchange,
     ScramVerifier,
@@ -80,8 +81,9 @@ class ApprovalResult:
     match_number: str | None
 
 
-def _bucket(per_minute: int) -> KeyedLimiter:
-    return KeyedLimiter(TokenBucket(capacity=2 * per_minute, refill_per_second=per_minute / 60))
+def _bucket(limits: Limits, name: str, per_minute: int) -> Bucket:
+    policy = TokenBucket(capacity=2 * per_minute, refill_per_second=per_minute / 60)
+    return Bucket(limits, name, policy)
 
 
 class ApprovalService:
@@ -97,20 +99,26 @@ class ApprovalService:
         # RFC 8628 §5.1: 34.6-bit codes stay out of reach when each address gets
         # ~10 lookups a minute, spent before the lookup, on every endpoint.
         per_minute = login.settings.login_attempts_per_minute
-        self.ip_limiter = _bucket(per_minute)
+        limits = login.limits
+        self.ip_limiter = _bucket(limits, "lookup", per_minute)
         # Password proofs: per address, and per code. The per-code bucket counts
         # proofs, not page views, so a shoulder-surfer who merely *reads* the
         # code cannot lock its owner out of the page.
-        self.finish_limiter = _bucket(per_minute)
-        self.code_limiter = KeyedLimiter(TokenBucket(capacity=10, refill_per_second=1 / 60))
-        self.guard = PasswordGuard(session_max_failures=login.settings.login_session_max_failures)
-        self.used_exchanges = UsedOnce()
+        self.finish_limiter = _bucket(limits, "finish", per_minute)
+        self.code_limiter = Bucket(
+            limits, "code", TokenBucket(capacity=10, refill_per_second=1 / 60)
+        )
+        self.guard = PasswordGuard(
+            session_max_failures=login.settings.login_session_max_failures, limits=limits
+        )
+        self.limits = limits
 
     # --- claim step 3: finding the session ------------------------------------
 
     @staticmethod
-    def _spend(limiter: KeyedLimiter, key: str, now: float) -> None:
-        allowance = limiter.hit(key, now)
+    def _spend(limiter: Bucket, key: str, now: float) -> None:
+        with limits_or_503():
+            allowance = limiter.hit(key, now)
         if not allowance.allowed:
             raise LoginRefused(
                 "slow_down",
@@ -126,6 +134,7 @@ class ApprovalService:
         try:
             self._spend(self.ip_limiter, f"ip:{ip_key(ip)}", now)
         except LoginRefused as exc:
+            # Over budget, or the shared limits cannot be asked: fail closed.
             return SessionPage("limited", retry_after=exc.retry_after or 60)
         try:
             code = normalize_user_code(typed_code)
@@ -168,13 +177,14 @@ class ApprovalService:
     def _check_attempts(
         self, session: LoginSession, user: UserRecord | None, ip: str, now: float
     ) -> None:
-        allowance = self.guard.check(
-            account=account_key(session.username),
-            ip=ip,
-            session=session.reference,
-            now=now,
-            reset_since=None if user is None else user.updated_at,
-        )
+        with limits_or_503():
+            allowance = self.guard.check(
+                account=account_key(session.username),
+                ip=ip,
+                session=session.reference,
+                now=now,
+                reset_since=None if user is None else user.updated_at,
+            )
         if not allowance.allowed:
             raise LoginRefused(
                 "too_many_attempts",
@@ -228,7 +238,11 @@ class ApprovalService:
             raise LoginRefused("invalid_request", _GONE, status=404)
         # Recorded only for a live pending session: finishes against throw-away or
         # ended sessions cannot fill the single-use table and lock out real approvals.
-        if not self.used_exchanges.use(str(data["id"]), until=float(str(data["exp"])), now=now):
+        with limits_or_503():
+            first = self.limits.use_once(
+                f"exchange:{data['id']}", until=float(str(data["exp"])), now=now
+            )
+        if not first:
             raise LoginRefused("invalid_request", "exchange expired; start again")
         if not self.login.enabled():
             raise LoginRefused("temporarily_unavailable", "sign-in is turned off", status=503)
@@ -244,9 +258,10 @@ class ApprovalService:
             self._password_failed(session, user, now, ip=ip, user_agent=user_agent)
             raise LoginRefused("access_denied", "the password was not accepted") from None
         assert user is not None  # noqa: S101 - no proof verifies against a decoy
-        self.guard.record_success(
-            account=account_key(session.username), ip=ip, session=session.reference
-        )
+        with limits_or_503():
+            self.guard.record_success(
+                account=account_key(session.username), ip=ip, session=session.reference
+            )
         user = self.store.record_password_success(session.username, now=now)
         active = not user.disabled
         decided = self._decide(
@@ -272,13 +287,14 @@ class ApprovalService:
     ) -> None:
         # Real and unknown accounts take the same path: memory, one audit row,
         # and (on the last allowed failure) the same session write.
-        outcome = self.guard.record_failure(
-            account=account_key(session.username),
-            ip=ip,
-            session=session.reference,
-            now=now,
-            reset_since=None if user is None else user.updated_at,
-        )
+        with limits_or_503():
+            outcome = self.guard.record_failure(
+                account=account_key(session.username),
+                ip=ip,
+                session=session.reference,
+                now=now,
+                reset_since=None if user is None else user.updated_at,
+            )
         self.store.audit(
             AuditEvent.LOCKED if outcome.locked else AuditEvent.PASSWORD_FAILED,
             now=now,

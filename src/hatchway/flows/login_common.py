@@ -12,11 +12,15 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from hatchway.errors import HatchwayError
+from hatchway.limits import LimitsUnavailable
 from hatchway.login.states import SessionState
 from hatchway.server.datadir import ServerIdentity
 from hatchway.store.users import username_key
@@ -63,6 +67,18 @@ class LoginRefused(HatchwayError):
         if self.interval is not None:
             body["interval"] = self.interval
         return body
+
+
+@contextmanager
+def limits_or_503() -> Iterator[None]:
+    """Shared limits that cannot be asked refuse the request: fail closed, never open."""
+    try:
+        yield
+    except LimitsUnavailable as exc:
+        logging.getLogger("hatchway.login").error("shared limits unavailable: %s", exc)
+        raise LoginRefused(
+            "temporarily_unavailable", "try again shortly", status=503, retry_after=5
+        ) from None
 
 
 class Notifier(Protocol):
