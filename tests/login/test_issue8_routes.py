@@ -147,3 +147,76 @@ def test_a_limited_login_page_says_when_to_retry(ctx: ServerContext) -> None:
     ]
     assert [a.status_code for a in answers] == [404, 404, 404, 404, 429]
     assert 1 <= int(answers[-1].headers["retry-after"]) <= 60
+
+
+# --- 5.8 -----------------------------------------------------------------------
+
+
+def _add_user(ctx: ServerContext, username: str, password: str) -> None:
+    from hatchway.login import make_verifier
+    from hatchway.runtime import system_random
+
+    verifier = make_verifier(password, random=system_random, iterations=4096)
+    ctx.store.add_user(username, verifier, now=ctx.login.clock())
+
+
+def _scram_start(browser: Https, user_code: str, password: str) -> tuple[str, str, Any]:
+    from hatchway.login import ScramClient
+    from hatchway.runtime import system_random
+
+    page = browser.request("GET", f"/login?user_code={user_code}")
+    csrf = page.text.split('data-csrf="', 1)[1].split('"', 1)[0]
+    ref = page.text.split('data-session-ref="', 1)[1].split('"', 1)[0]
+    scram = ScramClient(ref, password, random=system_random)
+    started = browser.request(
+        "POST",
+        "/login/scram/start",
+        json={"user_code": user_code, "client_first": scram.first()},
+        headers={"x-csrf-token": csrf},
+    ).json()
+    return started["exchange"], scram.final(started["server_first"]), csrf
+
+
+def test_an_exchange_cannot_be_finished_in_another_browser(ctx: ServerContext) -> None:
+    """Browser 1 starts the proof; browser 2 (its own cookie and token) cannot finish it."""
+    _add_user(ctx, "frank", "correct horse")
+    device = Https(ctx, ip="192.0.2.80")
+    started = start(device, "frank")
+    first, second = Https(ctx, ip="192.0.2.81"), Https(ctx, ip="192.0.2.82")
+    exchange, final, _ = _scram_start(first, started["user_code"], "correct horse")
+    page = second.request("GET", f"/login?user_code={started['user_code']}")
+    csrf_2 = page.text.split('data-csrf="', 1)[1].split('"', 1)[0]
+    stolen = second.request(
+        "POST",
+        "/login/scram/finish",
+        json={"exchange": exchange, "client_final": final},
+        headers={"x-csrf-token": csrf_2},
+    )
+    assert stolen.status_code == 400
+    assert stolen.json()["error_description"] == "exchange expired; start again"
+    # The attempt neither spent the exchange nor decided anything: browser 1 finishes.
+    page_1 = first.request("GET", f"/login?user_code={started['user_code']}")
+    csrf_1 = page_1.text.split('data-csrf="', 1)[1].split('"', 1)[0]
+    done = first.request(
+        "POST",
+        "/login/scram/finish",
+        json={"exchange": exchange, "client_final": final},
+        headers={"x-csrf-token": csrf_1},
+    )
+    assert done.status_code == 200, done.text
+    assert done.json()["status"] == "approved"
+
+
+def test_the_exchange_stores_a_hash_of_the_cookie_not_the_cookie(ctx: ServerContext) -> None:
+    import base64
+    import json
+
+    device = Https(ctx, ip="192.0.2.90")
+    started = start(device, "nobody-here")
+    browser = Https(ctx, ip="192.0.2.91")
+    exchange, _, _ = _scram_start(browser, started["user_code"], "x")
+    body = exchange.split(".", 1)[0]
+    sealed = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    cookie = browser.cookies.get("__Host-hw_csrf")
+    assert cookie and cookie not in exchange
+    assert len(base64.urlsafe_b64decode(sealed["br"] + "=")) == 32

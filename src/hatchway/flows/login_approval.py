@@ -13,8 +13,9 @@ password only (step 4) and proves it with SCRAM-SHA-256 bound to the session
   HMAC-sealed exchange token holding the client-first message and the server
   nonce, and ``scram_finish`` rebuilds the exchange from it, so the two
   requests may land on different replicas; each token is good for one finish
-  (its id is remembered for its 120 s life) and finish is limited per IP and
-  per code;
+  (its id is remembered for its 120 s life, in the shared limits backend, so on
+  every replica), only in the browser that started it (it carries a hash of
+  the page's CSRF cookie), and finish is limited per IP and per code;
 * applies the password-attempt limits of :mod:`hatchway.flows.login_guard`
   (unknown accounts behave, and cost, the same as real ones), then approves
   through the one transition table with a compare-and-set that also guards the
@@ -24,6 +25,7 @@ password only (step 4) and proves it with SCRAM-SHA-256 bound to the session
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import hmac
 import json
 import time
@@ -193,8 +195,14 @@ class ApprovalService:
                 retry_after=allowance.retry_after,
             )
 
-    def scram_start(self, *, user_code: str, client_first: str, ip: str) -> tuple[str, str]:
-        """client-first in; server-first and the sealed exchange token out."""
+    def scram_start(
+        self, *, user_code: str, client_first: str, ip: str, browser: str = ""
+    ) -> tuple[str, str]:
+        """client-first in; server-first and the sealed exchange token out.
+
+        ``browser`` is the page's CSRF cookie: the exchange is sealed with its
+        hash, so only the browser that started it can finish it.
+        """
         now = self.clock()
         session = self._lookup(user_code, ip=ip, now=now)
         verifier, user = self._verifier(session.username)
@@ -214,20 +222,28 @@ class ApprovalService:
                 "code": session.user_code,
                 "cf": client_first,
                 "sn": nonce,
+                "br": _browser_binding(browser),
                 "exp": now + EXCHANGE_TTL,
             }
         )
         return server_first, sealed
 
     def scram_finish(
-        self, *, exchange: str, client_final: str, ip: str, user_agent: str
+        self, *, exchange: str, client_final: str, ip: str, user_agent: str, browser: str = ""
     ) -> ApprovalResult:
         """Verify the proof; on success approve the session (or deny it, if the
-        account is disabled) and announce the result to the device."""
+        account is disabled) and announce the result to the device.
+
+        ``browser`` must be the CSRF cookie the exchange was started with.
+        """
         now = self.clock()
         self.login.sweep_if_due(now)
         self._spend(self.finish_limiter, f"ip:{ip_key(ip)}", now)
         data = self._open(exchange, now)
+        # Before anything is spent: another browser holding a copy of the token
+        # must neither finish it nor burn it, nor drain the code's budget.
+        if not hmac.compare_digest(str(data.get("br", "")), _browser_binding(browser)):
+            raise LoginRefused("invalid_request", "exchange expired; start again")
         self._spend(self.code_limiter, f"code:{data['code']}", now)
         session = self.store.get_login_session_by_user_code(str(data["code"]))
         if (
@@ -377,6 +393,12 @@ class ApprovalService:
         if not isinstance(data, dict) or float(data.get("exp", 0)) <= now or "id" not in data:
             raise LoginRefused("invalid_request", "exchange expired; start again")
         return data
+
+
+def _browser_binding(cookie: str) -> str:
+    """What an exchange stores of the browser's CSRF cookie: a hash, not the cookie."""
+    digest = hashlib.sha256(b"hatchway scram exchange browser\x00" + cookie.encode()).digest()
+    return b64url(digest)
 
 
 def started_at_text(session: LoginSession) -> str:

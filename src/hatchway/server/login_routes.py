@@ -232,6 +232,7 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
                 user_code=_str(data, "user_code"),
                 client_first=_str(data, "client_first"),
                 ip=_ip(request),
+                browser=request.cookies.get(CSRF_COOKIE, ""),
             )
         except LoginRefused as exc:
             return _refused(exc)
@@ -250,6 +251,7 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
                 client_final=_str(data, "client_final"),
                 ip=_ip(request),
                 user_agent=_ua(request),
+                browser=request.cookies.get(CSRF_COOKIE, ""),
             )
         except LoginRefused as exc:
             return _refused(exc)
