@@ -31,6 +31,7 @@ from typing import Any
 from hatchway.config import Settings
 from hatchway.flows.login_common import (
     FLOW_FLAG,
+    MAX_FIELD,
     SCRAM_ITERATIONS_FLAG,
     LoginRefused,
     Notifier,
@@ -43,7 +44,7 @@ from hatchway.flows.login_common import form_field as _field
 from hatchway.flows.login_polls import DECISIONS_CHANNEL, PendingPolls
 from hatchway.flows.login_tokens import ACCESS_TOKEN_TYP as ACCESS_TOKEN_TYP
 from hatchway.flows.login_tokens import REFRESH_GRANT as REFRESH_GRANT
-from hatchway.flows.login_tokens import TokenGrants
+from hatchway.flows.login_tokens import TokenGrants, _sha256
 from hatchway.limits import Bucket, Limits, MemoryLimits
 from hatchway.login import (
     GrantType,
@@ -66,7 +67,7 @@ from hatchway.login.polling import AuthorizationPending
 from hatchway.login.ratelimit import ip_key
 from hatchway.runtime import Clock, Random
 from hatchway.server.datadir import ServerIdentity
-from hatchway.store import Store
+from hatchway.store import MAX_USERNAME_LENGTH, Store
 from hatchway.store.login_errors import (
     StaleSession,
     UserCodeTaken,
@@ -80,7 +81,7 @@ TOKEN_PATH = "/oauth/token"  # noqa: S105 - a URL path
 WAIT_PATH = "/oauth/device/wait"
 VERIFICATION_PATH = "/login"
 WHOAMI_PATH = "/api/whoami"
-_MAX_FIELD = 256
+_MAX_FIELD = MAX_FIELD
 _CAS_RETRIES = 5
 _SWEEP_EVERY = 30.0
 _ACTIVE = frozenset({SessionState.PENDING, SessionState.APPROVED})
@@ -151,7 +152,8 @@ class LoginService(TokenGrants):
 
     def _start(self, form: dict[str, str], *, ip: str, user_agent: str) -> DeviceAuthorization:
         client_id = _field(form, "client_id")
-        username = _field(form, "login_hint")
+        # A name longer than any account's is refused here, not by the database.
+        username = _field(form, "login_hint", max_length=MAX_USERNAME_LENGTH)
         scope = _field(form, "scope", required=False)
         # The device names itself: keep only what can be shown without tricks.
         raw_name = _field(form, "device_name", required=False, default=client_id)
@@ -325,6 +327,13 @@ class LoginService(TokenGrants):
                 # An accepted (or repeated) pending poll: nothing durable changed.
                 self.pending.remember(decided, epoch=epoch, now=now)
                 break
+            # Consuming and minting are one step: mint first (the tokens exist
+            # only in this response until it is sent), then CONSUME by
+            # compare-and-set. A mint that fails leaves the session APPROVED for
+            # the next poll; a lost race revokes what was minted.
+            issued = None
+            if isinstance(result.decision, IssueTokens):
+                issued = self._mint(result.decision, now=now)
             ended = decided.state is stored.state and stored.state not in _ACTIVE
             if decided != stored and not ended:  # an ended session keeps its last row
                 try:
@@ -332,17 +341,19 @@ class LoginService(TokenGrants):
                         decided, expected_state=stored.state, expected=stored
                     )
                 except StaleSession:
+                    if issued is not None:
+                        self._discard(issued, now)
                     continue  # another poll, replica or the phone moved it first: decide again
                 if decided.state is not stored.state:
                     self._audit_decision(decided, now, ip=ip, user_agent=user_agent)
                     self._publish(decided)
             self.pending.remember(decided, epoch=epoch, now=now)
+            if issued is not None:
+                return issued
             break
         else:
             raise LoginRefused("slow_down", interval=session.interval, reason="contention")
         decision = result.decision
-        if isinstance(decision, IssueTokens):
-            return self._mint(decision, now=now)
         if isinstance(decision, SlowDown):
             raise LoginRefused("slow_down", interval=decision.interval)
         description = ""
@@ -352,6 +363,12 @@ class LoginService(TokenGrants):
                 description += f"; attempts_left={decision.attempts_left}"
         error = decision.error.value if decision.error is not None else "server_error"
         raise LoginRefused(error, description)
+
+    def _discard(self, issued: dict[str, Any], now: float) -> None:
+        """Revoke the family of tokens minted for a consume that lost its race."""
+        record = self.store.get_refresh_token(_sha256(str(issued["refresh_token"])))
+        if record is not None:
+            self.store.revoke_session_family(record.family_id, now=now)
 
     # --- records --------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from hatchway.errors import HatchwayError
 from hatchway.limits import LimitsUnavailable
 from hatchway.login.states import SessionState
 from hatchway.server.datadir import ServerIdentity
+from hatchway.store.schema import MAX_ID_LENGTH
 from hatchway.store.users import username_key
 
 FLOW_FLAG = "login_flow_disabled"
@@ -33,7 +34,11 @@ SCRAM_ITERATIONS_FLAG = "login_scram_iterations"
 use it, so an unknown name's server-first carries the same ``i=`` as a real one's."""
 
 DEVICE_NAME_MAX = 40
-_MAX_FIELD = 256
+MAX_FIELD = MAX_ID_LENGTH
+"""Longest form value (client_id, device_code, refresh_token …): the one limit the
+schema's columns and the store's ``check_id`` use too, so a value the form accepts
+is always one the store keeps (a 256-character client_id once passed the form,
+failed the store, and burned the approval)."""
 
 
 class LoginRefused(HatchwayError):
@@ -191,8 +196,15 @@ class DeviceView:
         }
 
 
-def form_field(form: dict[str, str], name: str, *, required: bool = True, default: str = "") -> str:
+def form_field(
+    form: dict[str, str],
+    name: str,
+    *,
+    required: bool = True,
+    default: str = "",
+    max_length: int = MAX_FIELD,
+) -> str:
     value = form.get(name, default)
-    if not isinstance(value, str) or len(value) > _MAX_FIELD or (required and not value):
+    if not isinstance(value, str) or len(value) > max_length or (required and not value):
         raise LoginRefused("invalid_request", f"missing or malformed {name}")
     return value

@@ -16,7 +16,7 @@ from typing import Any
 
 from hatchway.config import Settings
 from hatchway.errors import InvalidMessage
-from hatchway.flows.login_common import LoginRefused, b64url
+from hatchway.flows.login_common import MAX_FIELD, LoginRefused, b64url
 from hatchway.login import IssueTokens
 from hatchway.runtime import Clock, Random
 from hatchway.store import Store
@@ -26,7 +26,7 @@ from hatchway.tokens import sign_jwt, verify_jwt
 
 ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 - RFC 9068 §2.1 media type, not a secret
 REFRESH_GRANT = "refresh_token"
-_MAX_FIELD = 256
+_MAX_FIELD = MAX_FIELD
 
 
 def _field(form: dict[str, str], name: str) -> str:
