@@ -84,6 +84,7 @@ WHOAMI_PATH = "/api/whoami"
 _MAX_FIELD = MAX_FIELD
 _CAS_RETRIES = 5
 _SWEEP_EVERY = 30.0
+_ITERATIONS_CACHE = 30.0
 _ACTIVE = frozenset({SessionState.PENDING, SessionState.APPROVED})
 
 
@@ -110,6 +111,7 @@ class LoginService(TokenGrants):
         self._signing_jwk = identity.signing_key.to_jwk(private=True)
         self._verifying_jwk = identity.signing_key.public().to_jwk()
         self._last_sweep = 0.0
+        self._iteration_counts: tuple[float, dict[int, int]] | None = None
         self.pending = PendingPolls()
         # SQLite admits one writer at a time and makes the others retry in its
         # busy handler, which sleeps for up to 100 ms per retry; under load that
@@ -278,11 +280,31 @@ class LoginService(TokenGrants):
         return user is not None and not user.disabled
 
     def scram_iterations(self) -> int:
-        """PBKDF2 count for decoy verifiers: what new accounts get (see the flag)."""
+        """PBKDF2 count ``users add`` last recorded, else the configured one."""
         recorded = self.store.get_flag(SCRAM_ITERATIONS_FLAG)
         if recorded is not None and recorded.isdigit():
             return int(recorded)
         return self.settings.login_scram_iterations
+
+    def iteration_counts(self) -> dict[int, int]:
+        """How many accounts use each PBKDF2 count, for decoys to match (cached briefly).
+
+        Read from the accounts themselves, not from settings or a flag, so a
+        decoy can never show a count no real account has. With no accounts
+        yet, the count the next ``users add`` would use.
+        """
+        now = self.clock()
+        cached = self._iteration_counts
+        if cached is not None and 0 <= now - cached[0] < _ITERATIONS_CACHE:
+            return cached[1]
+        counts: dict[int, int] = {}
+        for user in self.store.list_users():
+            i = user.scram_verifier.iterations
+            counts[i] = counts.get(i, 0) + 1
+        if not counts:
+            counts = {self.scram_iterations(): 1}
+        self._iteration_counts = (now, counts)
+        return counts
 
     def poll_from_memory(self, form: dict[str, str]) -> LoginRefused | None:
         """``authorization_pending`` for a poll that needs no store, else ``None``.

@@ -51,6 +51,7 @@ from hatchway.login import (
     SessionState,
     TokenBucket,
     approve,
+    decoy_iterations,
     decoy_verifier,
     deny,
     expire_if_due,
@@ -168,11 +169,13 @@ class ApprovalService:
     # --- claim steps 4–5: the password proof ---------------------------------
 
     def _verifier(self, username: str) -> tuple[ScramVerifier, UserRecord | None]:
-        # Same store reads for real and unknown names: one user lookup, one flag.
+        # Same work for real and unknown names: one user lookup, the (cached) counts.
         user = self.store.get_user(username)
-        iterations = self.login.scram_iterations()
+        counts = self.login.iteration_counts()
         if user is None:
             key = account_key(username)
+            # The decoy's i= is drawn from the real accounts' counts (issue 8 §5.5).
+            iterations = decoy_iterations(key, secret=self._decoy_key, counts=counts)
             return decoy_verifier(key, secret=self._decoy_key, iterations=iterations), None
         return user.scram_verifier, user
 
