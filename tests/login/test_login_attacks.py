@@ -384,7 +384,10 @@ def test_wrong_proof_does_the_same_store_work_for_real_and_unknown(
 def test_device_name_cannot_rewrite_the_approval_page(
     ctx: ServerContext, approval: ApprovalService
 ) -> None:
-    started = start(ctx, name="TV\u202e\u2066 verified by \u200bhatchway\u0007\n\n" + "x" * 80)
+    # Bidi controls are refused outright (issue 8 §5.6); other invisibles are dropped.
+    with pytest.raises(LoginRefused):
+        start(ctx, name="TV\u202e\u2066 verified by hatchway")
+    started = start(ctx, name="TV verified by \u200bhatchway\u0007\n\n" + "x" * 80)
     view = approval.page(started.user_code, ip=OWNER)
     assert view.session is not None
     name = view.session.device_name

@@ -35,6 +35,7 @@ from hatchway.flows.login_common import (
     SCRAM_ITERATIONS_FLAG,
     LoginRefused,
     Notifier,
+    has_bidi_controls,
     limits_or_503,
     login_channel,
     sanitize_device_name,
@@ -159,6 +160,11 @@ class LoginService(TokenGrants):
         scope = _field(form, "scope", required=False)
         # The device names itself: keep only what can be shown without tricks.
         raw_name = _field(form, "device_name", required=False, default=client_id)
+        if has_bidi_controls(raw_name):
+            # Nothing honest needs to reorder the page's sentence (issue 8 §5.6).
+            raise LoginRefused(
+                "invalid_request", "device_name must not contain bidirectional controls"
+            )
         device_name = sanitize_device_name(raw_name) or sanitize_device_name(client_id) or "?"
         now = self.clock()
         if not self.enabled():
