@@ -162,3 +162,36 @@ def test_use_once_has_one_winner_across_replicas(backend: LimitsFactory) -> None
 def test_swap_keeps_values_for_their_ttl_at_least(limits: Limits, ttl: float) -> None:
     assert limits.swap("t", None, "x", ttl=ttl)
     assert limits.load("t") == "x"  # a Redis TTL adds a skew margin; memory never expires
+
+
+def test_gate_marks_on_time_calls_and_returns_the_mark_when_too_soon(limits: Limits) -> None:
+    t0 = 1_700_000_000.0
+    assert limits.gate("poll:ab", now=t0, interval=5, ttl=300) is None
+    assert limits.gate("poll:ab", now=t0 + 1, interval=5, ttl=300) == t0  # not moved
+    assert limits.gate("poll:ab", now=t0 + 4.5, interval=5, ttl=300) == t0
+    assert limits.gate("poll:ab", now=t0 + 5, interval=5, ttl=300) is None
+    assert limits.gate("poll:ab", now=t0 + 9, interval=10, ttl=300) == t0 + 5  # grown interval
+    assert limits.gate("poll:other", now=t0 + 9, interval=10, ttl=300) is None
+    # A replica whose clock is behind the mark is too soon as well: never open.
+    assert limits.gate("poll:ab", now=t0 + 1, interval=10, ttl=300) == t0 + 5
+
+
+async def test_agate_is_the_same_step_from_an_event_loop(backend: LimitsFactory) -> None:
+    a, b = backend(), backend()
+    t0 = 1_700_000_000.0
+    assert await a.agate("poll:cd", now=t0, interval=5, ttl=300) is None
+    assert b.gate("poll:cd", now=t0 + 1, interval=5, ttl=300) == t0
+    assert await b.agate("poll:cd", now=t0 + 6, interval=5, ttl=300) is None
+
+
+def test_gate_has_one_winner_at_one_instant(backend: LimitsFactory) -> None:
+    replicas = [backend(), backend()]
+    barrier = threading.Barrier(16)
+
+    def one(n: int) -> float | None:
+        barrier.wait()
+        return replicas[n % 2].gate("poll:race", now=1.7e9, interval=5, ttl=60)
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(one, range(16)))
+    assert answers.count(None) == 1 and set(answers) == {None, 1.7e9}

@@ -11,7 +11,8 @@ the header is ignored). The budgets asked for:
   ``Retry-After`` on either replica. Another IP still has its own five.
 * the approval page's per-IP lookups (``HATCHWAY_LOGIN_ATTEMPTS_PER_MINUTE=3``,
   a burst of 6) run out the same way across replicas, with ``Retry-After``;
-* a sealed SCRAM exchange finished on A cannot be finished again on B.
+* a sealed SCRAM exchange finished on A cannot be finished again on B;
+* a device that polls A and then, too soon, B is told `slow_down`.
 """
 
 from __future__ import annotations
@@ -146,3 +147,21 @@ def test_an_exchange_finished_on_one_replica_is_spent_on_the_other(
         "error": "invalid_request",
         "error_description": "exchange expired; start again",
     }
+
+
+def test_a_poll_on_one_replica_makes_the_next_one_too_soon_on_the_other(
+    limited: Replicas, clients: tuple[httpx.Client, httpx.Client]
+) -> None:
+    a, b = clients
+    public = limited.public_https
+    started = _start(a, public, "192.0.2.60").json()
+    form = {
+        "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+        "device_code": started["device_code"],
+        "client_id": "tv",
+    }
+    first = a.post(public + "/oauth/token", data=form).json()
+    assert first["error"] == "authorization_pending"
+    # Well inside the 5 s interval, on the other replica: RFC 8628 §3.5 slow_down.
+    second = b.post(public + "/oauth/token", data=form).json()
+    assert (second["error"], second["interval"]) == ("slow_down", 10)

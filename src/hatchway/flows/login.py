@@ -24,6 +24,7 @@ the ASGI route calls it on the event loop. Every other method is synchronous
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 from typing import Any
@@ -76,6 +77,11 @@ from hatchway.store.login_errors import (
 from hatchway.store.login_records import AuditEvent
 
 log = logging.getLogger("hatchway.login")
+
+
+def _poll_key(device_code_hash: bytes) -> str:
+    return f"poll:{device_code_hash.hex()}"
+
 
 DEVICE_AUTHORIZATION_PATH = "/oauth/device_authorization"
 TOKEN_PATH = "/oauth/token"  # noqa: S105 - a URL path
@@ -331,17 +337,63 @@ class LoginService(TokenGrants):
             )
         return None
 
+    @property
+    def shared_polls(self) -> bool:
+        """Poll timing is also kept in the shared limits (Redis), for every replica."""
+        return not isinstance(self.limits, MemoryLimits)
+
+    async def poll_fast(self, form: dict[str, str]) -> LoginRefused | None:
+        """:meth:`poll_from_memory`, plus the shared poll gate when there is one.
+
+        A poll memory accepts is answered only if the shared gate agrees it is
+        on time (another replica may have accepted one just now); otherwise the
+        store path decides, and answers ``slow_down``.
+        """
+        fast = self.poll_from_memory(form)
+        if fast is None or not self.shared_polls:
+            return fast
+        device_code_hash = hash_device_code(form["device_code"])
+        timing = self.pending.timing(device_code_hash)
+        if timing is None:
+            return None
+        interval, expires_at = timing
+        now = self.clock()
+        with limits_or_503():
+            last = await self.limits.agate(
+                _poll_key(device_code_hash), now=now, interval=interval, ttl=expires_at - now
+            )
+        return fast if last is None else None
+
+    def _shared_last_poll(self, session: LoginSession, now: float) -> float | None:
+        """The last poll as the shared gate says, marking this one if it is on time.
+
+        None (on time) means no earlier poll counts against this one; a time
+        (too soon) is the other poll that did, whichever replica accepted it.
+        """
+        with limits_or_503():
+            return self.limits.gate(
+                _poll_key(session.device_code_hash),
+                now=now,
+                interval=session.interval,
+                ttl=max(session.expires_at - now, float(session.interval)),
+            )
+
     def _device_grant(self, form: dict[str, str], *, ip: str, user_agent: str) -> dict[str, Any]:
         device_code_hash = hash_device_code(_field(form, "device_code"))
         client_id = _field(form, "client_id")
         match_number = form.get("match_number") or None
         if match_number is not None and len(match_number) > 8:
             raise LoginRefused("invalid_request", "malformed match_number")
+        gate: list[float | None] = []  # the shared gate's answer; asked once per request
         for _ in range(_CAS_RETRIES):
             epoch = self.pending.epoch
             stored = self._load_hash(device_code_hash, client_id)
             session = self.pending.merge(stored)
             now = self.clock()
+            if self.shared_polls and stored.state in _ACTIVE:
+                if not gate:
+                    gate.append(self._shared_last_poll(session, now))
+                session = dataclasses.replace(session, last_poll_at=gate[0])
             result = poll(
                 session,
                 now=now,

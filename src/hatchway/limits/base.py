@@ -68,6 +68,19 @@ class Limits(Protocol):
         """Record ``key`` as used until ``until``; False if it already was (or is past)."""
         ...
 
+    def gate(self, key: str, *, now: float, interval: float, ttl: float) -> float | None:
+        """Mark ``now`` unless the last mark is less than ``interval`` seconds old.
+
+        Returns None when ``now`` was marked (the poll is on time), else the
+        last mark, unchanged (too soon). One atomic step; the mark lives
+        ``ttl`` seconds.
+        """
+        ...
+
+    async def agate(self, key: str, *, now: float, interval: float, ttl: float) -> float | None:
+        """:meth:`gate` for callers on an event loop (it never blocks the loop)."""
+        ...
+
     def close(self) -> None:
         """Release connections; the object is not used afterwards."""
         ...

@@ -61,6 +61,7 @@ class MemoryLimits:
         self._values: OrderedDict[str, str] = OrderedDict()
         self._counts: OrderedDict[str, int] = OrderedDict()
         self._used = UsedOnce(max_entries=2 * max_entries)
+        self._marks: OrderedDict[str, float] = OrderedDict()
 
     def hit(self, key: str, policy: TokenBucket, now: float) -> Allowance:
         with self._lock:
@@ -111,6 +112,20 @@ class MemoryLimits:
 
     def use_once(self, key: str, *, until: float, now: float) -> bool:
         return self._used.use(key, until=until, now=now)
+
+    def gate(self, key: str, *, now: float, interval: float, ttl: float) -> float | None:
+        with self._lock:
+            last = self._marks.get(key)
+            if last is not None and now < last + interval:
+                return last
+            self._marks.pop(key, None)
+            self._marks[key] = now
+            while len(self._marks) > self.max_entries:
+                self._marks.popitem(last=False)
+            return None
+
+    async def agate(self, key: str, *, now: float, interval: float, ttl: float) -> float | None:
+        return self.gate(key, now=now, interval=interval, ttl=ttl)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -88,6 +88,18 @@ return n
 """
 
 
+# KEYS[1] last mark; ARGV: now, interval, ttl ms. Too soon: the last mark, unchanged.
+# (A replica whose clock is behind the mark's is "too soon" too: never open.)
+_GATE = """
+local prev = redis.call('GET', KEYS[1])
+if prev and tonumber(ARGV[1]) < tonumber(prev) + tonumber(ARGV[2]) then
+  return prev
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return false
+"""
+
+
 def _import_redis() -> Any:
     try:
         import redis.asyncio as aioredis  # optional extra: only with a URL
@@ -123,6 +135,7 @@ class RedisLimits:
         self._hit = self._client.register_script(_HIT)
         self._swap = self._client.register_script(_SWAP)
         self._bump = self._client.register_script(_BUMP)
+        self._gate = self._client.register_script(_GATE)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="hatchway-redis", daemon=True
@@ -140,6 +153,18 @@ class RedisLimits:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result(timeout=2 * self._timeout + 1)
+        except self._errors as exc:
+            future.cancel()
+            raise LimitsUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+
+    async def _arun(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` on this object's loop from another running loop."""
+        if self._closed:
+            coro.close()
+            raise LimitsUnavailable("shared limits are closed")
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), 2 * self._timeout + 1)
         except self._errors as exc:
             future.cancel()
             raise LimitsUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
@@ -195,6 +220,20 @@ class RedisLimits:
             )
         )
         return bool(done)
+
+    def _gate_call(
+        self, key: str, now: float, interval: float, ttl: float
+    ) -> Coroutine[Any, Any, Any]:
+        args = [repr(now), repr(float(interval)), _ms(ttl) + SKEW_MARGIN_MS]
+        return self._gate(keys=[self._key("gate", key)], args=args)  # type: ignore[no-any-return]
+
+    def gate(self, key: str, *, now: float, interval: float, ttl: float) -> float | None:
+        last = self._run(self._gate_call(key, now, interval, ttl))
+        return None if last is None else float(last)
+
+    async def agate(self, key: str, *, now: float, interval: float, ttl: float) -> float | None:
+        last = await self._arun(self._gate_call(key, now, interval, ttl))
+        return None if last is None else float(last)
 
     def ping(self) -> None:
         """Raise :class:`LimitsUnavailable` unless Redis answers."""

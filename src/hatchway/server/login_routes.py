@@ -184,7 +184,7 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
     async def token(request: Request) -> JSONResponse:
         try:
             form = await _form(request)
-            fast = login.poll_from_memory(form)
+            fast = await login.poll_fast(form)
             if fast is not None:
                 return _refused(fast)
             await ensure_feed()
