@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hatchway.config import Settings
 from hatchway.server.context import ServerContext
@@ -220,3 +222,31 @@ def test_the_exchange_stores_a_hash_of_the_cookie_not_the_cookie(ctx: ServerCont
     cookie = browser.cookies.get("__Host-hw_csrf")
     assert cookie and cookie not in exchange
     assert len(base64.urlsafe_b64decode(sealed["br"] + "=")) == 32
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab\u00e9'),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=20,
+)
+
+
+@given(_JSON, st.booleans())
+def test_json_depth_is_the_real_nesting_depth(value: object, ascii_only: bool) -> None:
+    """Property: the byte scanner agrees with the parsed value, whatever strings hold."""
+    import json
+
+    from hatchway.server.login_routes import _json_depth
+
+    body = json.dumps(value, ensure_ascii=ascii_only).encode()
+    assert _json_depth(body) == _depth(value)
