@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -109,3 +111,29 @@ def test_plain_install_never_imports_redis() -> None:
         "ConfigurationError HATCHWAY_REDIS_URL is set but the redis package is missing: "
         "pip install 'hatchway[redis]'"
     )
+
+
+def test_serve_without_the_package_stops_with_one_line_naming_the_extra(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['redis'] = None\n"
+        "from hatchway.cli.main import main\n"
+        f"sys.argv = ['hatchway', 'serve', '--data-dir', {str(tmp_path / 'data')!r}]\n"
+        "main()\n"
+    )
+    env = {
+        **os.environ,
+        "HATCHWAY_REDIS_URL": "redis://127.0.0.1:6379/0",
+        "HATCHWAY_HTTPS_PORT": str(free_port()),
+        "HATCHWAY_HTTP_PORT": str(free_port()),
+        "HATCHWAY_LOG_LEVEL": "warning",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: HATCHWAY_REDIS_URL is set but the redis package is missing: "
+        "pip install 'hatchway[redis]'"
+    ]

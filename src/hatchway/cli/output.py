@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from hatchway.errors import ConfigurationError, HatchwayError
 
@@ -28,7 +29,8 @@ def fail(as_json: bool, message: str, *, code: int = 1) -> NoReturn:
     if as_json:
         sys.stdout.write(json.dumps({"error": message}) + "\n")
     else:
-        err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+        # Messages are plain text: "pip install 'hatchway[redis]'" must not read as markup.
+        err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
