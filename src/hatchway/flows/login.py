@@ -78,11 +78,6 @@ from hatchway.store.login_records import AuditEvent
 
 log = logging.getLogger("hatchway.login")
 
-
-def _poll_key(device_code_hash: bytes) -> str:
-    return f"poll:{device_code_hash.hex()}"
-
-
 DEVICE_AUTHORIZATION_PATH = "/oauth/device_authorization"
 TOKEN_PATH = "/oauth/token"  # noqa: S105 - a URL path
 WAIT_PATH = "/oauth/device/wait"
@@ -93,6 +88,11 @@ _CAS_RETRIES = 5
 _SWEEP_EVERY = 30.0
 _ITERATIONS_CACHE = 30.0
 _ACTIVE = frozenset({SessionState.PENDING, SessionState.APPROVED})
+
+
+def _poll_key(device_code_hash: bytes) -> str:
+    """The shared poll gate's key for one session (limits backend namespace ``poll:``)."""
+    return f"poll:{device_code_hash.hex()}"
 
 
 class LoginService(TokenGrants):
