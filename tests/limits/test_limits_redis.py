@@ -137,3 +137,45 @@ def test_serve_without_the_package_stops_with_one_line_naming_the_extra(tmp_path
         "error: HATCHWAY_REDIS_URL is set but the redis package is missing: "
         "pip install 'hatchway[redis]'"
     ]
+
+
+def test_the_login_flow_fails_closed_when_redis_is_down(tmp_path: Path) -> None:
+    """Starts answer 503, page lookups 'too many attempts': never an unlimited yes."""
+    from hatchway.flows.login import LoginService
+    from hatchway.flows.login_approval import ApprovalService
+    from hatchway.flows.login_common import LoginRefused
+    from hatchway.runtime import FrozenClock, SeededRandom
+    from tests.login.world import login_world
+
+    clock = FrozenClock()
+    with login_world(tmp_path, clock) as ctx:
+        dead = RedisLimits(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
+        try:
+            login = LoginService(
+                store=ctx.store,
+                identity=ctx.identity,
+                settings=ctx.settings,
+                clock=clock,
+                random=SeededRandom(),
+                limits=dead,
+            )
+            with pytest.raises(LoginRefused) as refused:
+                login.start(
+                    {"client_id": "tv", "login_hint": "alice"}, ip="192.0.2.1", user_agent=""
+                )
+            assert (refused.value.status_hint, refused.value.error) == (
+                503,
+                "temporarily_unavailable",
+            )
+            started = ctx.login.start(
+                {"client_id": "tv", "login_hint": "alice"}, ip="192.0.2.1", user_agent=""
+            )
+            page = ApprovalService(login).page(started.user_code, ip="198.51.100.1")
+            assert page.status == "limited" and page.retry_after > 0
+            with pytest.raises(LoginRefused) as finish:
+                ApprovalService(login).scram_finish(
+                    exchange="x.y", client_final="c", ip="198.51.100.1", user_agent=""
+                )
+            assert finish.value.status_hint == 503
+        finally:
+            dead.close()
