@@ -65,6 +65,11 @@ class Settings:
     #: Comma-separated proxy IP addresses or networks whose X-Forwarded-For / -Proto is
     #: believed; empty means the client IP is the TCP peer, whatever headers say.
     trusted_proxies: str = ""
+    #: Redis URL (``redis://``, ``rediss://`` or ``unix://``) for rate limits, attempt
+    #: counters and single-use ids shared by every replica; empty keeps them in memory.
+    redis_url: str = ""
+    #: Namespace of every Redis key hatchway writes (deployments sharing one server).
+    redis_prefix: str = "hatchway:"
 
     @property
     def resolved_database_url(self) -> str:
@@ -175,6 +180,12 @@ def validate(settings: Settings) -> None:
     if not 10 <= settings.message_ttl <= 600:
         raise ConfigurationError("message_ttl must be between 10 and 600 seconds")
     _validate_trusted_proxies(settings.trusted_proxies)
+    if settings.redis_url and not settings.redis_url.startswith(
+        ("redis://", "rediss://", "unix://")
+    ):
+        raise ConfigurationError("HATCHWAY_REDIS_URL must be a redis://, rediss:// or unix:// URL")
+    if not 1 <= len(settings.redis_prefix) <= 64:
+        raise ConfigurationError("HATCHWAY_REDIS_PREFIX must be 1 to 64 characters")
     if not 1 <= settings.login_expires_in <= 3600:
         raise ConfigurationError("login_expires_in must be between 1 and 3600 seconds")
     if not 1 <= settings.login_interval <= 60:

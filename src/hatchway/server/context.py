@@ -11,6 +11,7 @@ from hatchway.flows.enrolment import EnrolmentService
 from hatchway.flows.login import LoginService
 from hatchway.flows.messaging import MessageService
 from hatchway.flows.sechannel import SecureChannelService, ensure_application_identity
+from hatchway.limits import limits_from_settings
 from hatchway.runtime import Clock, Random, system_clock, system_random
 from hatchway.se.appcert import web_origin
 from hatchway.server.datadir import ServerIdentity, ensure_data_dir
@@ -58,6 +59,8 @@ class ServerContext:
                 clock=clock,
                 random=random,
                 bus=bus,
+                # Redis when HATCHWAY_REDIS_URL is set: budgets every replica shares.
+                limits=limits_from_settings(settings),
             ),
             sechannel=SecureChannelService(
                 ensure_application_identity(
@@ -70,4 +73,5 @@ class ServerContext:
         )
 
     def close(self) -> None:
+        self.login.limits.close()
         self.store.close()
