@@ -13,7 +13,7 @@ from hatchway.firmware.crypt import (
     unwrap_content_key,
     wrap_content_key,
 )
-from hatchway.firmware.device import DevicePosition, check_manifest, trust_after
+from hatchway.firmware.device import DevicePosition, check_manifest, check_policy, trust_after
 from hatchway.firmware.errors import ChunkRefused, InvalidManifest, ManifestRefused, RefusalReason
 from hatchway.firmware.keys import (
     FIRMWARE_ALG,
@@ -59,6 +59,7 @@ __all__ = [
     "TrustStore",
     "TrustedKey",
     "check_manifest",
+    "check_policy",
     "digest_image",
     "generate_firmware_key",
     "load_private_jwk",

@@ -21,7 +21,7 @@ from hatchway.firmware.errors import ManifestRefused, RefusalReason
 from hatchway.firmware.keys import TrustStore
 from hatchway.firmware.manifest import MAX_MANIFEST_BYTES, Manifest, parse_version, verify_manifest
 
-__all__ = ["DevicePosition", "check_manifest", "trust_after"]
+__all__ = ["DevicePosition", "check_manifest", "check_policy", "trust_after"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,12 @@ def check_manifest(
 ) -> Manifest:
     """Accept ``token`` for this device at ``now`` or raise the refusal to report."""
     manifest = verify_manifest(token, trust, now, max_size=max_size)
+    check_policy(manifest, position, now)
+    return manifest
+
+
+def check_policy(manifest: Manifest, position: DevicePosition, now: float) -> None:
+    """The device's policy on an already authenticated manifest; raises ``ManifestRefused``."""
     if manifest.device_class != position.device_class:
         raise ManifestRefused(
             RefusalReason.WRONG_CLASS,
@@ -73,7 +79,6 @@ def check_manifest(
         )
     if position.max_image_size is not None and manifest.size > position.max_image_size:
         raise ManifestRefused(RefusalReason.TOO_LARGE, "image larger than the inactive slot")
-    return manifest
 
 
 def trust_after(trust: TrustStore, manifest: Manifest, now: int) -> TrustStore:
