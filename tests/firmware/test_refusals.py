@@ -243,6 +243,8 @@ def test_unknown_or_mistyped_claims_are_invalid_even_when_signed(
         {**good, "mv": 2},
         {**good, "version": "2.1.0-rc1"},
         {k: v for k, v in good.items() if k != "exp"},
+        {**good, "min_version": None},  # a second spelling of "absent" (found by hypothesis)
+        {**good, "rotate": None},
     ]
     header = {"alg": "EdDSA", "kid": key.kid, "typ": "hatchway-fw-manifest+jwt"}
     for claims in variants:

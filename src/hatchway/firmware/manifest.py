@@ -173,6 +173,9 @@ class Manifest:
         chunks = claims["chunks"]
         _check(isinstance(chunks, list) and len(chunks) <= MAX_CHUNKS, "chunks must be a list")
         _check(isinstance(claims["class"], str), "class must be a string")
+        # An optional member is absent or has a value: ``null`` would be a second
+        # spelling of the same manifest, which a signer and a device could read apart.
+        _check(all(claims[k] is not None for k in keys & _OPTIONAL), "optional member is null")
         rotate = claims.get("rotate")
         return cls(
             sequence=claims["seq"],
