@@ -70,6 +70,18 @@ def test_rotation_without_the_new_keys_consent_is_refused(
         assert info.value.reason is RefusalReason.BAD_ROTATION
 
 
+def test_rotation_to_a_key_the_device_has_revoked_is_refused(
+    trust: TrustStore, key: SigningKey, image: bytes
+) -> None:
+    new = fw_key(b"fw-key-2")
+    revoked_new = trust.add(new.public(), NOW).revoke(new.kid, NOW, "leaked")
+    with pytest.raises(ManifestRefused) as info:
+        check_manifest(
+            _rotating(image, key, new), trust=revoked_new, position=POSITION, now=NOW + 60
+        )
+    assert info.value.reason is RefusalReason.BAD_ROTATION
+
+
 def test_rotation_cannot_extend_a_retired_keys_overlap(trust: TrustStore, key: SigningKey) -> None:
     new = fw_key(b"fw-key-2")
     retired = trust.retire(key.kid, NOW + DAY)

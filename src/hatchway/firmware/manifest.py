@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hatchway.firmware.errors import InvalidManifest, ManifestRefused, RefusalReason
-from hatchway.firmware.keys import FIRMWARE_ALG, TrustStore, load_public_jwk
+from hatchway.firmware.keys import FIRMWARE_ALG, KeyStatus, TrustStore, load_public_jwk
 from hatchway.msgsec import _jose
 from hatchway.msgsec._codec import CodecError, b64d, b64e, dumps, loads_object
 from hatchway.msgsec.keys import SigningKey, VerifyingKey
@@ -260,6 +260,10 @@ def verify_manifest(
         raise InvalidManifest(f"{type(exc).__name__}: {exc}") from None
     if manifest.rotation is not None:
         _check_rotation(manifest.rotation, kid, manifest.sequence)
+        known = trust.get(manifest.rotation.new_key.kid)
+        if known is not None and known.status is KeyStatus.REVOKED:
+            # Refused now rather than failing later, after the image is installed.
+            raise ManifestRefused(RefusalReason.BAD_ROTATION, "rotation to a revoked key")
     return manifest
 
 
