@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hatchway.firmware import (
     ChunkAssembler,
@@ -90,3 +92,23 @@ def test_wrapped_key_opens_only_for_its_device_and_its_image(image: bytes) -> No
         unwrap_content_key(b".".join([head[:-2] + b"AA", *rest]), device, digest)
     with pytest.raises(InvalidManifest):
         unwrap_content_key(b"x" * 5000, device, digest)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    chunks=st.lists(st.binary(min_size=0, max_size=64), min_size=2, max_size=8),
+    data=st.data(),
+)
+def test_a_sealed_chunk_opens_only_at_its_own_index(
+    chunks: list[bytes], data: st.DataObject
+) -> None:
+    cipher = ChunkCipher(bytes(32), bytes(range(32)))
+    rnd = SeededRandom(b"prop")
+    sealed = [cipher.seal(i, c, rnd) for i, c in enumerate(chunks)]
+    i = data.draw(st.integers(0, len(chunks) - 1))
+    j = data.draw(st.integers(0, len(chunks) - 1))
+    if i == j:
+        assert cipher.open(i, sealed[j]) == chunks[i]
+    else:
+        with pytest.raises(ChunkRefused):
+            cipher.open(i, sealed[j])

@@ -10,6 +10,8 @@ import base64
 import hashlib
 import hmac
 import json
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +29,7 @@ from hatchway.msgsec import _jose
 from hatchway.msgsec.algorithms import SignAlg
 from hatchway.msgsec.keys import SigningKey, generate_signing_key
 from hatchway.runtime import SeededRandom
+from hatchway.server.datadir import ensure_data_dir
 from tests.firmware.conftest import DAY, NOW, fw_key, make_manifest, signed
 
 POSITION = DevicePosition("acme-meter-v2", sequence=20, version="2.0.0")
@@ -119,6 +122,21 @@ def test_manifest_signed_by_the_servers_message_key_is_refused(
         assert reason is (
             RefusalReason.UNTRUSTED_KEY if alg is SignAlg.EDDSA else RefusalReason.INVALID
         )
+
+
+def test_manifest_signed_by_a_real_server_data_dirs_message_key_is_refused(
+    trust: TrustStore, key: SigningKey, image: bytes, tmp_path: Path
+) -> None:
+    """The key ``hatchway serve`` actually signs messages with, under its own kid and ours."""
+    server_key = ensure_data_dir(tmp_path, now=datetime.fromtimestamp(NOW, UTC)).signing_key
+    payload = json.dumps(make_manifest(image).to_claims()).encode()
+    for kid in (server_key.kid, key.kid):
+        header = {"alg": server_key.alg.value, "kid": kid, "typ": "hatchway-fw-manifest+jwt"}
+        token = _jose.jws_encode(header, payload, server_key.key)
+        assert _refusal(token, trust) is RefusalReason.INVALID  # ES256 is not allowed at all
+    # Trusting it by mistake does not help: it is not an Ed25519 firmware key.
+    with pytest.raises(ValueError, match="Ed25519"):
+        trust.add(server_key.public(), NOW)
 
 
 def test_server_key_under_a_trusted_kid_fails_the_signature(
