@@ -111,7 +111,7 @@ class TrustedKey:
         if extra:
             raise ValueError(f"trusted key entry has unknown members {sorted(extra)}")
         return cls(
-            key=load_public_jwk(data["jwk"]),
+            key=load_public_jwk(data.get("jwk")),  # type: ignore[arg-type]
             status=KeyStatus(data.get("status", "active")),
             added=_int(data.get("added", 0), "added"),
             not_after=_opt_int(data.get("not_after"), "not_after"),
