@@ -12,11 +12,11 @@ import json
 import re
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from hatchway.cli.common import DataDirOption, JsonOption, load_settings
 from hatchway.cli.output import console, emit, errors_reported, shown
@@ -260,15 +260,17 @@ def keys_list(data_dir: DataDirOption = None, as_json: JsonOption = False) -> No
         ]
 
         def human() -> None:
-            table = Table("kid", "status", "added", "not after", "reason")
+            # One line per key, kid first and whole: it is what `keys revoke` takes,
+            # and a table would cut or fold it at 80 columns.
+            if not rows:
+                console.print("no firmware keys trusted yet (`hatchway firmware trust`)")
             for row in rows:
-                table.add_row(
-                    *(
-                        shown(row.get(c, ""))
-                        for c in ("kid", "status", "added", "not_after", "reason")
-                    )
-                )
-            console.print(table)
+                line = f"{shown(row['kid'])}  {shown(row['status'])}  added {_when(row['added'])}"
+                if row.get("not_after") is not None:
+                    line += f"  accepted until {_when(row['not_after'])}"
+                if row.get("reason"):
+                    line += f"  reason: {shown(row['reason'])}"
+                console.print(line, highlight=False)
 
         emit(as_json, {"keys": rows, "trust_file": str(directory / fwfiles.TRUST_FILE)}, human)
 
@@ -289,7 +291,7 @@ def keys_retire(
         emit(
             as_json,
             {"kid": kid, "status": "retired", "not_after": until},
-            lambda: console.print(f"retired {shown(kid)} (accepted until {until})"),
+            lambda: console.print(f"retired {shown(kid)} (accepted until {_when(until)})"),
         )
 
 
@@ -310,6 +312,12 @@ def keys_revoke(
             {"kid": kid, "status": "revoked", "reason": reason},
             lambda: console.print(f"revoked {shown(kid)}"),
         )
+
+
+def _when(value: object) -> str:
+    if not isinstance(value, int):
+        return ""
+    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _known(store: TrustStore, kid: str) -> TrustStore:
