@@ -190,3 +190,16 @@ def test_registered_on_the_hatchway_command() -> None:
     assert done.returncode == 0, done.stderr
     for command in ("keygen", "sign", "verify", "trust", "keys"):
         assert command in done.stdout
+
+
+def test_human_key_list_escapes_an_operator_supplied_reason(keyfile: Path, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    kid = _run("trust", str(keyfile.with_name("fw-signing.pub.jwk")), "--data-dir", str(data_dir))[
+        "kid"
+    ]
+    _run("keys", "revoke", kid, "--reason", "stolen\u009b31m\u202e", "--data-dir", str(data_dir))
+    result = CliRunner().invoke(app, ["keys", "list", "--data-dir", str(data_dir)])
+    assert result.exit_code == 0
+    assert kid in result.stdout  # whole, on one line
+    assert "\u009b" not in result.stdout and "\u202e" not in result.stdout
+    assert "\\u009b31m\\u202e" in result.stdout
