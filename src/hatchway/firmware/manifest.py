@@ -7,13 +7,14 @@ information model (RFC 9124 §3) in docs/firmware.md:
   "typ": "hatchway-fw-manifest+jwt"}``; any other member (``jwk``, ``jku``,
   ``x5u``, ``crit`` ...) is refused (RFC 8725 §3.10, §3.11), so the key always
   comes from the device's trust store, never from the token;
-* payload, a JSON object with exactly the members of ``Manifest`` below: format
-  ``mv`` (RFC 9124 §3.1 manifest version), ``seq`` (§3.2 monotonic sequence
-  number), ``class`` (§3.4 class id), ``version``, ``size`` (§3.11 payload size),
-  ``sha256`` (§3.10 payload digest), ``chunk_size`` and ``chunks`` (a digest per
-  fixed 64 KiB chunk, so each chunk is checked on arrival), ``iat``/``exp``
-  (§3.13 expiry against freeze attacks), optional ``min_version`` (§3.6
-  precursor-version condition) and ``rotate`` (a key-rotation statement).
+* payload, a JSON object with exactly the members of ``Manifest`` below. In RFC
+  9124 §3 terms: ``mv`` (Version ID of the Manifest Structure), ``seq``
+  (Monotonic Sequence Number), ``class`` (Class ID, naming the vendor too),
+  ``version``, ``size`` (Size, §3.14), ``sha256`` (Payload Digests, §3.13),
+  ``chunk_size`` and ``chunks`` (a digest per fixed 64 KiB chunk, so each chunk
+  is checked on arrival), ``iat``/``exp`` (Expiration Time, against freeze
+  attacks), optional ``min_version`` (Required Image Version List, as a minimum)
+  and ``rotate`` (a one-step Delegation Chain: a key-rotation statement).
 
 Verification is split in two, with the size cap first of all:
 ``verify_manifest`` decides authenticity (opaque ``InvalidManifest`` for every
