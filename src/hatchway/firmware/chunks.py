@@ -154,6 +154,9 @@ class ChunkAssembler:
         a hash mismatch; nothing is written then.
         """
         m = self.manifest
+        # Hash and write one immutable copy: a caller's bytearray or memoryview
+        # changed between the check and the write would be a TOCTOU hole.
+        data = bytes(data)
         if type(index) is not int or not 0 <= index < m.chunk_count:
             raise ChunkRefused(index if type(index) is int else -1, "index outside the manifest")
         if len(data) != m.chunk_length(index):
@@ -162,7 +165,7 @@ class ChunkAssembler:
             raise ChunkRefused(index, "hash mismatch")
         if self.state.has(index):
             return False
-        self._image.write_at(self.offset(index), bytes(data))
+        self._image.write_at(self.offset(index), data)
         self._state = self.state.with_bit(index, True)
         return True
 
