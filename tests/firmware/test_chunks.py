@@ -91,6 +91,22 @@ def test_storage_corrupted_after_write_goes_back_to_missing(image: bytes) -> Non
     assert bytes(store.data) == image
 
 
+def test_a_state_file_ahead_of_the_data_is_caught_by_finish(image: bytes) -> None:
+    """A crash between marking and writing (or a forged state) cannot yield a bad image."""
+    manifest = make_manifest(image)
+    lying = DownloadState(manifest.sequence, manifest.sha256, bytes([0b1111]))
+    store = MemoryImage(manifest.size)  # nothing was ever written
+    assembler = ChunkAssembler(manifest, store, lying)
+    assert assembler.missing() == []
+    with pytest.raises(ChunkRefused):
+        assembler.finish()
+    assert assembler.missing() == [0, 1, 2, 3] and not assembler.verified
+    for i, chunk in enumerate(split_chunks(image)):
+        assembler.receive(i, chunk)
+    assembler.finish()
+    assert bytes(store.data) == image
+
+
 def test_chunk_list_that_disagrees_with_the_digest_is_digest_mismatch(image: bytes) -> None:
     """Every chunk matches the signed list, yet the image digest differs: refuse, do not install."""
     manifest = make_manifest(image, sha256=bytes(32))
