@@ -107,6 +107,16 @@ def test_a_state_file_ahead_of_the_data_is_caught_by_finish(image: bytes) -> Non
     assert bytes(store.data) == image
 
 
+def test_verified_is_never_taken_from_a_state_file(image: bytes) -> None:
+    manifest = make_manifest(image)
+    forged = DownloadState(manifest.sequence, manifest.sha256, bytes([0b1111]), verified=True)
+    assembler = ChunkAssembler(manifest, MemoryImage(manifest.size), forged)
+    assert not assembler.verified
+    with pytest.raises(ChunkRefused):
+        assembler.finish()
+    assert not assembler.verified
+
+
 def test_chunk_list_that_disagrees_with_the_digest_is_digest_mismatch(image: bytes) -> None:
     """Every chunk matches the signed list, yet the image digest differs: refuse, do not install."""
     manifest = make_manifest(image, sha256=bytes(32))

@@ -129,6 +129,11 @@ class ChunkAssembler:
         # discarded: resuming into it would mix two images.
         ours = state is not None and state.matches(manifest)
         self._state: DownloadState = state if ours and state else DownloadState.fresh(manifest)
+        if self._state.verified:
+            # "verified" is never taken from a file: the slot may have changed while
+            # we were down, so a restarted device runs ``finish`` again before install.
+            s = self._state
+            self._state = DownloadState(s.sequence, s.sha256, s.have, verified=False)
 
     @property
     def state(self) -> DownloadState:
