@@ -19,8 +19,6 @@ from tests.firmware.conftest import image_bytes
 
 
 def _run(*args: str, code: int = 0) -> dict[str, Any]:
-    # The sub-app itself: building the whole ``hatchway`` app trips an unrelated
-    # typer DeprecationWarning (se bridge's --pcsc flag) under filterwarnings=error.
     result = CliRunner().invoke(app, [*args, "--json"], catch_exceptions=False)
     assert result.exit_code == code, result.output
     lines = result.stdout.strip().splitlines()
