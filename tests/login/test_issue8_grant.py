@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from hatchway.clients import AntiPhishing, new_client
 from hatchway.flows.login import DeviceAuthorization, LoginService
 from hatchway.flows.login_approval import ApprovalService
 from hatchway.flows.login_common import MAX_FIELD, LoginRefused
@@ -65,7 +66,8 @@ def test_a_client_id_one_past_the_limit_is_refused_at_start(ctx: ServerContext) 
     """Before: 256 characters passed the form, the approval, then burned at the mint."""
     with pytest.raises(LoginRefused) as refused:
         _start(ctx.login, "c" * (MAX_ID_LENGTH + 1))
-    assert (refused.value.error, refused.value.status_hint) == ("invalid_request", 400)
+    # Too long to be any registered client's id: refused before a session exists.
+    assert (refused.value.error, refused.value.status_hint) == ("invalid_client", 400)
     with pytest.raises(LoginRefused):
         ctx.login.start(
             {"client_id": "tv", "login_hint": "a" * (MAX_USERNAME_LENGTH + 1)},
@@ -76,6 +78,10 @@ def test_a_client_id_one_past_the_limit_is_refused_at_start(ctx: ServerContext) 
 
 def test_a_client_id_at_the_limit_signs_in(ctx: ServerContext) -> None:
     client_id = "c" * MAX_ID_LENGTH
+    record, _ = new_client(
+        client_id, "Longest id", now=0, random=SeededRandom(b"c"), anti_phishing=AntiPhishing.NONE
+    )
+    ctx.store.add_client(record)
     started = _start(ctx.login, client_id)
     _approve(ctx, started)
     tokens = _token(ctx.login, started.device_code, client_id)

@@ -17,7 +17,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hatchway.clients import AntiPhishing, new_client
 from hatchway.config import Settings
+from hatchway.runtime import SeededRandom
 from hatchway.server.context import ServerContext
 from hatchway.server.https_app import build_https_app
 
@@ -55,6 +57,10 @@ def ctx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerContext]:
         login_start_per_minute=600,
     )
     context = ServerContext.create(settings)
+    tv, _ = new_client(
+        "tv", "TV", now=0, random=SeededRandom(b"tv"), anti_phishing=AntiPhishing.NONE
+    )
+    context.store.add_client(tv)
     try:
         yield context
     finally:
