@@ -18,6 +18,7 @@ from hatchway.flows.enrolment import KEYS_PATH, MESSAGE_PATH, TOKEN_PATH, Enrolm
 from hatchway.flows.login import DEVICE_AUTHORIZATION_PATH, REFRESH_GRANT, WAIT_PATH, WHOAMI_PATH
 from hatchway.flows.login import TOKEN_PATH as LOGIN_TOKEN_PATH
 from hatchway.login import GrantType
+from hatchway.mqtt.discovery import metadata_entries
 from hatchway.msgsec import EncAlg, KeyAlg, SignAlg, jwk_set
 from hatchway.server.context import ServerContext
 from hatchway.server.login_routes import add_login_routes
@@ -75,6 +76,7 @@ def metadata(ctx: ServerContext) -> dict[str, Any]:
         "hatchway_message_encryption_alg_values_supported": [a.value for a in KeyAlg],
         "hatchway_message_encryption_enc_values_supported": [a.value for a in EncAlg],
         "hatchway_max_message_size": s.max_message_size,
+        **metadata_entries(s),
     }
 
 

@@ -21,6 +21,7 @@ from hatchway.store.records import (
     COMMAND_TRANSITIONS,
     CommandRecord,
     CommandStatus,
+    DeviceStatus,
     JsonObject,
     sources_of,
 )
@@ -80,6 +81,41 @@ class CommandRepository(RepositoryBase):
         )
         with self._read() as conn:
             return [_command_from_row(row) for row in conn.execute(query)]
+
+    def queued_commands(self, *, limit: int = 100) -> list[CommandRecord]:
+        """Never-delivered commands of enrolled devices, oldest first (MQTT push sweep)."""
+        query = (
+            select(commands)
+            .join(devices, devices.c.device_id == commands.c.device_id)
+            .where(
+                commands.c.status == CommandStatus.QUEUED.value,
+                devices.c.status == DeviceStatus.ENROLLED.value,
+            )
+            .order_by(commands.c.id)
+            .limit(limit)
+        )
+        with self._read() as conn:
+            return [_command_from_row(row) for row in conn.execute(query)]
+
+    def claim_command_delivery(self, command_id: str, *, jti: str, now: float) -> bool:
+        """queued -> delivered with ``jti``, only from queued: True for exactly one caller.
+
+        Every replica may race to push the same command; the one whose conditional
+        update lands publishes it, the others see False and skip it.
+        """
+        check_id("jti", jti)
+        with self._write() as conn:
+            result = conn.execute(
+                update(commands)
+                .where(
+                    commands.c.command_id == command_id,
+                    commands.c.status == CommandStatus.QUEUED.value,
+                )
+                .values(
+                    status=CommandStatus.DELIVERED.value, delivered_at=now, delivery_jti=jti
+                )
+            )
+            return result.rowcount == 1
 
     def get_command(self, command_id: str) -> CommandRecord | None:
         with self._read() as conn:
