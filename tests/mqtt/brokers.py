@@ -7,6 +7,7 @@ broker's own access control; it stops the broker it started, by its pid.
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 import time
@@ -55,6 +56,9 @@ class MosquittoProcess:
             f"password_file {passwords}\n"
             f"acl_file {self.acl_file}\n"
             "persistence false\n"
+            # Started as root, mosquitto would switch to its own user, which cannot
+            # read files under pytest's private tmp dir; it stays the test's user.
+            + ("user root\n" if os.geteuid() == 0 else "")
         )
         log = (self.workdir / "mosquitto.log").open("ab")
         self.proc = subprocess.Popen([self.mosquitto, "-c", str(conf)], stdout=log, stderr=log)

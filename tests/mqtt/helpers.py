@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -74,7 +75,9 @@ class Spy:
         self.subscribed = threading.Event()
         self.granted: list[int] = []
         self._client = paho.Client(
-            CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5, client_id=f"spy-{os.getpid()}"
+            CallbackAPIVersion.VERSION2,
+            protocol=paho.MQTTv5,
+            client_id=f"spy-{secrets.token_hex(6)}",
         )
         if user:
             self._client.username_pw_set(user, pw)
