@@ -140,22 +140,27 @@ class Device:
         receive = getattr(self._transport, "receive", None)
         if not callable(receive):
             raise TypeError("this transport carries no server pushes; use poll()")
-        raw = receive(timeout)
-        if raw is None:
-            return None
-        push, _ = open_message(
-            raw,
-            decryption_keys={self._decryption.kid: self._decryption},
-            resolve_sender=lambda kid: (
-                self._server if kid == self._server.verifying_key.kid else None
-            ),
-            policy=OpenPolicy(audience=self.device_id, expected=frozenset({MessageType.COMMAND})),
-            now=self.clock(),
-        )
-        if push.in_reply_to is not None:
-            raise InvalidMessage("a reply arrived as a push")
-        self._accept_inbound(push)
-        return self._remember(push)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        expected = frozenset({MessageType.COMMAND, MessageType.ACK})
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            raw = receive(left)
+            if raw is None:
+                return None
+            push, _ = open_message(
+                raw,
+                decryption_keys={self._decryption.kid: self._decryption},
+                resolve_sender=lambda kid: (
+                    self._server if kid == self._server.verifying_key.kid else None
+                ),
+                policy=OpenPolicy(audience=self.device_id, expected=expected),
+                now=self.clock(),
+            )
+            # Classified once opened, not by what the broker says: a reply (to a request
+            # that gave up, or one the broker redelivered) is no command; skip it.
+            if push.in_reply_to is None and push.typ is MessageType.COMMAND:
+                self._accept_inbound(push)
+                return self._remember(push)
 
     def _remember(self, delivery: Message) -> Command:
         cid = str(delivery.body["cid"])

@@ -11,7 +11,7 @@ At-least-once in, exactly-once processing: every uplink is acknowledged to the b
 (PUBACK) only after ``handle`` returned, so a replica that dies mid-message has it
 redelivered (to its persistent session). A redelivered publish has the same bytes:
 the replay window would refuse it, so a short cache of recent replies, keyed by the
-token's hash, answers it with the *same* sealed reply and stores nothing. A redelivery
+topic and the token's hash, answers it with the *same* sealed reply and stores nothing. A redelivery
 that misses the cache (another replica, or a restart) is refused as a replay and still
 stored once; the device's SDK then retransmits with the same ``mid`` and a fresh
 ``seq``, which the store acknowledges as a duplicate.
@@ -77,7 +77,7 @@ def publish_properties(correlation: bytes | None, *, expiry: int | None = None) 
 
 
 class ReplyCache:
-    """token hash -> (sealed reply, expiry): answers a redelivered publish identically."""
+    """hash(topic, token) -> (sealed reply, expiry): answers a redelivery identically."""
 
     def __init__(self, size: int = REPLY_CACHE_SIZE) -> None:
         self._items: OrderedDict[bytes, tuple[bytes, float]] = OrderedDict()
@@ -200,7 +200,9 @@ class MqttGateway:
             if device_id is None or len(payload) > self.ctx.settings.max_message_size:
                 log.warning("mqtt: refused a publish on %r (%d bytes)", topic, len(payload))
             else:
-                key = hashlib.sha256(payload).digest()
+                # Keyed by topic too: a device's token copied onto another device's
+                # uplink is not a redelivery and must reach the flow, which refuses it.
+                key = hashlib.sha256(topic.encode() + b"\0" + payload).digest()
                 now = time.monotonic()
                 reply = self.replies.get(key, now)
                 if reply is not None:
