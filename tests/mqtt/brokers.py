@@ -32,30 +32,36 @@ def unique_prefix() -> str:
 
 
 class MosquittoProcess:
-    def __init__(self, workdir: Path, *, users: dict[str, str], acl_file: Path) -> None:
+    def __init__(
+        self, workdir: Path, *, users: dict[str, str] | None = None, acl_file: Path | None = None
+    ) -> None:
         self.mosquitto = require_program("mosquitto")
         self.passwd = require_program("mosquitto_passwd")
         self.workdir = workdir
         self.port = free_port()
-        self.users = users
+        self.users = users or {}
         self.acl_file = acl_file
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         passwords = self.workdir / "passwd"
-        passwords.touch(mode=0o600)
+        passwords.write_text("")
+        passwords.chmod(0o600)
         for user, password in self.users.items():
             subprocess.run(
                 [self.passwd, "-b", str(passwords), user, password], check=True, timeout=10
             )
         conf = self.workdir / "mosquitto.conf"
+        access = (
+            f"allow_anonymous false\npassword_file {passwords}\nacl_file {self.acl_file}\n"
+            if self.acl_file is not None
+            else "allow_anonymous true\n"
+        )
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous false\n"
-            f"password_file {passwords}\n"
-            f"acl_file {self.acl_file}\n"
-            "persistence false\n"
+            + access
+            + "persistence false\n"
             # Started as root, mosquitto would switch to its own user, which cannot
             # read files under pytest's private tmp dir; it stays the test's user.
             + ("user root\n" if os.geteuid() == 0 else "")
