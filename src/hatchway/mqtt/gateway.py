@@ -76,6 +76,10 @@ def publish_properties(correlation: bytes | None, *, expiry: int | None = None) 
     return props
 
 
+class _Reconnect(Exception):
+    """Drop the connection on purpose, so the broker redelivers what is unacknowledged."""
+
+
 class ReplyCache:
     """hash(topic, token) -> (sealed reply, expiry): answers a redelivery identically."""
 
@@ -152,7 +156,7 @@ class MqttGateway:
                 async with client:
                     delay = RECONNECT_INITIAL
                     await self._serve(client)
-            except aiomqtt.MqttError as exc:
+            except (aiomqtt.MqttError, _Reconnect) as exc:
                 log.warning(
                     "mqtt: connection to %s lost or refused (%s); retry in %.1fs",
                     self.broker, exc, delay,
@@ -230,7 +234,9 @@ class MqttGateway:
             raise  # not acknowledged: the broker redelivers it after we reconnect
         except Exception:
             # The store failed (database down...). Leave it unacknowledged, like a 5xx
-            # over HTTP: the device retransmits with the same mid after its timeout.
+            # over HTTP, and drop the connection: unacknowledged uplinks would otherwise
+            # sit in this session's in-flight window until it filled. After the back-off
+            # the broker redelivers them to the reconnected session.
             log.exception("mqtt: message on %s failed", topic)
             status = "error"
         if status != "error" and message.qos > 0:
@@ -247,12 +253,20 @@ class MqttGateway:
                 "ms": round((time.perf_counter() - started) * 1000, 2),
             },
         )
+        if status == "error":
+            raise _Reconnect("a message could not be handled; it will be redelivered")
 
     # -- pushes ---------------------------------------------------------------------------
     async def _push_loop(self, client: aiomqtt.Client) -> None:
         with self.ctx.bus.subscribe(PUSH_CHANNEL) as wake:
             while True:
-                await self.push_queued(client)
+                try:
+                    await self.push_queued(client)
+                except aiomqtt.MqttError:
+                    raise  # the connection is gone; _serve reconnects
+                except Exception:
+                    # The store failed: try again at the next wake-up or sweep.
+                    log.exception("mqtt: pushing queued commands failed")
                 await wake.get(timeout=self.sweep_interval)
 
     async def push_queued(self, client: aiomqtt.Client) -> int:
