@@ -114,6 +114,7 @@ class MqttGateway:
         self.connected = asyncio.Event()
         self.replies = ReplyCache()
         self._task: asyncio.Task[None] | None = None
+        self._replying: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -224,12 +225,7 @@ class MqttGateway:
                         ttl = self.ctx.settings.message_ttl
                         self.replies.put(key, reply, now + ttl)
             if reply is not None and device_id is not None:
-                await client.publish(
-                    self.topics.downlink(device_id),
-                    reply,
-                    qos=1,
-                    properties=publish_properties(correlation),
-                )
+                self._reply_later(client, self.topics.downlink(device_id), reply, correlation)
         except aiomqtt.MqttError:
             raise  # not acknowledged: the broker redelivers it after we reconnect
         except Exception:
@@ -255,6 +251,23 @@ class MqttGateway:
         )
         if status == "error":
             raise _Reconnect("a message could not be handled; it will be redelivered")
+
+    def _reply_later(
+        self, client: aiomqtt.Client, topic: str, reply: bytes, correlation: bytes | None
+    ) -> None:
+        """Publish without holding up the next uplink: it is handled and stored already.
+        A reply lost with the connection costs the device one retransmission (same
+        mid, acknowledged as a duplicate), never a second copy of the message."""
+        task = asyncio.create_task(
+            client.publish(topic, reply, qos=1, properties=publish_properties(correlation))
+        )
+        self._replying.add(task)
+        task.add_done_callback(self._replied)
+
+    def _replied(self, task: asyncio.Task[None]) -> None:
+        self._replying.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("mqtt: a reply was not published: %s", task.exception())
 
     # -- pushes ---------------------------------------------------------------------------
     async def _push_loop(self, client: aiomqtt.Client) -> None:
