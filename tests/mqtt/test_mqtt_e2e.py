@@ -14,6 +14,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -156,7 +157,11 @@ def test_cli_send_poll_and_listen(server: ServerProcess, tmp_path: Path, prefix:
     assert polled["command"]["cid"] == cid and polled["answered"] is True
     eventually(lambda: command_status(server, cid) is CommandStatus.DONE, what="the answer")
 
-    # listen: prints commands as they arrive, answers them, stops on SIGTERM.
+    # listen: prints commands as they arrive, answers them, stops on SIGTERM. A command
+    # queued before the device ever held a persistent session was pushed to nobody:
+    # listen's start-up catch-up poll finds it.
+    early = str(cli("device", "command", "meter-002", '{"op": "early"}', data_dir=data)["cid"])
+    eventually(lambda: command_status(server, early) is CommandStatus.DELIVERED, what="push")
     errors = (tmp_path / "listen.err").open("w")
     listener = subprocess.Popen(
         [
@@ -173,6 +178,7 @@ def test_cli_send_poll_and_listen(server: ServerProcess, tmp_path: Path, prefix:
         assert listener.stdout is not None
         hello = json.loads(listener.stdout.readline())
         assert hello == {"listening": "meter-002", "downlink": f"{prefix}/d/meter-002/down"}
+        assert json.loads(listener.stdout.readline())["cid"] == early
         cid = str(cli("device", "command", "meter-002", '{"op": "b"}', data_dir=data)["cid"])
         line = json.loads(listener.stdout.readline())
         assert line["cid"] == cid and line["command"]["op"] == "b" and line["ok"] is True
@@ -189,3 +195,58 @@ def test_cli_send_poll_and_listen(server: ServerProcess, tmp_path: Path, prefix:
         record = store.get_command(cid)
     assert record is not None and record.result is not None
     assert record.result["result"] == {"done": True}
+
+
+def test_listen_catches_up_on_pushes_that_expired_while_offline(
+    tmp_path: Path, prefix: str
+) -> None:
+    """Queued pushes older than their sealed lifetime cannot be opened; ``listen`` then
+    polls, which re-seals each pending command, and answers them all (with no start-up
+    poll, the command pushed before the session existed is found only that way)."""
+    url = require_system_broker()
+    server = mqtt_server(
+        tmp_path / "data", url=url, prefix=prefix, HATCHWAY_MESSAGE_TTL="10"
+    )
+    server.start()
+    try:
+        wait_mqtt(server)
+        data = server.data_dir
+        secret = str(cli("device", "provision", "meter-s", data_dir=data)["secret"])
+        state = tmp_path / "meter-s.json"
+        device = Device.enroll(
+            server=server.https_url,
+            device_id="meter-s",
+            secret=secret,
+            state_path=state,
+            ca_file=server.ca_file,
+            transport=MqttTransport(),
+        )
+        # Queued before the device has a session: pushed to nobody; only a poll finds it.
+        cids = [str(cli("device", "command", "meter-s", '{"op": "0"}', data_dir=data)["cid"])]
+        device.send({"hello": 1})  # now the persistent session exists
+        device.close()
+        cids += [
+            str(cli("device", "command", "meter-s", f'{{"op": "{op}"}}', data_dir=data)["cid"])
+            for op in ("first", "second")
+        ]
+        for cid in cids:
+            eventually(lambda cid=cid: command_status(server, cid) is CommandStatus.DELIVERED)
+        time.sleep(11)  # both queued pushes are now past their `exp`
+        done = subprocess.run(
+            [
+                sys.executable, "-m", "hatchway", "device", "listen", "--state", str(state),
+                "--count", "3", "--no-catch-up", "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "HATCHWAY_DATA_DIR": str(data)},
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        lines = [json.loads(line) for line in done.stdout.splitlines()]
+        assert [line["cid"] for line in lines[1:]] == cids
+        for cid in cids:
+            assert command_status(server, cid) is CommandStatus.DONE
+    finally:
+        server.stop()

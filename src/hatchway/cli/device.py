@@ -356,6 +356,13 @@ def listen(
     count: Annotated[
         int, typer.Option("--count", min=0, help="Stop after this many commands (0: never).")
     ] = 0,
+    catch_up: Annotated[
+        bool,
+        typer.Option(
+            "--catch-up/--no-catch-up",
+            help="Poll once at start for commands pushed before this device had a session.",
+        ),
+    ] = True,
     transport: TransportOption = "mqtt",
     broker: BrokerOption = None,
     as_json: JsonOption = False,
@@ -369,9 +376,8 @@ def listen(
     """
     import signal
 
-    from hatchway.cli.listen import answer_for
+    from hatchway.cli.listen import Listener
     from hatchway.device import Device, MqttTransport
-    from hatchway.errors import InvalidMessage
 
     with errors_reported(as_json):
         if transport != "mqtt":
@@ -385,7 +391,6 @@ def listen(
             stopping.append(signum)
 
         previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-        handled = 0
         try:
             mqtt = MqttTransport(broker, persistent=True)
             with Device.load(state, transport=mqtt) as device:
@@ -401,27 +406,20 @@ def listen(
                     ),
                 )
                 sys.stdout.flush()
-                while not stopping and (count == 0 or handled < count):
-                    try:
-                        command = device.receive(timeout=0.5)
-                    except InvalidMessage:
-                        # Stale (expired while queued) or not from the server: fetch afresh.
-                        command = device.poll()
-                    if command is None:
-                        continue
-                    ok, answer = answer_for(command.body, fixed=fixed, program=exec_)
-                    if ok:
-                        device.respond(command, answer)
-                    else:
-                        device.respond(command, error=str(answer))
-                    handled += 1
-                    _print_command(as_json, command.cid, command.body, ok, answer)
+                listener = Listener(
+                    device,
+                    fixed=fixed,
+                    program=exec_,
+                    count=count,
+                    report=lambda c, ok, answer: _print_command(as_json, c, ok, answer),
+                )
+                listener.run(stopping=lambda: bool(stopping), catch_up=catch_up)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
 
-def _print_command(as_json: bool, cid: str, body: dict[str, Any], ok: bool, answer: Any) -> None:
-    line = {"cid": cid, "command": body, "ok": ok, "result": answer}
+def _print_command(as_json: bool, command: Any, ok: bool, answer: Any) -> None:
+    line = {"cid": command.cid, "command": command.body, "ok": ok, "result": answer}
     emit(as_json, line, lambda: console.print_json(data=line))
     sys.stdout.flush()  # a stream: each command is visible as it arrives
