@@ -59,6 +59,8 @@ SERVER_SESSION_EXPIRY = 300
 RECONNECT_INITIAL = 0.2
 RECONNECT_MAX = 30.0
 REPLY_CACHE_SIZE = 4096
+#: Correlation data is echoed into the reply; anything longer is not (the SDK uses 16).
+MAX_CORRELATION = 64
 PUSH_BATCH = 100
 
 
@@ -115,6 +117,7 @@ class MqttGateway:
         self.replies = ReplyCache()
         self._task: asyncio.Task[None] | None = None
         self._replying: set[asyncio.Task[None]] = set()
+        self._store_ok = True
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -155,9 +158,14 @@ class MqttGateway:
                 # Acknowledge each uplink only once it has been handled (see above).
                 client._client.manual_ack_set(True)  # aiomqtt exposes no manual ack
                 async with client:
-                    delay = RECONNECT_INITIAL
+                    if self._store_ok:
+                        delay = RECONNECT_INITIAL
                     await self._serve(client)
             except (aiomqtt.MqttError, _Reconnect) as exc:
+                if isinstance(exc, _Reconnect):
+                    # Keep backing off until a message is handled again: reconnecting
+                    # at once would only have the broker redeliver into the same failure.
+                    self._store_ok = False
                 log.warning(
                     "mqtt: connection to %s lost or refused (%s); retry in %.1fs",
                     self.broker, exc, delay,
@@ -199,6 +207,8 @@ class MqttGateway:
         topic = message.topic.value
         payload = message.payload if isinstance(message.payload, bytes) else b""
         correlation = getattr(message.properties, "CorrelationData", None)
+        if correlation is not None and len(correlation) > MAX_CORRELATION:
+            correlation = None
         device_id = self.topics.device_of_uplink(topic)
         status, reply = "refused", None
         try:
@@ -222,6 +232,7 @@ class MqttGateway:
                         reply = None  # logged by the flow; the device is told nothing
                     else:
                         status = "ok"
+                        self._store_ok = True
                         ttl = self.ctx.settings.message_ttl
                         self.replies.put(key, reply, now + ttl)
             if reply is not None and device_id is not None:
