@@ -118,12 +118,22 @@ class MqttGateway:
         self._task: asyncio.Task[None] | None = None
         self._replying: set[asyncio.Task[None]] = set()
         self._store_ok = True
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="hatchway-mqtt")
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 5.0) -> None:
+        """Let the uplink in hand finish and its reply go out, then disconnect. Whatever
+        is cut short is unacknowledged, so the broker redelivers it (to this session
+        after a restart): nothing is lost, and the replay check keeps it single."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self._idle.wait()
+                if self._replying:
+                    await asyncio.wait(set(self._replying))
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -193,7 +203,11 @@ class MqttGateway:
         pusher = asyncio.create_task(self._push_loop(client), name="hatchway-mqtt-push")
         try:
             async for message in client.messages:
-                await self._on_message(client, message)
+                self._idle.clear()
+                try:
+                    await self._on_message(client, message)
+                finally:
+                    self._idle.set()
                 if pusher.done():
                     pusher.result()  # a publish failed: reconnect
         finally:
