@@ -76,6 +76,8 @@ class Settings:
     #: This replica's MQTT client id (its persistent session); empty means derived
     #: from the host name and the HTTPS port, so each replica on a host differs.
     mqtt_client_id: str = ""
+    #: CA bundle the server trusts for an ``mqtts://`` broker; empty: the system's.
+    mqtt_ca_file: str = ""
 
     @property
     def resolved_database_url(self) -> str:
@@ -236,6 +238,8 @@ def _validate_mqtt(settings: Settings) -> None:
             user = BrokerUrl.parse(settings.mqtt_url).username
             if user is not None:
                 check_server_user(user)
+        if settings.mqtt_ca_file and not Path(settings.mqtt_ca_file).is_file():
+            raise ValueError(f"HATCHWAY_MQTT_CA_FILE {settings.mqtt_ca_file!r} is not a file")
         if settings.mqtt_client_id and not 1 <= len(settings.mqtt_client_id) <= 128:
             raise ValueError("HATCHWAY_MQTT_CLIENT_ID is 1 to 128 characters")
     except ValueError as exc:

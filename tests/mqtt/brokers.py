@@ -33,7 +33,12 @@ def unique_prefix() -> str:
 
 class MosquittoProcess:
     def __init__(
-        self, workdir: Path, *, users: dict[str, str] | None = None, acl_file: Path | None = None
+        self,
+        workdir: Path,
+        *,
+        users: dict[str, str] | None = None,
+        acl_file: Path | None = None,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.mosquitto = require_program("mosquitto")
         self.passwd = require_program("mosquitto_passwd")
@@ -41,6 +46,7 @@ class MosquittoProcess:
         self.port = free_port()
         self.users = users or {}
         self.acl_file = acl_file
+        self.tls = tls  # (certificate, key): the listener speaks only TLS
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -58,8 +64,10 @@ class MosquittoProcess:
             if self.acl_file is not None
             else "allow_anonymous true\n"
         )
+        tls = f"certfile {self.tls[0]}\nkeyfile {self.tls[1]}\n" if self.tls else ""
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
+            + tls
             + access
             + "persistence false\n"
             # Started as root, mosquitto would switch to its own user, which cannot
@@ -77,6 +85,8 @@ class MosquittoProcess:
 
     def url(self, user: str | None = None, password: str | None = None) -> str:
         auth = f"{user}:{password}@" if user else ""
+        if self.tls:
+            return f"mqtts://{auth}localhost:{self.port}"
         return f"mqtt://{auth}127.0.0.1:{self.port}"
 
     def stop(self) -> None:

@@ -146,6 +146,7 @@ def test_settings_read_and_checked() -> None:
         ("HATCHWAY_MQTT_SHARE_GROUP", "a/b"),
         ("HATCHWAY_MQTT_TOPIC_PREFIX", "a/#"),
         ("HATCHWAY_MQTT_PUBLIC_URL", "mqtt://dev:secret@broker"),
+        ("HATCHWAY_MQTT_CA_FILE", "/nonexistent/ca.pem"),
     ],
 )
 def test_bad_settings_fail_at_start(name: str, value: str) -> None:

@@ -34,7 +34,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from hatchway.device.transport import MAX_REPLY_SIZE, TransportError
-from hatchway.mqtt.broker import BrokerUrl
+from hatchway.mqtt.broker import BrokerUrl, broker_tls
 from hatchway.mqtt.topics import Topics
 
 log = logging.getLogger("hatchway.device.mqtt")
@@ -54,6 +54,7 @@ class MqttTransport:
         session_expiry: int = DEFAULT_SESSION_EXPIRY,
         timeout: float = 10.0,
         tls_context: ssl.SSLContext | None = None,
+        ca_file: str | None = None,
         max_reply: int = MAX_REPLY_SIZE,
     ) -> None:
         self._url = url
@@ -61,6 +62,8 @@ class MqttTransport:
         self.session_expiry = session_expiry if persistent else 0
         self.timeout = timeout
         self._tls_context = tls_context
+        # For mqtts:// brokers with a private CA (the environment serves the CLI).
+        self._ca_file = ca_file or os.environ.get("HATCHWAY_MQTT_CA_FILE") or None
         self._max_reply = max_reply
         self._pending: dict[bytes, concurrent.futures.Future[bytes]] = {}
         self._lock = threading.Lock()
@@ -159,7 +162,7 @@ class MqttTransport:
         client_id = (
             self.device_id if self.persistent else f"{self.device_id}.{secrets.token_hex(4)}"
         )
-        tls = self._tls_context or (ssl.create_default_context() if b.tls else None)
+        tls = self._tls_context or (broker_tls(self._ca_file) if b.tls else None)
         return aiomqtt.Client(
             b.host,
             b.port,

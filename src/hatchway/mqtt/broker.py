@@ -7,6 +7,7 @@ published in discovery metadata without leaking the server's broker credentials.
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
@@ -51,3 +52,14 @@ class BrokerUrl:
 
     def __str__(self) -> str:
         return self.public
+
+
+def broker_tls(ca_file: str | None) -> ssl.SSLContext:
+    """TLS to the broker (``mqtts://``), verified against ``ca_file`` or the system's CAs.
+
+    Optional: the messages protect themselves. TLS keeps broker passwords and traffic
+    metadata off the wire.
+    """
+    context = ssl.create_default_context(cafile=ca_file or None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context

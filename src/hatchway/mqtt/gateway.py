@@ -32,7 +32,6 @@ import hashlib
 import logging
 import random
 import socket
-import ssl
 import time
 from collections import OrderedDict
 
@@ -42,6 +41,7 @@ from paho.mqtt.properties import Properties
 
 from hatchway.bus import Bus, InProcessBus
 from hatchway.errors import InvalidMessage
+from hatchway.mqtt.broker import broker_tls
 from hatchway.mqtt.topics import Topics
 from hatchway.server.context import ServerContext
 
@@ -156,7 +156,7 @@ class MqttGateway:
             # went away are redelivered to it when it comes back.
             clean_start=False,
             properties=connect,
-            tls_context=ssl.create_default_context() if b.tls else None,
+            tls_context=broker_tls(self.ctx.settings.mqtt_ca_file) if b.tls else None,
             keepalive=30,
         )
 
