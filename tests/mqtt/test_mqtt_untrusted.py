@@ -197,3 +197,56 @@ def test_server_killed_mid_stream_loses_nothing_and_stores_nothing_twice(
     assert len(rows) == 40 and len(set(mids)) == 40
     assert sorted(row.body["readings"]["i"] for row in rows) == list(range(40))
     assert stored_at_kill < 40  # the kill really was mid-stream
+
+
+def flip(token: bytes, i: int) -> bytes:
+    return token[:i] + bytes([token[i] ^ 0x20]) + token[i + 1 :]
+
+
+def test_garbage_on_uplinks_is_refused_and_the_server_carries_on(
+    server: ServerProcess, tmp_path: Path, prefix: str
+) -> None:
+    """Truncated, spliced, empty, random and oversized payloads, on real and malformed
+    topics: each is refused and logged, none is answered, and the device carries on."""
+    import random
+
+    device = enrol(server, "meter-g", tmp_path)
+    spy = Spy(f"{prefix}/#").start()
+    device.send({"n": 0})
+    eventually(lambda: len(spy.messages) == 2, what="the first exchange")
+    (token,) = on(spy, f"{prefix}/d/meter-g/up")
+    rng = random.Random(7)  # a fixed corpus, so a failure replays exactly
+    parts = token.split(b".")
+    payloads = [
+        b"",
+        token[: len(token) // 2],
+        token + b".",
+        b".".join(parts[:4]),
+        b".".join([parts[0], parts[1], parts[2], parts[4], parts[3]]),
+        b"....",
+        b'{"typ": "hatchway-telemetry+jwt"}',
+        bytes(rng.getrandbits(8) for _ in range(900)),
+        b"A" * 65_536,
+        *(flip(token, i) for i in rng.sample(range(len(token)), 12)),
+    ]
+    up = f"{prefix}/d/meter-g/up"
+    attacker = Attacker()
+    try:
+        for payload in payloads:
+            attacker.publish(up, payload)
+        for topic in (f"{prefix}/d/meter-g/up/x", f"{prefix}/d/meter-g"):
+            attacker.publish(topic, token)  # not uplinks: the subscription never matches
+        attacker.publish(f"{prefix}/d/../up", token)  # matches d/+/up, names no device
+    finally:
+        attacker.close()
+    eventually(
+        lambda: sum(1 for line in log_lines(server) if line.get("status") == "refused")
+        == len(payloads) + 1,
+        what="every payload refused",
+    )
+    assert device.send({"n": 1}).body["status"] == "stored"
+    device.close()
+    spy.stop()
+    assert len(on(spy, f"{prefix}/d/meter-g/down")) == 2  # the two real replies only
+    with open_store(server.data_dir) as store:
+        assert store.count_messages("meter-g") == 2
