@@ -12,7 +12,7 @@ from hatchway.device import Device
 from hatchway.errors import InvalidMessage
 from hatchway.runtime import FrozenClock, system_random
 from hatchway.server.context import ServerContext
-from hatchway.store import CommandStatus
+from hatchway.store import CommandStatus, SealedDelivery
 from tests.flows.conftest import DirectTransport, enrol
 
 
@@ -119,7 +119,28 @@ def test_queued_commands_are_only_those_an_enrolled_device_has_not_been_given(
     assert [c.command_id for c in ctx.store.queued_commands()] == [first, second]
     assert device.poll() is not None  # an HTTP poll delivers the first
     assert [c.command_id for c in ctx.store.queued_commands()] == [second]
-    assert ctx.store.claim_command_delivery(second, jti="j1", now=clock())
-    assert not ctx.store.claim_command_delivery(second, jti="j2", now=clock())
+    first_push = SealedDelivery(jti="j1", exp=clock() + 60, reply=b"sealed-1")
+    second_push = SealedDelivery(jti="j2", exp=clock() + 60, reply=b"sealed-2")
+    assert ctx.store.claim_command_delivery(second, "meter-1", sealed=first_push, now=clock())
+    assert not ctx.store.claim_command_delivery(
+        second, "meter-1", sealed=second_push, now=clock()
+    )
     record = ctx.store.get_command(second)
     assert record is not None and record.delivery_jti == "j1"
+    assert ctx.store.answers_delivery("meter-1", second, "j1")
+    assert not ctx.store.answers_delivery("meter-1", second, "j2")
+
+
+def test_a_live_push_is_not_handed_out_again_by_a_poll_an_expired_one_is(
+    device: Device, ctx: ServerContext, clock: FrozenClock
+) -> None:
+    """A push counts as a delivery: while it is unexpired a poll does not repeat it; a
+    device that was away longer than its lifetime gets the command afresh by polling."""
+    cid = ctx.store.queue_command("meter-1", {"op": "late"}, now=clock())
+    (queued,) = ctx.store.queued_commands()
+    assert ctx.messages.push_command(queued) is not None  # published to nobody, say
+    assert device.poll() is None
+    clock.advance(ctx.settings.message_ttl + 1)
+    command = device.poll()
+    assert command is not None and command.cid == cid
+    assert device.respond(command, {"ok": True}).body == {"status": "recorded"}

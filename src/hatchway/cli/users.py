@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from hatchway.cli.common import DatabaseOption, DataDirOption, JsonOption, load_settings
-from hatchway.cli.output import console, emit, errors_reported
+from hatchway.cli.output import console, emit, errors_reported, shown
 
 if TYPE_CHECKING:
     from hatchway.store import Store
@@ -53,6 +52,7 @@ def _user_json(user: UserRecord) -> dict[str, object]:
         "disabled": user.disabled,
         "created_at": user.created_at,
         "updated_at": user.updated_at,
+        "unlocked_at": user.unlocked_at,
     }
 
 
@@ -86,6 +86,7 @@ def add(
         verifier = make_verifier(password, random=system_random, iterations=rounds)
         store = _store(data_dir, database_url)
         try:
+            _refuse_split_iterations(store, rounds, given=iterations is not None)
             user = store.add_user(username, verifier, now=time.time())
             # Decoy verifiers for unknown names copy this count, so the ``i=`` in
             # server-first does not tell real accounts from made-up ones.
@@ -95,7 +96,25 @@ def add(
         emit(
             as_json,
             _user_json(user),
-            lambda: console.print(f"added [bold]{escape(username)}[/]"),
+            lambda: console.print(f"added [bold]{shown(username)}[/]"),
+        )
+
+
+def _refuse_split_iterations(store: Store, rounds: int, *, given: bool) -> None:
+    """Every account shares one PBKDF2 count, or ``i=`` in SCRAM tells real names apart.
+
+    Decoys for unknown names copy the real accounts' counts (flows/login_approval.py),
+    so one account at another count would stand out among all the others. A
+    count can only change for everyone at once: SCRAM never shows the server a
+    password, so existing verifiers cannot be rehashed in place (docs/login.md).
+    """
+    existing = sorted({u.scram_verifier.iterations for u in store.list_users()})
+    if existing and rounds not in existing:
+        source = "--iterations" if given else "HATCHWAY_LOGIN_SCRAM_ITERATIONS"
+        raise ValueError(
+            f"{source} {rounds} differs from the PBKDF2 count existing accounts use "
+            f"({', '.join(map(str, existing))}); one account at another count would let "
+            f"anyone tell real names from unknown ones. Use --iterations {existing[-1]}."
         )
 
 
@@ -118,7 +137,7 @@ def list_users(
             table = Table("user", "state")
             for row in rows:
                 state = "disabled" if row["disabled"] else "active"
-                table.add_row(escape(str(row["username"])), state)
+                table.add_row(shown(str(row["username"])), state)
             console.print(table)
 
         emit(as_json, {"users": rows}, human)
@@ -138,13 +157,13 @@ def _change(
             elif what == "enable":
                 user = store.set_user_disabled(username, False, now=now)
             else:
-                user = store.record_password_success(username, now=now)
+                user = store.unlock_user(username, now=now)
         finally:
             store.close()
         emit(
             as_json,
             _user_json(user),
-            lambda: console.print(f"{what}d [bold]{escape(username)}[/]"),
+            lambda: console.print(f"{what}d [bold]{shown(username)}[/]"),
         )
 
 

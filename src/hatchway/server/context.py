@@ -7,10 +7,12 @@ from dataclasses import dataclass
 
 from hatchway.bus import Bus, bus_from_url
 from hatchway.config import Settings
+from hatchway.flows.clients import ensure_default_clients
 from hatchway.flows.enrolment import EnrolmentService
 from hatchway.flows.login import LoginService
 from hatchway.flows.messaging import MessageService
 from hatchway.flows.sechannel import SecureChannelService, ensure_application_identity
+from hatchway.limits import limits_from_settings
 from hatchway.runtime import Clock, Random, system_clock, system_random
 from hatchway.se.appcert import web_origin
 from hatchway.server.datadir import ServerIdentity, ensure_data_dir
@@ -37,6 +39,8 @@ class ServerContext:
     ) -> ServerContext:
         identity = ensure_data_dir(settings.data_dir)
         store = Store.open(settings.resolved_database_url)
+        # First run: register hatchway-cli, so `hatchway login` works out of the box.
+        ensure_default_clients(store, now=clock())
         # One bus per process; a PostgreSQL store shares its database as the bus,
         # so an approval on one replica wakes the device waiting on another.
         bus = bus_from_url(settings.database_url or None)
@@ -58,6 +62,8 @@ class ServerContext:
                 clock=clock,
                 random=random,
                 bus=bus,
+                # Redis when HATCHWAY_REDIS_URL is set: budgets every replica shares.
+                limits=limits_from_settings(settings),
             ),
             sechannel=SecureChannelService(
                 ensure_application_identity(
@@ -70,4 +76,5 @@ class ServerContext:
         )
 
     def close(self) -> None:
+        self.login.limits.close()
         self.store.close()

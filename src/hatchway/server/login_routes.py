@@ -12,7 +12,10 @@ thread, map :class:`LoginRefused` to RFC 6749 §5.2 / RFC 8628 §3.5 JSON.
 * ``POST /oauth/device/wait`` — push as a long poll: answers the moment the
   bus announces a decision for the session, from whichever replica made it.
 * ``GET /login`` — ``verification_uri`` (code entry) and
-  ``verification_uri_complete`` (the approval page).
+  ``verification_uri_complete`` (the approval page; a confirm-code client's
+  user must pick the device's code there). ``POST /login`` — the code entry
+  form: a code typed on our own page (CSRF-bound) needs no pick, and the page
+  carries an HMAC proof of that to ``scram/start``.
 * ``POST /login/scram/start|finish`` (JSON), ``POST /login/deny`` (form),
   CSRF-protected: a ``__Host-`` cookie plus an HMAC of it in the page, and a
   same-origin check on ``Origin`` when the browser sends one. Every endpoint
@@ -29,6 +32,7 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 import secrets
 from typing import Any
 from urllib.parse import parse_qsl
@@ -55,6 +59,7 @@ from hatchway.server.login_pages import (
     PAGE_HEADERS,
     STATIC_PREFIX,
     approval_page,
+    approved_page,
     code_entry_page,
     ended_page,
 )
@@ -113,19 +118,35 @@ def _refused(exc: LoginRefused) -> JSONResponse:
     if exc.retry_after:
         headers["Retry-After"] = str(exc.retry_after)
     if exc.status_hint == 401:
-        headers["WWW-Authenticate"] = f'Bearer error="{exc.error}"'
+        headers["WWW-Authenticate"] = exc.challenge or f'Bearer error="{exc.error}"'
     return JSONResponse(exc.body(), status_code=exc.status_hint, headers=headers)
 
 
 class _Csrf:
     """Double-submit cookie whose page token is an HMAC of the cookie (OWASP)."""
 
-    def __init__(self, key: bytes, origin: str) -> None:
+    def __init__(self, key: bytes, origin: str, *, typed_key: bytes) -> None:
         self._key = key
         self._origin = origin
+        # Its own key: a cookie value is the client's choice, so a CSRF token
+        # (HMAC of the cookie) must never double as a typed-code proof.
+        self._typed_key = typed_key
 
     def token_for(self, cookie: str) -> str:
         return hmac.new(self._key, cookie.encode(), "sha256").hexdigest()
+
+    def typed_token(self, cookie: str, user_code: str) -> str:
+        """Proof, bound to this browser's cookie, that ``user_code`` was typed here."""
+        message = f"{user_code}\x00{cookie}".encode("utf-8", "surrogatepass")
+        return hmac.new(self._typed_key, message, "sha256").hexdigest()
+
+    def typed(self, request: Request, user_code: str, token: str | None) -> bool:
+        cookie = request.cookies.get(CSRF_COOKIE, "")
+        if not cookie or not token:
+            return False
+        expected = self.typed_token(cookie, user_code).encode()
+        # Bytes, not str: compare_digest refuses non-ASCII text with a TypeError.
+        return hmac.compare_digest(token.encode("utf-8", "surrogatepass"), expected)
 
     def issue(self, request: Request) -> tuple[str, str]:
         cookie = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
@@ -152,7 +173,11 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
     """Mount the login endpoints on the HTTPS app."""
     login = ctx.login
     approval = ApprovalService(login)
-    csrf = _Csrf(server_secret(ctx.identity, "csrf"), ctx.settings.issuer)
+    csrf = _Csrf(
+        server_secret(ctx.identity, "csrf"),
+        ctx.settings.issuer,
+        typed_key=server_secret(ctx.identity, "typed user code"),
+    )
     feed: list[asyncio.Task[None]] = []  # the decision feed, once started
 
     async def ensure_feed() -> None:
@@ -173,7 +198,11 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
         try:
             form = await _form(request)
             answer = await run_in_threadpool(
-                login.start, form, ip=_ip(request), user_agent=_ua(request)
+                login.start,
+                form,
+                ip=_ip(request),
+                user_agent=_ua(request),
+                authorization=request.headers.get("authorization"),
             )
         except LoginRefused as exc:
             return _refused(exc)
@@ -183,12 +212,17 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
     async def token(request: Request) -> JSONResponse:
         try:
             form = await _form(request)
-            fast = login.poll_from_memory(form)
+            authorization = request.headers.get("authorization")
+            fast = None if authorization else await login.poll_fast(form)
             if fast is not None:
                 return _refused(fast)
             await ensure_feed()
             body = await run_in_threadpool(
-                login.token, form, ip=_ip(request), user_agent=_ua(request)
+                login.token,
+                form,
+                ip=_ip(request),
+                user_agent=_ua(request),
+                authorization=authorization,
             )
         except LoginRefused as exc:
             return _refused(exc)
@@ -198,10 +232,7 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
     async def wait(request: Request) -> JSONResponse:
         try:
             form = await _form(request)
-            try:
-                timeout = min(max(float(form.get("timeout") or 25), 0.0), MAX_WAIT)
-            except ValueError:
-                raise LoginRefused("invalid_request", "malformed timeout") from None
+            timeout = _wait_timeout(form.get("timeout"))
             view = await run_in_threadpool(login.device_view, form)
             if view.state is SessionState.PENDING:
                 await ctx.bus.start()  # no-op after serve(); starts it for in-process apps
@@ -215,22 +246,57 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
         cookie, token = csrf.issue(request)
         if not user_code:
             return _page(code_entry_page(token), cookie)
+        return await _approval_view(request, cookie, token, user_code, typed=False)
+
+    @app.post(VERIFICATION_PATH)
+    async def typed_code(request: Request) -> HTMLResponse:
+        cookie, token = csrf.issue(request)
+        try:
+            form = await _form(request)
+            csrf.check(request, form.get("csrf"))
+        except LoginRefused:
+            return _page(
+                code_entry_page(token, message="Please enter the code again."), cookie, 403
+            )
+        user_code = form.get("user_code", "")
+        if not user_code:
+            return _page(code_entry_page(token), cookie)
+        return await _approval_view(request, cookie, token, user_code, typed=True)
+
+    async def _approval_view(
+        request: Request, cookie: str, token: str, user_code: str, *, typed: bool
+    ) -> HTMLResponse:
         view = await run_in_threadpool(approval.page, user_code, ip=_ip(request))
-        if view.status == "pending":
-            return _page(approval_page(view, token), cookie)
+        if view.status == "pending" and view.session is not None:
+            proof = csrf.typed_token(cookie, view.session.user_code) if typed else ""
+            return _page(approval_page(view, token, typed_token=proof), cookie)
+        if view.status == "approved":
+            return _page(approved_page(view, token), cookie)
         status = 429 if view.status == "limited" else 200 if view.session else 404
-        return _page(ended_page(view.status), cookie, status)
+        response = _page(ended_page(view.status), cookie, status)
+        if view.status == "limited":  # RFC 6585 §4: say when to come back
+            response.headers["Retry-After"] = str(view.retry_after or 60)
+        return response
 
     @app.post("/login/scram/start")
     async def scram_start(request: Request) -> JSONResponse:
         try:
             csrf.check(request, request.headers.get("x-csrf-token"))
             data = await _json(request)
+            user_code = _str(data, "user_code")
+            picked = data.get("confirm_code")
+            typed_proof = data.get("typed")
             server_first, exchange = await run_in_threadpool(
                 approval.scram_start,
-                user_code=_str(data, "user_code"),
+                user_code=user_code,
                 client_first=_str(data, "client_first"),
                 ip=_ip(request),
+                typed=csrf.typed(
+                    request, user_code, typed_proof if isinstance(typed_proof, str) else None
+                ),
+                picked=picked if isinstance(picked, str) and len(picked) <= 64 else None,
+                user_agent=_ua(request),
+                browser=request.cookies.get(CSRF_COOKIE, ""),
             )
         except LoginRefused as exc:
             return _refused(exc)
@@ -249,6 +315,7 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
                 client_final=_str(data, "client_final"),
                 ip=_ip(request),
                 user_agent=_ua(request),
+                browser=request.cookies.get(CSRF_COOKIE, ""),
             )
         except LoginRefused as exc:
             return _refused(exc)
@@ -272,9 +339,12 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
                 user_code=form.get("user_code", ""),
                 ip=_ip(request),
                 user_agent=_ua(request),
+                session_ref=form.get("session_ref", ""),
             )
         except LoginRefused as exc:
             page = {403: "unknown", 404: "unknown", 429: "limited"}.get(exc.status_hint, "consumed")
+            if exc.error == "too_late":
+                page = "too_late"
             response = _page(ended_page(page), cookie, exc.status_hint)
             if exc.retry_after:
                 response.headers["Retry-After"] = str(exc.retry_after)
@@ -340,10 +410,54 @@ async def _wait_for_decision(
     return view
 
 
-async def _json(request: Request) -> dict[str, Any]:
+def _wait_timeout(raw: str | None) -> float:
+    """Seconds to hold a push request: a finite, non-negative number, capped.
+
+    ``float()`` also reads "nan", "inf" and "1e999"; NaN compares false with
+    everything, so min/max clamping would let it through uncapped.
+    """
     try:
-        data = json.loads(await _body(request))
+        timeout = float(raw or 25)
     except ValueError:
+        timeout = math.nan
+    if not math.isfinite(timeout) or timeout < 0:
+        raise LoginRefused("invalid_request", "malformed timeout")
+    return min(timeout, MAX_WAIT)
+
+
+MAX_JSON_DEPTH = 8
+"""The phone's requests are flat objects of strings; anything deeper is refused."""
+
+
+def _json_depth(body: bytes) -> int:
+    """Deepest nesting of arrays and objects, outside strings (bytes, not parsed)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    body = await _body(request)
+    try:
+        # Depth first: json.loads recurses, and a deep enough body raises
+        # RecursionError (a 500), not ValueError.
+        data = json.loads(body) if _json_depth(body) <= MAX_JSON_DEPTH else None
+    except (ValueError, RecursionError):
         data = None
     if not isinstance(data, dict):
         raise LoginRefused("invalid_request", "expected a JSON object")
