@@ -113,11 +113,13 @@ class CommandRepository(RepositoryBase):
         """Record a server-initiated delivery (an MQTT push) of a never-delivered command.
 
         queued -> delivered, only from queued, so of every replica racing to push the
-        same command exactly one gets True and publishes it. The push is recorded like
-        a poll's delivery (without a poll ``mid``): until it expires no poll hands the
-        command out again, and a result may name its ``jti``. The device's replay-window
-        row is locked first, as ``deliver_command`` does, so a poll and a push of one
-        device never interleave.
+        same command exactly one gets True and publishes it. The push is recorded as a
+        delivery without a poll ``mid``, so a result may name its ``jti``; its ``exp``
+        is the time of the push, not of the message: a push never holds a poll back,
+        because the device may not be listening on MQTT at all (a poll then delivers
+        the command again, and the first result wins). The device's replay-window row
+        is locked first, as ``deliver_command`` does, so a poll and a push of one device
+        never interleave.
         """
         check_id("jti", sealed.jti)
         with self._write() as conn:
@@ -150,7 +152,7 @@ class CommandRepository(RepositoryBase):
                     device_id=device_id,
                     poll_mid=None,
                     delivered_at=now,
-                    exp=sealed.exp,
+                    exp=now,
                     reply=sealed.reply.decode("ascii"),
                 )
             )
