@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from hatchway.bus import Bus, bus_from_url
@@ -29,6 +30,8 @@ class ServerContext:
     login: LoginService
     #: The secure-element channel's OCE side (``None`` only when built by hand).
     sechannel: SecureChannelService | None = None
+    #: Set while the MQTT gateway holds its subscription (``None``: MQTT is off).
+    mqtt_connected: asyncio.Event | None = None
 
     @classmethod
     def create(
