@@ -67,4 +67,5 @@ class ServerContext:
         )
 
     def close(self) -> None:
+        self.messages.close()
         self.store.close()
