@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection, Row
 
 from hatchway.errors import HatchwayError
@@ -114,28 +114,34 @@ class MessageRepository(RepositoryBase):
         with self._write() as conn:
             return _accept_in(conn, request, body_text)
 
-    def accept_batch(
-        self, requests: Sequence[AcceptRequest]
-    ) -> list[AcceptResult | Exception]:
+    def accept_batch(self, requests: Sequence[AcceptRequest]) -> list[AcceptResult | Exception]:
         """Accept every request in one transaction; one commit (one fsync) for all.
 
         Returns one entry per request, in order: its :class:`AcceptResult`, or the
         error that refused it (``advance``'s exception, :class:`ReplayedJti`,
-        :class:`UnknownDevice`, ``ValueError``, ``TypeError``). A refused item is rolled back to its
-        savepoint and leaves no trace. Any other exception rolls back the whole batch
-        and propagates: nothing in it was accepted. Nothing is durable, and no
-        result may be acted on, before this method returns.
+        :class:`UnknownDevice`, ``ValueError``, ``TypeError``), exactly what
+        :meth:`accept_message` would have raised for it in that order. A refused
+        item writes nothing. Any other exception rolls back the whole batch and
+        propagates: nothing in it was accepted. Nothing is durable, and no result
+        may be acted on, before this method returns.
+
+        Set-based, so the statements per batch are a constant few: the windows and
+        device rows are read (and locked) once, replay checks run in memory in
+        request order, and the writes go out as one executemany each.
         """
         outcomes: list[AcceptResult | Exception] = []
+        if not requests:
+            return outcomes
         with self._write() as conn:
+            batch = _Batch.load(conn, requests)
             for request in requests:
                 try:
-                    body_text = request.checked_body()
-                    with conn.begin_nested():
-                        outcomes.append(_accept_in(conn, request, body_text))
+                    outcomes.append(batch.accept(request))
                 except ITEM_ERRORS as exc:
                     outcomes.append(exc)
-        return outcomes
+            batch.write(conn)
+        # Message ids of first copies are known only after the insert.
+        return [batch.resolve(outcome) for outcome in outcomes]
 
     def list_messages(self, device_id: str, *, limit: int = 100) -> list[MessageRecord]:
         """The device's ``limit`` most recent messages, newest last."""
@@ -240,3 +246,142 @@ def _accept_in(conn: Connection, request: AcceptRequest, body_text: str) -> Acce
     return AcceptResult(
         duplicate=existing is not None, message_id=message_id, reply_seq=int(reply_seq)
     )
+
+
+class _Batch:
+    """In-memory replay state for the devices of one batch, loaded under their locks."""
+
+    def __init__(self) -> None:
+        self.windows: dict[str, tuple[int, int]] = {}
+        self.devices: dict[str, tuple[str, str | None, int]] = {}  # status, kid, outbound
+        self.seen: set[tuple[str, str]] = set()
+        self.mids: dict[tuple[str, str], int] = {}  # -> stored id, or -(pending index + 1)
+        self.jti_rows: list[dict[str, Any]] = []
+        self.message_rows: list[dict[str, Any]] = []
+        self.touched: dict[str, None] = {}  # devices whose window and counter moved
+        self.ids: list[int] = []
+
+    @classmethod
+    def load(cls, conn: Connection, requests: Sequence[AcceptRequest]) -> _Batch:
+        batch = cls()
+        ids = sorted({r.device_id for r in requests})  # one lock order for every batch
+        for wrow in conn.execute(
+            select(
+                replay_windows.c.device_id, replay_windows.c.highest_seq, replay_windows.c.bitmap
+            )
+            .where(replay_windows.c.device_id.in_(ids))
+            .order_by(replay_windows.c.device_id)
+            .with_for_update()
+        ):
+            batch.windows[wrow.device_id] = (wrow.highest_seq, int(wrow.bitmap, 16))
+        for drow in conn.execute(
+            select(
+                devices.c.device_id, devices.c.status, devices.c.signing_kid, devices.c.outbound_seq
+            )
+            .where(devices.c.device_id.in_(ids))
+            .order_by(devices.c.device_id)
+            .with_for_update()
+        ):
+            batch.devices[drow.device_id] = (drow.status, drow.signing_kid, drow.outbound_seq)
+        jtis = sorted({r.jti for r in requests if isinstance(r.jti, str)})
+        for jrow in conn.execute(
+            select(seen_jti.c.device_id, seen_jti.c.jti).where(
+                seen_jti.c.device_id.in_(ids), seen_jti.c.jti.in_(jtis)
+            )
+        ):
+            batch.seen.add((jrow.device_id, jrow.jti))
+        mids = sorted({r.mid for r in requests if isinstance(r.mid, str)})
+        if mids:
+            for row in conn.execute(
+                select(messages.c.device_id, messages.c.mid, messages.c.id).where(
+                    messages.c.device_id.in_(ids), messages.c.mid.in_(mids)
+                )
+            ):
+                batch.mids[(row.device_id, row.mid)] = int(row.id)
+        return batch
+
+    def accept(self, request: AcceptRequest) -> AcceptResult:
+        """The checks of :func:`_accept_in`, in its order, against the batch's state."""
+        body_text = request.checked_body()
+        device_id = request.device_id
+        window = self.windows.get(device_id)
+        if window is None:
+            raise UnknownDevice(device_id)
+        highest, bitmap = request.advance(*window)
+        if not 0 <= highest <= _MAX_SEQ or bitmap < 0:
+            raise ValueError("advance returned an out-of-range window")
+        if (device_id, request.jti) in self.seen:
+            raise ReplayedJti()
+        device = self.devices.get(device_id)
+        if (
+            device is None
+            or device[0] != DeviceStatus.ENROLLED.value
+            or (request.signing_kid and device[1] != request.signing_kid)
+        ):
+            raise UnknownDevice(f"{device_id} is not enrolled with that key")
+        # Accepted: from here on, every write of this message is recorded.
+        self.seen.add((device_id, request.jti))
+        self.jti_rows.append({"device_id": device_id, "jti": request.jti, "exp": request.exp})
+        key = (device_id, request.mid) if request.mid is not None else None
+        existing = self.mids.get(key) if key is not None else None
+        if existing is None:
+            self.message_rows.append(
+                {
+                    "device_id": device_id,
+                    "seq": request.seq,
+                    "jti": request.jti,
+                    "mid": request.mid,
+                    "typ": request.typ,
+                    "body": body_text,
+                    "received_at": request.now,
+                }
+            )
+            pending = -len(self.message_rows)
+            if key is not None:
+                self.mids[key] = pending
+        self.windows[device_id] = (highest, bitmap)
+        reply_seq = device[2] + 1
+        self.devices[device_id] = (device[0], device[1], reply_seq)
+        self.touched[device_id] = None
+        return AcceptResult(
+            duplicate=existing is not None,
+            message_id=existing if existing is not None else pending,
+            reply_seq=reply_seq,
+        )
+
+    def write(self, conn: Connection) -> None:
+        if not self.touched:
+            return
+        conn.execute(insert(seen_jti), self.jti_rows)
+        if self.message_rows:
+            inserted = conn.execute(
+                insert(messages).returning(messages.c.id, sort_by_parameter_order=True),
+                self.message_rows,
+            )
+            self.ids = [int(row.id) for row in inserted]
+        order = sorted(self.touched)
+        conn.execute(
+            update(replay_windows)
+            .where(replay_windows.c.device_id == bindparam("d"))
+            .values(highest_seq=bindparam("h"), bitmap=bindparam("b")),
+            [
+                {"d": d, "h": self.windows[d][0], "b": format(self.windows[d][1], "x")}
+                for d in order
+            ],
+        )
+        conn.execute(
+            update(devices)
+            .where(devices.c.device_id == bindparam("d"))
+            .values(outbound_seq=bindparam("o")),
+            [{"d": d, "o": self.devices[d][2]} for d in order],
+        )
+
+    def resolve(self, outcome: AcceptResult | Exception) -> AcceptResult | Exception:
+        """Replace a pending (negative) message id by the id the insert returned."""
+        if isinstance(outcome, AcceptResult) and outcome.message_id < 0:
+            return AcceptResult(
+                duplicate=outcome.duplicate,
+                message_id=self.ids[-outcome.message_id - 1],
+                reply_seq=outcome.reply_seq,
+            )
+        return outcome

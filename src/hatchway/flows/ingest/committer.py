@@ -65,7 +65,6 @@ class GroupCommitter:
         Its result is the :class:`AcceptResult`; its exception is the item's refusal
         (see :meth:`Store.accept_batch`) or, when the whole batch failed, that error.
         """
-        request.checked_body()  # refuse malformed input in the caller, not the writer
         future: Future[AcceptResult] = Future()
         with self._lock:
             if self._closed:
