@@ -38,7 +38,7 @@ from pathlib import Path
 
 from hatchway.config import settings_from_env
 from hatchway.device import Device
-from hatchway.msgsec import MessageType, seal
+from hatchway.msgsec import MessageType, SenderInfo, open_message, seal
 from hatchway.server.context import ServerContext
 from hatchway.server.process import ServerProcess
 
@@ -252,6 +252,35 @@ def start_profile(
     )
 
 
+def crypto_floor(ctx: ServerContext, tokens: list[bytes]) -> float:
+    """Seconds per message of the server's own cryptography, one thread, in this process:
+    open + verify the request, seal + sign the acknowledgement (no HTTP, no store)."""
+    service = ctx.messages
+
+    def resolve(kid: str) -> SenderInfo | None:
+        peer = service._peer(kid)
+        return None if peer is None else peer.sender
+
+    def one(token: bytes) -> None:
+        message, sender = open_message(
+            token,
+            decryption_keys=service._keys,
+            resolve_sender=resolve,
+            policy=service._policy,
+            now=time.time(),
+        )
+        peer = service._peer(sender.verifying_key.kid)
+        assert peer is not None
+        ack = service._message(peer, MessageType.ACK, message, time.time(), {"status": "ok"}, 1)
+        service._seal(peer, ack)
+
+    one(tokens[0])
+    start = time.perf_counter()
+    for token in tokens:
+        one(token)
+    return (time.perf_counter() - start) / len(tokens)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--connections", default="1,32", help="comma-separated list")
@@ -271,9 +300,7 @@ def main() -> None:
     with ServerProcess(root / "data", env=env) as server:
         assert server.proc is not None
         pid = server.proc.pid
-        ctx = ServerContext.create(
-            settings_from_env({"HATCHWAY_DATA_DIR": str(server.data_dir), **env})
-        )
+        ctx = ServerContext.create(settings_from_env(server.env()))
         devices = []
         for i in range(args.devices):
             device_id = f"meter-{i:04d}"
@@ -292,6 +319,11 @@ def main() -> None:
         for device in devices:
             device.send(TELEMETRY)
 
+        floor = crypto_floor(ctx, [t for d in devices[:10] for t in preseal(d, 20)])
+        print(
+            f"crypto floor (open+verify, sign+seal; one core, this run): {floor * 1e3:.2f} ms/msg"
+            f" = {1 / floor:.0f} msg/s"
+        )
         print(f"{args.devices} devices, {args.messages} messages each per run")
         for connections in (int(c) for c in args.connections.split(",")):
             per_device = [preseal(d, args.messages) for d in devices]
@@ -306,6 +338,8 @@ def main() -> None:
             spy = start_profile(pid, root, connections, args.profile_seconds)
             run = measure(pid, plain)
             print(run.line(f"keep-alive, {connections} conn"), flush=True)
+            rate = run.done / run.elapsed
+            print(f"{'':30} rate / crypto floor: {rate * floor:.2f}", flush=True)
             if spy is not None:
                 spy.wait()
                 print(f"py-spy profile (collapsed stacks): {spy.args[-1]}")
