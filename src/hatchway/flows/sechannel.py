@@ -108,14 +108,9 @@ def ensure_application_identity(
             raise ValueError(f"{key_path} is not an EC private key")
     else:
         key = ec.generate_private_key(ec.SECP256R1())
-        write_private(
-            key_path,
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ),
-        )
+        write_private(key_path, key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
     tls_spki = spki_identity(x509.load_pem_x509_certificate(tls_cert_path.read_bytes()))
     cert = None
     if cert_path.exists():
@@ -124,26 +119,15 @@ def ensure_application_identity(
             cert = None
     if cert is None:
         cert = issue_application_certificate(
-            ca.certificate,
-            ca.private_key,
-            key.public_key(),
-            origin=origin,
-            tls_spki_sha256=tls_spki,
-            now=now,
-            valid_days=APP_CERT_DAYS,
-        )
+            ca.certificate, ca.private_key, key.public_key(), origin=origin,
+            tls_spki_sha256=tls_spki, now=now, valid_days=APP_CERT_DAYS)
         write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
         log.info("issued the SE application certificate", extra={"origin": origin})
     return ApplicationIdentity(origin, key, cert, ca.certificate)
 
 
-def _still_good(
-    cert: x509.Certificate,
-    key: ec.EllipticCurvePrivateKey,
-    ca: CertificateAuthority,
-    binding: OriginBinding,
-    now: float,
-) -> bool:
+def _still_good(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey,
+                ca: CertificateAuthority, binding: OriginBinding, now: float) -> bool:
     when = dt.datetime.fromtimestamp(now, dt.UTC)
     try:
         cert.verify_directly_issued_by(ca.certificate)
@@ -270,21 +254,13 @@ class SecureChannelService:
             self._expire(now)
             allowance = self._limiter.hit(f"ip:{client}", now)
             if not allowance.allowed:
-                raise SessionRefused(
-                    "slow_down",
-                    "too many sessions started from here",
-                    status=429,
-                    retry_after=allowance.retry_after,
-                )
+                raise SessionRefused("slow_down", "too many sessions started from here",
+                                     status=429, retry_after=allowance.retry_after)
             if sum(1 for s in self._sessions.values() if s.client == client) >= (
                 self._max_per_client
             ):
-                raise SessionRefused(
-                    "busy",
-                    "too many open sessions from here",
-                    status=429,
-                    retry_after=int(self._ttl),
-                )
+                raise SessionRefused("busy", "too many open sessions from here", status=429,
+                                     retry_after=int(self._ttl))
             if len(self._sessions) >= self._max:
                 raise SessionRefused("busy", "too many open sessions", status=503)
             sid = base64.urlsafe_b64encode(self._random(32)).rstrip(b"=").decode()
@@ -334,13 +310,8 @@ class SecureChannelService:
                 session.sent = result.apdus
                 return result
             self._sessions.pop(session_id, None)
-            return Done(
-                session_id,
-                session.card_serial,
-                len(session.secret),
-                session.round_trips,
-                session.apdus,
-            )
+            return Done(session_id, session.card_serial, len(session.secret),
+                        session.round_trips, session.apdus)
 
     def _open(self, session: _Session, sid: str, parsed: list[ResponseApdu]) -> Step:
         if parsed[0].sw != SW.OK:
@@ -351,7 +322,8 @@ class SecureChannelService:
         except UntrustedCard:
             raise SessionRefused(
                 "untrusted_card",
-                "the card's certificate is not a secure-element certificate from this server's CA",
+                "the card's certificate is not a secure-element certificate from this "
+                "server's CA",
                 status=403,
             ) from None
         except ApduError as exc:
