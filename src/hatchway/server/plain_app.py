@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
 
 from hatchway.errors import InvalidMessage
 from hatchway.flows.enrolment import MESSAGE_PATH
@@ -45,7 +44,7 @@ def add_message_route(app: FastAPI, ctx: ServerContext) -> None:
             if len(body) > limit:
                 return uniform_error()
         try:
-            reply = await run_in_threadpool(ctx.messages.handle, bytes(body))
+            reply = await ctx.messages.handle_async(bytes(body))
         except InvalidMessage:
             return uniform_error()
         return Response(reply, media_type=JOSE)
