@@ -248,12 +248,13 @@ def tls_wire_bytes(port: int, context: ssl.SSLContext, token: bytes) -> int:
 def start_profile(
     pid: int, root: Path, connections: int, seconds: float
 ) -> subprocess.Popen[bytes] | None:
-    """py-spy the server (all threads, idle excluded) for the first ``seconds`` of a run."""
+    """py-spy the server for the first ``seconds`` of a run: only samples holding the GIL,
+    i.e. where the server's Python CPU goes (a wait for the disk or a lock is not in it)."""
     if seconds <= 0:
         return None
     spy = Path(sys.executable).with_name("py-spy")
     out = root / f"profile-{connections}.txt"
-    cmd = [str(spy), "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "200"]
+    cmd = [str(spy), "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "200", "--gil"]
     return subprocess.Popen(
         [*cmd, "--format", "raw", "--nonblocking", "-o", str(out)],
         stdout=subprocess.DEVNULL,

@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection, Row
+from sqlalchemy.sql.elements import BindParameter
 
 from hatchway.errors import HatchwayError
 from hatchway.store._base import RepositoryBase, check_id, dump_json, load_json
@@ -248,6 +249,39 @@ def _accept_in(conn: Connection, request: AcceptRequest, body_text: str) -> Acce
     )
 
 
+# The batch's statements, built once: constructing SQLAlchemy statements per batch
+# showed up in the writer thread's profile. ``expanding`` parameters take the lists.
+_IDS: BindParameter[list[str]] = bindparam("ids", expanding=True)
+_LOAD_WINDOWS = (
+    select(replay_windows.c.device_id, replay_windows.c.highest_seq, replay_windows.c.bitmap)
+    .where(replay_windows.c.device_id.in_(_IDS))
+    .order_by(replay_windows.c.device_id)
+    .with_for_update()
+)
+_LOAD_DEVICES = (
+    select(devices.c.device_id, devices.c.status, devices.c.signing_kid, devices.c.outbound_seq)
+    .where(devices.c.device_id.in_(_IDS))
+    .order_by(devices.c.device_id)
+    .with_for_update()
+)
+_LOAD_JTIS = select(seen_jti.c.device_id, seen_jti.c.jti).where(
+    seen_jti.c.device_id.in_(_IDS), seen_jti.c.jti.in_(bindparam("jtis", expanding=True))
+)
+_LOAD_MIDS = select(messages.c.device_id, messages.c.mid, messages.c.id).where(
+    messages.c.device_id.in_(_IDS), messages.c.mid.in_(bindparam("mids", expanding=True))
+)
+_INSERT_JTIS = insert(seen_jti)
+_INSERT_MESSAGES = insert(messages).returning(messages.c.id, sort_by_parameter_order=True)
+_UPDATE_WINDOWS = (
+    update(replay_windows)
+    .where(replay_windows.c.device_id == bindparam("d"))
+    .values(highest_seq=bindparam("h"), bitmap=bindparam("b"))
+)
+_UPDATE_DEVICES = (
+    update(devices).where(devices.c.device_id == bindparam("d")).values(outbound_seq=bindparam("o"))
+)
+
+
 class _Batch:
     """In-memory replay state for the devices of one batch, loaded under their locks."""
 
@@ -265,38 +299,16 @@ class _Batch:
     def load(cls, conn: Connection, requests: Sequence[AcceptRequest]) -> _Batch:
         batch = cls()
         ids = sorted({r.device_id for r in requests})  # one lock order for every batch
-        for wrow in conn.execute(
-            select(
-                replay_windows.c.device_id, replay_windows.c.highest_seq, replay_windows.c.bitmap
-            )
-            .where(replay_windows.c.device_id.in_(ids))
-            .order_by(replay_windows.c.device_id)
-            .with_for_update()
-        ):
+        for wrow in conn.execute(_LOAD_WINDOWS, {"ids": ids}):
             batch.windows[wrow.device_id] = (wrow.highest_seq, int(wrow.bitmap, 16))
-        for drow in conn.execute(
-            select(
-                devices.c.device_id, devices.c.status, devices.c.signing_kid, devices.c.outbound_seq
-            )
-            .where(devices.c.device_id.in_(ids))
-            .order_by(devices.c.device_id)
-            .with_for_update()
-        ):
+        for drow in conn.execute(_LOAD_DEVICES, {"ids": ids}):
             batch.devices[drow.device_id] = (drow.status, drow.signing_kid, drow.outbound_seq)
         jtis = sorted({r.jti for r in requests if isinstance(r.jti, str)})
-        for jrow in conn.execute(
-            select(seen_jti.c.device_id, seen_jti.c.jti).where(
-                seen_jti.c.device_id.in_(ids), seen_jti.c.jti.in_(jtis)
-            )
-        ):
+        for jrow in conn.execute(_LOAD_JTIS, {"ids": ids, "jtis": jtis}):
             batch.seen.add((jrow.device_id, jrow.jti))
         mids = sorted({r.mid for r in requests if isinstance(r.mid, str)})
         if mids:
-            for row in conn.execute(
-                select(messages.c.device_id, messages.c.mid, messages.c.id).where(
-                    messages.c.device_id.in_(ids), messages.c.mid.in_(mids)
-                )
-            ):
+            for row in conn.execute(_LOAD_MIDS, {"ids": ids, "mids": mids}):
                 batch.mids[(row.device_id, row.mid)] = int(row.id)
         return batch
 
@@ -352,29 +364,16 @@ class _Batch:
     def write(self, conn: Connection) -> None:
         if not self.touched:
             return
-        conn.execute(insert(seen_jti), self.jti_rows)
+        conn.execute(_INSERT_JTIS, self.jti_rows)
         if self.message_rows:
-            inserted = conn.execute(
-                insert(messages).returning(messages.c.id, sort_by_parameter_order=True),
-                self.message_rows,
-            )
+            inserted = conn.execute(_INSERT_MESSAGES, self.message_rows)
             self.ids = [int(row.id) for row in inserted]
         order = sorted(self.touched)
-        conn.execute(
-            update(replay_windows)
-            .where(replay_windows.c.device_id == bindparam("d"))
-            .values(highest_seq=bindparam("h"), bitmap=bindparam("b")),
-            [
-                {"d": d, "h": self.windows[d][0], "b": format(self.windows[d][1], "x")}
-                for d in order
-            ],
-        )
-        conn.execute(
-            update(devices)
-            .where(devices.c.device_id == bindparam("d"))
-            .values(outbound_seq=bindparam("o")),
-            [{"d": d, "o": self.devices[d][2]} for d in order],
-        )
+        windows = [
+            {"d": d, "h": self.windows[d][0], "b": format(self.windows[d][1], "x")} for d in order
+        ]
+        conn.execute(_UPDATE_WINDOWS, windows)
+        conn.execute(_UPDATE_DEVICES, [{"d": d, "o": self.devices[d][2]} for d in order])
 
     def resolve(self, outcome: AcceptResult | Exception) -> AcceptResult | Exception:
         """Replace a pending (negative) message id by the id the insert returned."""
