@@ -133,3 +133,31 @@ def test_refusal_and_batch_failure_reach_only_their_callers(
         committer.submit(req(enrolled_device, 3, "j3"))
     with pytest.raises(ValueError):
         GroupCommitter(store, max_batch=0)
+
+
+def test_a_caller_that_gave_up_is_dropped_and_the_writer_survives(
+    store: Store, enrolled_device: str
+) -> None:
+    """asyncio.wrap_future cancels the future when the waiting task is cancelled."""
+    committer = GroupCommitter(store)
+    gate, holding = threading.Event(), threading.Event()
+
+    def hold(highest: int, bitmap: int) -> tuple[int, int]:
+        holding.set()
+        assert gate.wait(WAIT)
+        return 1, 1
+
+    try:
+        gated = committer.submit(req(enrolled_device, 1, "j1", advance=hold))
+        assert holding.wait(WAIT)
+        gone = committer.submit(req(enrolled_device, 2, "j2"))
+        kept = committer.submit(req(enrolled_device, 3, "j3"))
+        assert gone.cancel()
+        gate.set()
+        assert gated.result(WAIT).reply_seq == 1
+        assert kept.result(WAIT).reply_seq == 2
+        assert committer.accept(req(enrolled_device, 4, "j4")).reply_seq == 3
+    finally:
+        gate.set()
+        committer.close()
+    assert [m.seq for m in store.list_messages(enrolled_device)] == [1, 3, 4]

@@ -110,6 +110,12 @@ class GroupCommitter:
             self._commit(batch)
 
     def _commit(self, batch: list[_Item]) -> None:
+        # A caller that gave up (its asyncio task was cancelled, which cancels the
+        # future) is dropped here: not stored, not acknowledged. From this call on the
+        # others' futures can no longer be cancelled, so resolving them cannot fail.
+        batch = [item for item in batch if item.future.set_running_or_notify_cancel()]
+        if not batch:
+            return
         batch.sort(key=lambda item: item.request.device_id)  # stable: per-device order kept
         try:
             outcomes = self.store.accept_batch([item.request for item in batch])
