@@ -182,6 +182,8 @@ class MessageService:
         def cached(kid: str) -> SenderInfo | None:
             with self._peers_lock:
                 peer = self._peers.get(kid)
+                if peer is not None:
+                    self._peers.move_to_end(kid)
             if peer is None:
                 raise _NotCached
             found["it"] = peer

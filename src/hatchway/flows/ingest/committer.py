@@ -107,7 +107,13 @@ class GroupCommitter:
                     stopping = True
                     break
                 batch.append(item)
-            self._commit(batch)
+            try:
+                self._commit(batch)
+            except BaseException:  # a bug here must not leave callers waiting forever
+                log.exception("group commit writer failed on a batch of %d", len(batch))
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(RuntimeError("group commit failed"))
 
     def _commit(self, batch: list[_Item]) -> None:
         # A caller that gave up (its asyncio task was cancelled, which cancels the
