@@ -104,6 +104,7 @@ class Run:
     elapsed: float = 0.0
     cpu: float = 0.0
     sys: float = 0.0
+    client: float = 0.0
 
     @property
     def done(self) -> int:
@@ -117,10 +118,11 @@ class Run:
         cpu_ms = self.cpu / self.done * 1e3 if self.done else 0.0
         wire = self.wire / self.done if self.done else 0.0
         sys_pct = 100 * self.sys / self.cpu if self.cpu else 0.0
+        client_ms = self.client / self.done * 1e3 if self.done else 0.0
         return (
             f"{name:30} {self.done:6d} msg {rate:8.1f} msg/s  p50 {p50:8.1f} ms  "
             f"p99 {p99:8.1f} ms  server CPU {cpu_ms:6.2f} ms/msg ({sys_pct:.0f}% system)  "
-            f"{wire:6.0f} B/msg  "
+            f"{wire:6.0f} B/msg  load generator CPU {client_ms:.2f} ms/msg  "
             f"failed {self.failures}"
         )
 
@@ -186,8 +188,10 @@ def lanes_for(per_device: list[list[bytes]], connections: int) -> list[list[byte
 def measure(pid: int, load: object) -> Run:
     run = Run()
     (user0, sys0), t0 = cpu_split(pid), time.perf_counter()
+    own0 = time.process_time()
     asyncio.run(load(run))  # type: ignore[operator]
     run.elapsed = time.perf_counter() - t0
+    run.client = time.process_time() - own0
     user1, sys1 = cpu_split(pid)
     run.cpu, run.sys = user1 - user0 + sys1 - sys0, sys1 - sys0
     return run

@@ -37,7 +37,7 @@ def req(
 
 
 def test_ack_resolves_only_after_commit(store_url: str, store: Store, enrolled_device: str) -> None:
-    committer = GroupCommitter(store)
+    committer = GroupCommitter(store, writers=1)  # one writer, so the gate holds it
     observer = Store.open(store_url)  # another connection: sees committed rows only
     gate, holding = threading.Event(), threading.Event()
     seen_while_in_batch: list[tuple[bool, int]] = []
@@ -75,13 +75,14 @@ def test_ack_resolves_only_after_commit(store_url: str, store: Store, enrolled_d
         observer.close()
 
 
-def test_concurrent_callers_share_commits(store: Store, enrolled_device: str) -> None:
+@pytest.mark.parametrize("writers", [1, 2])
+def test_concurrent_callers_share_commits(store: Store, enrolled_device: str, writers: int) -> None:
     devices = [enrolled_device]
     for i in range(2, 6):
         store.provision_device(f"dev-{i}", f"hash-{i}", now=1000.0)
         enrol_device(store, f"dev-{i}")
         devices.append(f"dev-{i}")
-    committer = GroupCommitter(store, max_batch=16)
+    committer = GroupCommitter(store, max_batch=16, writers=writers)
     per_device = 20
     errors: list[BaseException] = []
     replies: dict[str, list[int]] = {d: [] for d in devices}
@@ -133,13 +134,17 @@ def test_refusal_and_batch_failure_reach_only_their_callers(
         committer.submit(req(enrolled_device, 3, "j3"))
     with pytest.raises(ValueError):
         GroupCommitter(store, max_batch=0)
+    with pytest.raises(ValueError):
+        GroupCommitter(store, writers=0)
+    expected = 2 if store.engine.dialect.name == "postgresql" else 1
+    assert GroupCommitter(store).writers == expected
 
 
 def test_a_caller_that_gave_up_is_dropped_and_the_writer_survives(
     store: Store, enrolled_device: str
 ) -> None:
     """asyncio.wrap_future cancels the future when the waiting task is cancelled."""
-    committer = GroupCommitter(store)
+    committer = GroupCommitter(store, writers=1)
     gate, holding = threading.Event(), threading.Event()
 
     def hold(highest: int, bitmap: int) -> tuple[int, int]:

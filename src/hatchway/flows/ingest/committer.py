@@ -17,7 +17,13 @@ before; under load the batch grows with the queue, so the commit cost is shared.
 
 Requests are sorted by device (stably, so one device's messages keep their order)
 before the batch runs: on PostgreSQL every batch then takes its row locks in the
-same order, and two replicas' batches cannot deadlock on each other.
+same order, so two batches (two writers here, or two replicas) cannot deadlock on
+each other. PostgreSQL gets two writers by default: measured on this machine, a batch
+of 32 takes about 32 ms there (commit round trip included), so one writer alone would
+cap ingest near 1,000 msg/s with 32 connections. Two batches holding messages of the
+same device serialise on that device's window row; the second then sees the first's
+committed window, ``jti`` and ``mid`` rows (READ COMMITTED re-reads after the lock),
+and a device's messages may commit out of order, which the replay window allows.
 """
 
 from __future__ import annotations
@@ -37,6 +43,12 @@ log = logging.getLogger("hatchway.ingest")
 DEFAULT_MAX_BATCH = 256
 
 
+def default_writers(store: Store) -> int:
+    """One writer on SQLite (one write lock per file: a second writer would only queue);
+    two on PostgreSQL, so that one batch's commit round trip overlaps the next batch."""
+    return 2 if store.engine.dialect.name == "postgresql" else 1
+
+
 @dataclass(frozen=True, slots=True)
 class _Item:
     request: AcceptRequest
@@ -46,14 +58,21 @@ class _Item:
 class GroupCommitter:
     """Accepts messages into the store in batches; thread-safe, started lazily."""
 
-    def __init__(self, store: Store, *, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+    def __init__(
+        self, store: Store, *, max_batch: int = DEFAULT_MAX_BATCH, writers: int | None = None
+    ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if writers is None:
+            writers = default_writers(store)
+        if writers < 1:
+            raise ValueError("writers must be at least 1")
         self.store = store
         self.max_batch = max_batch
+        self.writers = writers
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._closed = False
         #: Batches committed and messages in them (for logs and the benchmark).
         self.batches = 0
@@ -69,11 +88,13 @@ class GroupCommitter:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the group committer is closed")
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="hatchway-group-commit", daemon=True
-                )
-                self._thread.start()
+            if not self._threads:
+                for n in range(self.writers):
+                    thread = threading.Thread(
+                        target=self._run, name=f"hatchway-group-commit-{n}", daemon=True
+                    )
+                    thread.start()
+                    self._threads.append(thread)
             self._queue.put(_Item(request, future))
         return future
 
@@ -82,12 +103,13 @@ class GroupCommitter:
         return self.submit(request).result()
 
     def close(self) -> None:
-        """Commit what is queued, then stop the writer."""
+        """Commit what is queued, then stop the writers."""
         with self._lock:
             self._closed = True
-            thread = self._thread
-            self._queue.put(None)
-        if thread is not None:
+            threads = list(self._threads)
+            for _ in threads:
+                self._queue.put(None)  # one stop mark per writer
+        for thread in threads:
             thread.join()
 
     # -- the writer ------------------------------------------------------------------
@@ -133,8 +155,9 @@ class GroupCommitter:
             for item in batch:
                 item.future.set_exception(exc)
             return
-        self.batches += 1
-        self.messages += len(batch)
+        with self._lock:
+            self.batches += 1
+            self.messages += len(batch)
         for item, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, AcceptResult):
                 item.future.set_result(outcome)
