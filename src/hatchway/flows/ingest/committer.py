@@ -1,11 +1,11 @@
-"""Group commit: one writer thread, one transaction and one fsync per batch of messages.
+"""Group commit: writer threads fed by a queue, one transaction and one fsync per batch.
 
 Issue 10 §1. Before this, every sealed message took its own write transaction, and
 SQLite (``synchronous=FULL``) or PostgreSQL fsync'd each commit: the server ran at
 the disk's commit rate, and concurrency bought nothing because writers queue on
-one lock. Here the callers (transport threads) open and verify their message first,
-in parallel, then hand the replay check and insert to one writer thread through a
-queue. The writer takes everything queued (up to ``max_batch``), accepts it in one
+one lock. Here the callers (the event loop, or transport threads) open and verify
+their message first, then hand the replay check and insert to a writer thread through
+a queue. The writer takes everything queued (up to ``max_batch``), accepts it in one
 transaction through :meth:`Store.accept_batch`, commits, and only *then* resolves
 each caller's future. The caller seals its acknowledgement after that, so an
 acknowledged message is always a committed one: "acknowledged ⇒ stored" survives
