@@ -15,10 +15,16 @@ A poll is answered by at most one command delivery: the store picks the command,
 and keeps the sealed reply under the poll's ``mid``, in one transaction, so a
 retransmitted or held-back-and-released poll gets the same bytes again and a
 command is never handed out twice while a delivery of it is unexpired.
+
+Many transport threads call ``handle`` at once: each opens and verifies its message
+itself, then the store step goes through one :class:`GroupCommitter`, which commits
+the messages queued meanwhile in one transaction and wakes each caller only after
+that commit (issue 10 §1). ``handle`` keeps its signature and its semantics.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import threading
@@ -28,6 +34,7 @@ from typing import Any, TypeGuard
 
 from hatchway.config import Settings
 from hatchway.errors import HatchwayError, InvalidMessage
+from hatchway.flows.ingest.committer import DEFAULT_MAX_BATCH, GroupCommitter
 from hatchway.msgsec import (
     EncryptionKey,
     Message,
@@ -43,6 +50,7 @@ from hatchway.msgsec import (
 from hatchway.runtime import Clock, Random
 from hatchway.server.datadir import ServerIdentity
 from hatchway.store import (
+    AcceptRequest,
     AcceptResult,
     CommandRecord,
     CommandStatus,
@@ -76,6 +84,10 @@ INBOUND = frozenset(
 )
 
 
+class _NotCached(Exception):
+    """The sender's key is not cached: finish in a thread, which may ask the store."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Peer:
     device_id: str
@@ -93,6 +105,7 @@ class MessageService:
         clock: Clock,
         random: Random,
         cache_size: int = 4096,
+        max_batch: int = DEFAULT_MAX_BATCH,
     ) -> None:
         self.store = store
         self.identity = identity
@@ -112,6 +125,11 @@ class MessageService:
         self._peers_lock = threading.Lock()
         self._cache_size = cache_size
         self._next_purge = 0.0
+        self.committer = GroupCommitter(store, max_batch=max_batch)
+
+    def close(self) -> None:
+        """Commit and acknowledge what is queued, then stop the writer thread."""
+        self.committer.close()
 
     # -- sender lookup ------------------------------------------------------------------
     def _peer(self, kid: str) -> _Peer | None:
@@ -163,15 +181,77 @@ class MessageService:
                 policy=self._policy,
                 now=now,
             )
-            peer = peers["it"]
-            self._precheck(peer, message)
-            accepted = self._accept(peer, message, now)
-            reply = self._dispatch(peer, message, now, accepted)
         except InvalidMessage as exc:
             reason = exc.reason or "unspecified"
             if "misrouted" in peers:
                 reason = f"signed by {peers['misrouted'].device_id!r}, sent as {sender!r}"
             log.warning("message rejected: %s", reason)
+            raise
+        return self._finish(peers["it"], message, now)
+
+    async def handle_async(self, token: bytes) -> bytes:
+        """``handle`` for transports on an event loop; same replies, same refusals.
+
+        Telemetry from a sender whose key is cached, the bulk of ingest, never leaves
+        the loop: it is opened here, its store step awaits the group commit, and its
+        ack is sealed here once the batch is durable. Thread hand-offs cost more than
+        the cryptography they would run (the GIL serialises it anyway). Everything that
+        may touch the store on its own (a key-cache miss, polls, command results,
+        de-registration, the periodic jti purge) runs in a worker thread.
+        """
+        now = self.clock()
+        found: dict[str, _Peer] = {}
+
+        def cached(kid: str) -> SenderInfo | None:
+            with self._peers_lock:
+                peer = self._peers.get(kid)
+                if peer is not None:
+                    self._peers.move_to_end(kid)
+            if peer is None:
+                raise _NotCached
+            found["it"] = peer
+            return peer.sender
+
+        try:
+            message, _ = open_message(
+                token,
+                decryption_keys=self._keys,
+                resolve_sender=cached,
+                policy=self._policy,
+                now=now,
+            )
+        except _NotCached:
+            return await asyncio.to_thread(self.handle, token)
+        except InvalidMessage as exc:
+            log.warning("message rejected: %s", exc.reason or "unspecified")
+            raise
+        peer = found["it"]
+        if message.typ is not MessageType.TELEMETRY:
+            return await asyncio.to_thread(self._finish, peer, message, now)
+        try:
+            self._precheck(peer, message)
+            try:
+                future = self.committer.submit(self._accept_request(peer, message, now))
+                result = await asyncio.wrap_future(future)
+            except (HatchwayError, ValueError) as exc:
+                raise self._refused(peer, exc) from None
+            accepted = self._accepted(peer, message, result)
+            reply = self._dispatch(peer, message, now, accepted)
+        except InvalidMessage as exc:
+            log.warning("message rejected: %s", exc.reason or "unspecified")
+            raise
+        if now >= self._next_purge:
+            await asyncio.to_thread(self._purge_expired, now)
+        return reply if isinstance(reply, bytes) else self._seal(peer, reply)
+
+    def _finish(self, peer: _Peer, message: Message, now: float) -> bytes:
+        """``handle`` after the message was opened."""
+        try:
+            self._precheck(peer, message)
+            accepted = self._accept(peer, message, now)
+            reply = self._dispatch(peer, message, now, accepted)
+        except InvalidMessage as exc:
+            log.warning("message rejected: %s", exc.reason or "unspecified")
             raise
         self._purge_expired(now)
         return reply if isinstance(reply, bytes) else self._seal(peer, reply)
@@ -193,6 +273,16 @@ class MessageService:
 
     def _accept(self, peer: _Peer, message: Message, now: float) -> AcceptResult:
         """Replay-check and store the message, reserving the reply's sequence number."""
+        try:
+            # Returns once the batch holding this message has committed.
+            result = self.committer.accept(self._accept_request(peer, message, now))
+        except (HatchwayError, ValueError) as exc:
+            raise self._refused(peer, exc) from None
+        # Anything else (the database is down...) propagates as a 5xx, which the device
+        # retries: refusing it as "invalid" would make the device drop the message.
+        return self._accepted(peer, message, result)
+
+    def _accept_request(self, peer: _Peer, message: Message, now: float) -> AcceptRequest:
         window_size = self.settings.replay_window
         mask = (1 << window_size) - 1
 
@@ -204,29 +294,30 @@ class MessageService:
             return moved.highest, moved.bitmap
 
         mid = message.body.get("mid")
-        try:
-            result = self.store.accept_message(
-                peer.device_id,
-                seq=message.seq,
-                jti=message.jti,
-                exp=float(message.exp),
-                mid=mid if isinstance(mid, str) else None,
-                typ=message.typ.value,
-                body=message.body,
-                now=now,
-                advance=advance,
-                signing_kid=peer.sender.verifying_key.kid,
-            )
-        except InvalidMessage:
-            raise
-        except (HatchwayError, ValueError) as exc:
-            # Reset, re-enrolled or de-registered meanwhile (possibly on another replica):
-            # drop the cached key and give the same opaque answer as any other refusal.
-            self.forget(peer.sender.verifying_key.kid)
-            raise InvalidMessage(f"store refused: {type(exc).__name__}: {exc}") from None
-        # Anything else (the database is down...) propagates as a 5xx, which the device
-        # retries: refusing it as "invalid" would make the device drop the message.
+        return AcceptRequest(
+            peer.device_id,
+            seq=message.seq,
+            jti=message.jti,
+            exp=float(message.exp),
+            mid=mid if isinstance(mid, str) else None,
+            typ=message.typ.value,
+            body=message.body,
+            now=now,
+            advance=advance,
+            signing_kid=peer.sender.verifying_key.kid,
+        )
+
+    def _refused(self, peer: _Peer, exc: HatchwayError | ValueError) -> InvalidMessage:
+        if isinstance(exc, InvalidMessage):
+            return exc
+        # Reset, re-enrolled or de-registered meanwhile (possibly on another replica):
+        # drop the cached key and give the same opaque answer as any other refusal.
+        self.forget(peer.sender.verifying_key.kid)
+        return InvalidMessage(f"store refused: {type(exc).__name__}: {exc}")
+
+    def _accepted(self, peer: _Peer, message: Message, result: AcceptResult) -> AcceptResult:
         if result.duplicate:
+            mid = message.body.get("mid")
             log.info("duplicate mid %s from %s acknowledged, not stored again", mid, peer.device_id)
         return result
 

@@ -76,5 +76,6 @@ class ServerContext:
         )
 
     def close(self) -> None:
+        self.messages.close()
         self.login.limits.close()
         self.store.close()

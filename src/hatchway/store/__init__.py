@@ -35,7 +35,7 @@ from hatchway.store.login_records import (
     SessionFamilyRecord,
     UserRecord,
 )
-from hatchway.store.messages import Advance
+from hatchway.store.messages import AcceptRequest, Advance
 from hatchway.store.records import (
     COMMAND_TRANSITIONS,
     DEVICE_TRANSITIONS,
@@ -59,6 +59,7 @@ __all__ = [
     "MAX_ID_LENGTH",
     "MAX_KID_LENGTH",
     "MAX_USERNAME_LENGTH",
+    "AcceptRequest",
     "AcceptResult",
     "Advance",
     "AuditEvent",
