@@ -61,9 +61,9 @@ def test_concurrent_messages_share_commits_exactly_once(
 
     for (device, message, _), reply in zip(requests, replies, strict=False):
         assert isinstance(reply, bytes)
-        ack = device._open_reply(reply, message, {MessageType.ACK})
+        ack = device._open_reply(reply, {message.jti}, {MessageType.ACK})
         assert ack.body["status"] in ("stored", "duplicate")
-    ack = a._open_reply(replies[-2], retrans_msg, {MessageType.ACK})  # type: ignore[arg-type]
+    ack = a._open_reply(replies[-2], {retrans_msg.jti}, {MessageType.ACK})
     assert ack.body == {"status": "duplicate"}
     assert isinstance(replies[-1], InvalidMessage)
     assert ctx.store.count_messages("meter-a") == 21  # 20 + the warm-up, once each
@@ -86,8 +86,9 @@ def test_refused_message_does_not_fail_its_batch(
     assert isinstance(replies[1], InvalidMessage)
     assert isinstance(replies[2], InvalidMessage)
     assert isinstance(replies[3], InvalidMessage)  # the same token twice: a replay
-    assert a._open_reply(replies[0], first_msg, {MessageType.ACK}).body == {"status": "stored"}  # type: ignore[arg-type]
-    assert a._open_reply(replies[4], last_msg, {MessageType.ACK}).body == {"status": "stored"}  # type: ignore[arg-type]
+    stored = {"status": "stored"}
+    assert a._open_reply(replies[0], {first_msg.jti}, {MessageType.ACK}).body == stored
+    assert a._open_reply(replies[4], {last_msg.jti}, {MessageType.ACK}).body == stored
     assert ctx.store.count_messages("meter-a") == 3
 
 
@@ -98,10 +99,10 @@ def test_cache_miss_poll_and_restart_take_the_threaded_path(
     msg, token = sealed(a, {"mid": "m1", "readings": {}})
     ctx.messages.forget(a._signing.public().kid)
     [reply] = asyncio.run(send_all(ctx, [token]))  # key not cached: resolved via the store
-    assert a._open_reply(reply, msg, {MessageType.ACK}).body == {"status": "stored"}  # type: ignore[arg-type]
+    assert a._open_reply(reply, {msg.jti}, {MessageType.ACK}).body == {"status": "stored"}
     poll_msg, poll = sealed(a, {"mid": "p1"}, MessageType.POLL)
     [reply] = asyncio.run(send_all(ctx, [poll]))
-    ack = a._open_reply(reply, poll_msg, {MessageType.ACK, MessageType.COMMAND})  # type: ignore[arg-type]
+    ack = a._open_reply(reply, {poll_msg.jti}, {MessageType.ACK, MessageType.COMMAND})
     assert ack.body == {"status": "no-command"}
     # After a restart the same token is a replay, whichever path opens it.
     again = ServerContext.create(ctx.settings, clock=clock, random=system_random)

@@ -34,7 +34,7 @@ def test_fast_path_and_fastapi_route_answer_alike(tmp_path: Path) -> None:
             message, token = sealed(device, {"mid": client.base_url, "readings": {}})
             ok = client.post("/m", content=token)
             assert (ok.status_code, ok.headers["content-type"]) == (200, "application/jose")
-            ack = device._open_reply(ok.content, message, {MessageType.ACK})
+            ack = device._open_reply(ok.content, {message.jti}, {MessageType.ACK})
             assert ack.body == {"status": "stored"}
             again = client.post("/m", content=token)  # a replay
             assert (again.status_code, again.content) == (400, UNIFORM_ERROR)
