@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 from joserfc import jws
 
+from hatchway import strictjson
 from hatchway.device.state import DeviceState, StateFile
 from hatchway.errors import HatchwayError
 from hatchway.msgsec import (
@@ -130,8 +131,8 @@ def _post_json(
 
 def _decode(response: httpx.Response) -> dict[str, Any]:
     try:
-        data = response.json()
-    except ValueError:
+        data = strictjson.loads(response.content)
+    except strictjson.JsonError:
         raise EnrolmentError(
             f"{response.url} answered HTTP {response.status_code}, not JSON"
         ) from None

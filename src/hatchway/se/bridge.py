@@ -49,6 +49,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from hatchway import strictjson
 from hatchway.errors import ConfigurationError, HatchwayError
 
 from .apdu import get_response
@@ -136,7 +137,7 @@ def parse_request(text: str | bytes) -> tuple[Any, list[bytes]]:
     """``{"id", "apdus": [hex…]}`` → (id, APDUs). Every other key is ignored on purpose:
     an ``origin`` field in a message has no effect on anything."""
     try:
-        doc = json.loads(text)
+        doc = strictjson.loads(text)  # one reader for all peer JSON
         if not isinstance(doc, dict):
             raise ValueError("not an object")
         raw = doc.get("apdus")

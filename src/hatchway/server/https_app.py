@@ -6,7 +6,6 @@ OAuth-style JSON errors. Later flows (login, secure-element web app) mount here 
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -14,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from hatchway import strictjson
 from hatchway.flows.enrolment import KEYS_PATH, MESSAGE_PATH, TOKEN_PATH, EnrolmentRejected
 from hatchway.flows.login import DEVICE_AUTHORIZATION_PATH, REFRESH_GRANT, WAIT_PATH, WHOAMI_PATH
 from hatchway.flows.login import TOKEN_PATH as LOGIN_TOKEN_PATH
@@ -51,10 +51,10 @@ async def read_json(request: Request) -> dict[str, Any] | None:
         if len(body) > MAX_JSON_BODY:
             return None
     try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):  # deep nesting is refused, not a 500
+        # Strict: a lone surrogate here once reached hashlib and sqlite3 as a 500.
+        return strictjson.loads_object(body)
+    except strictjson.JsonError:
         return None
-    return data if isinstance(data, dict) else None
 
 
 def metadata(ctx: ServerContext) -> dict[str, Any]:

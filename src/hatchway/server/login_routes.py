@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import secrets
 from typing import Any
@@ -37,6 +36,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from hatchway import strictjson
 from hatchway.errors import InvalidMessage
 from hatchway.flows.login import (
     DEVICE_AUTHORIZATION_PATH,
@@ -342,12 +342,9 @@ async def _wait_for_decision(
 
 async def _json(request: Request) -> dict[str, Any]:
     try:
-        data = json.loads(await _body(request))
-    except ValueError:
-        data = None
-    if not isinstance(data, dict):
-        raise LoginRefused("invalid_request", "expected a JSON object")
-    return data
+        return strictjson.loads_object(await _body(request))
+    except strictjson.JsonError:
+        raise LoginRefused("invalid_request", "expected a JSON object") from None
 
 
 def _str(data: dict[str, Any], name: str) -> str:
