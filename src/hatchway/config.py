@@ -61,6 +61,11 @@ class Settings:
     #: Comma-separated proxy IP addresses or networks whose X-Forwarded-For / -Proto is
     #: believed; empty means the client IP is the TCP peer, whatever headers say.
     trusted_proxies: str = ""
+    #: Seconds a client has to send a whole request head, then its body (issue 7:
+    #: slow senders), and how many connections each listener keeps open at most.
+    header_timeout: int = 10
+    body_timeout: int = 30
+    max_connections: int = 1000
 
     @property
     def resolved_database_url(self) -> str:
@@ -111,6 +116,9 @@ _INT_FIELDS = {
     "login_attempts_per_minute",
     "login_session_max_failures",
     "login_scram_iterations",
+    "header_timeout",
+    "body_timeout",
+    "max_connections",
 }
 _BOOL_FIELDS = {"login_number_matching"}
 _TRUE = {"1", "true", "yes", "on"}
@@ -159,6 +167,12 @@ def validate(settings: Settings) -> None:
     if not 10 <= settings.message_ttl <= 600:
         raise ConfigurationError("message_ttl must be between 10 and 600 seconds")
     _validate_trusted_proxies(settings.trusted_proxies)
+    if not 1 <= settings.header_timeout <= 300:
+        raise ConfigurationError("header_timeout must be between 1 and 300 seconds")
+    if not 1 <= settings.body_timeout <= 600:
+        raise ConfigurationError("body_timeout must be between 1 and 600 seconds")
+    if not 1 <= settings.max_connections <= 100_000:
+        raise ConfigurationError("max_connections must be between 1 and 100000")
     if not 1 <= settings.login_expires_in <= 3600:
         raise ConfigurationError("login_expires_in must be between 1 and 3600 seconds")
     if not 1 <= settings.login_interval <= 60:

@@ -20,6 +20,7 @@ from hatchway.flows.login import TOKEN_PATH as LOGIN_TOKEN_PATH
 from hatchway.login import GrantType
 from hatchway.msgsec import EncAlg, KeyAlg, SignAlg, jwk_set
 from hatchway.server.context import ServerContext
+from hatchway.server.edge import HTTPS_SHAPE, install_edge
 from hatchway.server.login_routes import add_login_routes
 from hatchway.server.logs import RequestLog
 from hatchway.server.plain_app import add_message_route
@@ -80,6 +81,7 @@ def metadata(ctx: ServerContext) -> dict[str, Any]:
 
 def build_https_app(ctx: ServerContext) -> FastAPI:
     app = FastAPI(title="hatchway", docs_url=None, redoc_url=None, openapi_url=None)
+    install_edge(app, HTTPS_SHAPE, body_timeout=ctx.settings.body_timeout)
 
     @app.get("/.well-known/oauth-authorization-server")
     async def discovery() -> JSONResponse:

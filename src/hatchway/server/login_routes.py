@@ -51,6 +51,7 @@ from hatchway.flows.login_common import LoginRefused, login_channel, server_secr
 from hatchway.flows.login_polls import start_decision_feed
 from hatchway.login import STATIC_DIR, SessionState
 from hatchway.server.context import ServerContext
+from hatchway.server.edge import HTTPS_SHAPE
 from hatchway.server.login_pages import (
     PAGE_HEADERS,
     STATIC_PREFIX,
@@ -285,7 +286,7 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
     async def static(name: str) -> Response:
         path = _STATIC_FILES.get(name)
         if path is None:
-            return Response(status_code=404)
+            return HTTPS_SHAPE.response(404)
         return Response(
             path.read_bytes(),
             media_type=_STATIC_TYPES[path.suffix],

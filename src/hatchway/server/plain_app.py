@@ -2,7 +2,8 @@
 
 Claim step 5: the transport carries only compact JWE tokens; confidentiality and
 integrity come from the message itself. Every failure, whatever its cause, is the same
-400 with the same body, so a response is never an oracle.
+400 with the same body, so a response is never an oracle; every other error this
+listener gives (404, 405, 408, malformed HTTP) has that same body too (``edge``).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from starlette.concurrency import run_in_threadpool
 from hatchway.errors import InvalidMessage
 from hatchway.flows.enrolment import MESSAGE_PATH
 from hatchway.server.context import ServerContext
+from hatchway.server.edge import PLAIN_SHAPE, UNIFORM_ERROR, install_edge
 from hatchway.server.logs import RequestLog
 
+__all__ = ["JOSE", "UNIFORM_ERROR", "add_message_route", "build_plain_app", "uniform_error"]
+
 JOSE = "application/jose"
-UNIFORM_ERROR = b'{"error":"invalid_message"}'
 
 
 def uniform_error() -> Response:
@@ -53,6 +56,7 @@ def add_message_route(app: FastAPI, ctx: ServerContext) -> None:
 
 def build_plain_app(ctx: ServerContext) -> FastAPI:
     app = FastAPI(title="hatchway messages", docs_url=None, redoc_url=None, openapi_url=None)
+    install_edge(app, PLAIN_SHAPE, body_timeout=ctx.settings.body_timeout)
     add_message_route(app, ctx)
 
     @app.get("/healthz")
