@@ -137,7 +137,10 @@ class _Csrf:
         if origin is not None and origin != self._origin:
             raise LoginRefused("invalid_request", "cross-origin request refused", status=403)
         cookie = request.cookies.get(CSRF_COOKIE, "")
-        if not cookie or not token or not hmac.compare_digest(token, self.token_for(cookie)):
+        # Bytes: compare_digest raises TypeError (a 500) on a str with non-ASCII text,
+        # and the token is whatever the client put in a form field or header.
+        sent = (token or "").encode("utf-8", "replace")
+        if not cookie or not sent or not hmac.compare_digest(sent, self.token_for(cookie).encode()):
             raise LoginRefused("invalid_request", "missing or wrong CSRF token", status=403)
 
 

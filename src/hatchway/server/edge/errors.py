@@ -137,4 +137,3 @@ def install_error_handlers(app: FastAPI, shape: ErrorShape) -> None:
     app.add_exception_handler(ClientDisconnect, disconnected)
     app.add_exception_handler(BodyTimeout, too_slow)
     app.add_exception_handler(Exception, crashed)
-
