@@ -93,11 +93,6 @@ def _number(text: str) -> float:
     return value
 
 
-def _integer(text: str) -> int | float:
-    value = int(text)  # orjson keeps 64-bit integers exact and reads the rest as doubles
-    return value if -(2**63) <= value < 2**64 else _number(text)
-
-
 def _reference(data: bytes) -> dict[str, Any]:
     """The standard library, told every rule the codec enforces (RFC 7493 I-JSON)."""
     try:
@@ -105,7 +100,6 @@ def _reference(data: bytes) -> dict[str, Any]:
             data.decode("utf-8"),
             object_pairs_hook=_unique,
             parse_float=_number,
-            parse_int=_integer,
             parse_constant=_number,
         )
         json.dumps(value, ensure_ascii=False).encode("utf-8")  # lone surrogates fail here

@@ -316,3 +316,18 @@ def test_connections_past_the_cap_get_a_json_503(server: ServerProcess) -> None:
     # The idle ones were closed by the head deadline, so the listener serves again.
     time.sleep(HEADER_TIMEOUT + 0.5)
     assert httpx.get(server.http_url + "/healthz", timeout=5).status_code == 200
+
+
+def test_an_upgrade_request_is_answered_as_plain_http_without_warnings(
+    server: ServerProcess, listener: Listener
+) -> None:
+    before = len(log_records(server.log_path))
+    request = (
+        b"GET /no-such-thing HTTP/1.1\r\n" + HOST + b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    answer = exchange(listener, request)
+    assert answer is not None and answer.status == 404
+    assert_error_shape(listener, answer.body, "not_found")
+    fresh = log_records(server.log_path)[before:]
+    assert not [r for r in fresh if r.get("level") in ("warning", "error", "critical")]

@@ -168,3 +168,12 @@ def test_bridge_refuses_a_page_request_that_is_not_ijson() -> None:
     for text in ('{"id":"\\ud800","apdus":["00a4040000"]}', '{"apdus":[],"apdus":["00a4040000"]}'):
         with pytest.raises(RelayError):
             parse_request(text)
+
+
+def test_the_shared_reader_keeps_integers_exact() -> None:
+    # orjson alone would read these as doubles: two readers, two meanings.
+    assert loads(b"[-9223372036854775809]") == [-9223372036854775809]
+    assert loads(b"18446744073709551616") == 18446744073709551616
+    assert loads(b'{"n":123456789012345678901234567890}')["n"] == 123456789012345678901234567890
+    with pytest.raises(JsonError):
+        loads(b"[" + b"9" * 5000 + b"]")

@@ -107,6 +107,11 @@ class GuardedH11Protocol(H11Protocol):
         super().on_response_complete()
         self._track(data_arrived=False)
 
+    def _unsupported_upgrade_warning(self) -> None:
+        # Neither listener serves WebSockets (ws="none"); uvicorn would log two
+        # warnings per request, one telling the operator to install a library.
+        log.info("Upgrade header ignored", extra={"listener": self.listener})
+
     def send_400_response(self, msg: str) -> None:
         # h11 raised RemoteProtocolError: the request cannot be parsed, so nothing of
         # it is logged but the fact. uvicorn has already logged a warning line.
