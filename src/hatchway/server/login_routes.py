@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 import secrets
 from typing import Any
 from urllib.parse import parse_qsl
@@ -203,9 +204,14 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
         try:
             form = await _form(request)
             try:
-                timeout = min(max(float(form.get("timeout") or 25), 0.0), MAX_WAIT)
+                timeout = float(form.get("timeout") or 25)
             except ValueError:
-                raise LoginRefused("invalid_request", "malformed timeout") from None
+                timeout = math.nan
+            # NaN passes min/max unclamped and made the wait loop spin on the store
+            # for as long as the client held the request.
+            if not math.isfinite(timeout):
+                raise LoginRefused("invalid_request", "malformed timeout")
+            timeout = min(max(timeout, 0.0), MAX_WAIT)
             view = await run_in_threadpool(login.device_view, form)
             if view.state is SessionState.PENDING:
                 await ctx.bus.start()  # no-op after serve(); starts it for in-process apps
