@@ -40,7 +40,9 @@ from hatchway.se.scp11_host import KeyRef
 from hatchway.se.securemsg import CardSecureChannel, SecureChannel
 
 ORIGIN = "https://localhost:8443"
-NOW = time.time()
+# A fixed instant: the CA, the card and the host all take the time injected.
+# (Never read the clock at import; tests/test_no_wall_clock_at_import.py.)
+NOW = 1_700_000_000.0
 ROUNDS = 2000
 
 

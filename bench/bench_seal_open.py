@@ -56,18 +56,17 @@ from hatchway.msgsec import (
 )
 from hatchway.runtime import system_random
 
-NOW = int(time.time())
 DEVICE, SERVER = "device-0001", "hatchway-server"
 
 
-def telemetry(size: int = 200) -> Message:
-    """A telemetry message whose JSON claim set is ``size`` bytes."""
-    base = Message(MessageType.TELEMETRY, DEVICE, SERVER, NOW, NOW + 300, "j" * 22, 7, {})
+def telemetry(now: int, size: int = 200) -> Message:
+    """A telemetry message issued at ``now`` whose JSON claim set is ``size`` bytes."""
+    base = Message(MessageType.TELEMETRY, DEVICE, SERVER, now, now + 300, "j" * 22, 7, {})
     empty = len(
         json.dumps(base.to_claims() | {"dat": {"readings": {"pad": ""}}}, separators=(",", ":"))
     )
     body = {"readings": {"pad": "x" * (size - empty)}}
-    return Message(base.typ, DEVICE, SERVER, NOW, NOW + 300, "j" * 22, 7, body)
+    return Message(base.typ, DEVICE, SERVER, now, now + 300, "j" * 22, 7, body)
 
 
 def floor_round(
@@ -112,7 +111,9 @@ def main() -> None:
     sk = generate_signing_key(SignAlg.ES256)
     dk = generate_decryption_key("P-256")
     server_public = dk.public()  # imported once, like the other libraries' keys
-    message = telemetry()
+    # Read when the run starts, not at import: jwcrypto checks exp against the real clock.
+    now = int(time.time())
+    message = telemetry(now)
     claims = message.to_claims()
     payload = json.dumps(claims, separators=(",", ":")).encode()
     print(f"claims: {len(payload)} bytes; {number} round trips x {repeat} repeats, median\n")
@@ -147,13 +148,13 @@ def main() -> None:
                 decryption_keys=keys,
                 resolve_sender=lambda _k: sender,
                 policy=policy,
-                now=NOW,
+                now=now,
             )
 
         jws_reg = JWSRegistry(algorithms=["ES256"])
         jwe_reg = JWERegistry(algorithms=[key_alg.value, "A256GCM"])
         claims_reg = rfc_jwt.JWTClaimsRegistry(
-            now=NOW,
+            now=now,
             iss={"essential": True, "value": DEVICE},
             aud={"essential": True, "value": SERVER},
         )

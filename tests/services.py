@@ -6,9 +6,11 @@ there a missing service is a failure (the CI rule in the project brief).
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import socket
+from types import ModuleType
 
 import pytest
 
@@ -55,3 +57,19 @@ def require_program(name: str) -> str:
     require(path is not None, name)
     assert path is not None
     return path
+
+
+def require_module(name: str, *, extra: str) -> ModuleType:
+    """Import ``name``; when it is not installed, skip (fail when CI=true) naming its extra.
+
+    For test-only packages that cannot live in the ``test`` extra, such as
+    yubikey-manager, whose pyscard dependency has no Linux wheel.
+    """
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        what = f"{name} (pip install -e '.[{extra}]')"
+        if IN_CI:
+            pytest.fail(f"{what} is required when CI=true but is not installed")
+        # Called at module level, before the imports that need the package.
+        pytest.skip(f"{what} not installed", allow_module_level=True)

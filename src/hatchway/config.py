@@ -7,6 +7,7 @@ runs with nothing but Python installed.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,12 +44,15 @@ class Settings:
     #: Cross-device login (issue 3): RFC 8628 ``expires_in`` and ``interval``.
     login_expires_in: int = 300
     login_interval: int = 5
-    #: "Request initiation verification": the device must type the phone's number.
-    #: On by default: it is the main defence against device-code phishing.
-    login_number_matching: bool = True
     #: Lifetimes of the access token (JWT) and of each rotated refresh token.
     login_access_token_ttl: int = 600
     login_refresh_token_ttl: int = 30 * 24 * 3600
+    #: Absolute end of a sign-in, counted from the sign-in: refreshing never
+    #: extends a session past it (issue 8 §3).
+    login_refresh_max_lifetime: int = 90 * 24 * 3600
+    #: A refresh token presented again this soon after its rotation is a client
+    #: retry and gets the same successor; later it is reuse and ends the session.
+    login_refresh_reuse_interval: int = 10
     #: Device authorization requests each client IP may start per minute.
     login_start_per_minute: int = 30
     #: Approval-page code lookups and password attempts per client IP per minute.
@@ -112,6 +116,8 @@ _INT_FIELDS = {
     "login_interval",
     "login_access_token_ttl",
     "login_refresh_token_ttl",
+    "login_refresh_max_lifetime",
+    "login_refresh_reuse_interval",
     "login_start_per_minute",
     "login_attempts_per_minute",
     "login_session_max_failures",
@@ -120,7 +126,14 @@ _INT_FIELDS = {
     "body_timeout",
     "max_connections",
 }
-_BOOL_FIELDS = {"login_number_matching"}
+_BOOL_FIELDS: set[str] = set()
+#: Variables that no longer do anything, and what replaced them.
+_RETIRED = {
+    "HATCHWAY_LOGIN_NUMBER_MATCHING": (
+        "anti-phishing is now chosen per client: "
+        "hatchway clients add ID --anti-phishing confirm-code|phone-number|none"
+    ),
+}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -128,6 +141,9 @@ _FALSE = {"0", "false", "no", "off"}
 def settings_from_env(environ: dict[str, str] | None = None) -> Settings:
     """Read ``HATCHWAY_<FIELD>`` variables; bad values fail loudly, naming the variable."""
     env = os.environ if environ is None else environ
+    for key, instead in _RETIRED.items():
+        if env.get(key):
+            logging.getLogger("hatchway.config").warning("%s is ignored: %s", key, instead)
     values: dict[str, Any] = {}
     for name in Settings.__dataclass_fields__:
         key = f"HATCHWAY_{name.upper()}"
@@ -181,6 +197,10 @@ def validate(settings: Settings) -> None:
         raise ConfigurationError("login_access_token_ttl must be between 10 and 3600 seconds")
     if settings.login_refresh_token_ttl < 60:
         raise ConfigurationError("login_refresh_token_ttl must be at least 60 seconds")
+    if settings.login_refresh_max_lifetime < 60:
+        raise ConfigurationError("login_refresh_max_lifetime must be at least 60 seconds")
+    if not 0 <= settings.login_refresh_reuse_interval <= 60:
+        raise ConfigurationError("login_refresh_reuse_interval must be between 0 and 60 seconds")
     if settings.login_start_per_minute < 1 or settings.login_attempts_per_minute < 1:
         raise ConfigurationError("login rate limits must be positive")
     if not 1 <= settings.login_session_max_failures <= 100:

@@ -8,6 +8,7 @@ and no message lost.
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import subprocess
 import sys
@@ -45,6 +46,8 @@ class Recorder:
 
 def cli(*args: str, data_dir: Path, stdin: str = "") -> dict[str, object]:
     env = {"HATCHWAY_DATA_DIR": str(data_dir), "PATH": "/usr/bin:/bin"}
+    if "PYTHONPATH" in os.environ:  # run the code under test, not the installed copy
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     done = subprocess.run(
         [sys.executable, "-m", "hatchway", *args, "--json"],
         input=stdin,

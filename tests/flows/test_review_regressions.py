@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from hatchway.config import Settings, validate
-from hatchway.device import Device, MessageRejected, TransportError
+from hatchway.device import Command, Device, MessageRejected, TransportError
 from hatchway.device.enrol import _proof
 from hatchway.errors import ConfigurationError, InvalidMessage
 from hatchway.flows.enrolment import EnrolmentRejected
@@ -144,12 +144,12 @@ def test_expired_jti_entries_are_purged_by_traffic(
 
 def test_refused_result_leaves_no_trace(device: Device, ctx: ServerContext) -> None:
     ctx.store.queue_command("meter-1", {"op": "reboot"}, now=1.0)
+    other = ctx.store.queue_command("meter-1", {"op": "other"}, now=1.0)
     first = device.poll()
-    device.poll()  # redelivery: the first delivery's jti no longer counts
     before = ctx.store.count_messages("meter-1")
     assert first is not None
-    with pytest.raises(MessageRejected):
-        device.respond(first, {"ok": 1})
+    with pytest.raises(MessageRejected):  # answers `other` with `first`'s delivery
+        device.respond(Command(cid=other, body=first.body, message=first.message), {"ok": 1})
     assert ctx.store.count_messages("meter-1") == before
 
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event
 
-from hatchway.config import Settings, settings_from_env
+from hatchway.config import Settings
 from hatchway.errors import InvalidMessage
 from hatchway.flows.login import DeviceAuthorization
 from hatchway.flows.login_approval import ApprovalService, started_at_text
 from hatchway.flows.login_common import SCRAM_ITERATIONS_FLAG, LoginRefused
 from hatchway.flows.login_guard import ACCOUNT_IP_POLICY, ACCOUNT_POLICY, SESSION_MAX_FAILURES
-from hatchway.login import ScramClient, make_verifier
+from hatchway.login import ScramClient
 from hatchway.runtime import FrozenClock, SeededRandom
 from hatchway.server.context import ServerContext
 from hatchway.server.login_pages import approval_page
@@ -247,9 +247,8 @@ def test_finish_is_rate_limited_per_ip_and_per_code(
 def test_code_guessing_pays_before_the_lookup_on_every_endpoint(
     tmp_path: Path, clock: FrozenClock
 ) -> None:
-    settings = settings_from_env({"HATCHWAY_DATA_DIR": str(tmp_path / "d")})
-    ctx = ServerContext.create(settings, clock=clock, random=SeededRandom())
-    try:
+    with login_world(tmp_path, clock, HATCHWAY_LOGIN_ATTEMPTS_PER_MINUTE="10") as ctx:
+        settings = ctx.settings
         approval = ApprovalService(ctx.login)
         live = start(ctx)
         guesses = [f"BBBB-BB{a}{b}" for a in "BCDFG" for b in "BCDFGHJKLMNPQRST"]
@@ -275,8 +274,6 @@ def test_code_guessing_pays_before_the_lookup_on_every_endpoint(
                 hit = refused(approval.deny, user_code=live.user_code, ip=ip, user_agent="x")
             assert hit.status_hint == 429
         assert approval.page(live.user_code, ip=OWNER).status == "pending"
-    finally:
-        ctx.close()
 
 
 def test_unknown_and_ended_codes_answer_alike(
@@ -295,22 +292,13 @@ def test_unknown_and_ended_codes_answer_alike(
 
 
 def test_reading_the_code_cannot_lock_its_owner_out(tmp_path: Path, clock: FrozenClock) -> None:
-    settings = settings_from_env(
-        {"HATCHWAY_DATA_DIR": str(tmp_path / "d"), "HATCHWAY_LOGIN_NUMBER_MATCHING": "false"}
-    )
-    ctx = ServerContext.create(settings, clock=clock, random=SeededRandom())
-    try:
-        ctx.store.add_user(
-            "alice", make_verifier(PASSWORD, random=SeededRandom(), iterations=4096), now=0
-        )
+    with login_world(tmp_path, clock, HATCHWAY_LOGIN_ATTEMPTS_PER_MINUTE="10") as ctx:
         approval = ApprovalService(ctx.login)
         started = start(ctx)
         for n in range(50):  # a shoulder-surfer reloads the page from many addresses
             assert approval.page(started.user_code, ip=f"10.2.0.{n}").status == "pending"
         assert approval.page(started.user_code, ip=OWNER).status == "pending"
         assert prove(approval, started, PASSWORD, OWNER) == "approved"
-    finally:
-        ctx.close()
 
 
 # --- S2 / S3: account enumeration -------------------------------------------------
@@ -438,8 +426,14 @@ def test_expiry_is_audited_even_if_nobody_polls(
     assert "expired" in [r.event.value for r in ctx.store.list_audit(5)]
 
 
-def test_number_matching_is_on_by_default() -> None:
-    assert Settings().login_number_matching is True
+def test_confirm_code_is_the_default_anti_phishing() -> None:
+    """Issue 8 §2: the default works with unmodified RFC 8628 clients."""
+    from hatchway.clients import CLI_CLIENT_ID, AntiPhishing, ClientRecord
+    from hatchway.flows.clients import CLI_CLIENT
+
+    assert ClientRecord(client_id="x", name="X").anti_phishing is AntiPhishing.CONFIRM_CODE
+    assert CLI_CLIENT.client_id == CLI_CLIENT_ID
+    assert CLI_CLIENT.anti_phishing is AntiPhishing.CONFIRM_CODE
 
 
 def test_forwarded_headers_are_ignored_unless_a_proxy_is_trusted() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from hatchway.clients import AntiPhishing
 from hatchway.config import settings_from_env
 from hatchway.errors import InvalidMessage
 from hatchway.flows.login import DeviceAuthorization, LoginService
@@ -15,7 +16,7 @@ from hatchway.flows.login_approval import ApprovalService
 from hatchway.flows.login_common import LoginRefused, login_channel, mask_username
 from hatchway.flows.login_guard import ACCOUNT_IP_POLICY, SESSION_MAX_FAILURES
 from hatchway.flows.login_polls import DECISIONS_CHANNEL
-from hatchway.login import ScramClient, make_verifier
+from hatchway.login import ScramClient
 from hatchway.runtime import FrozenClock, SeededRandom
 from hatchway.server.context import ServerContext
 from tests.login.world import GRANT, PASSWORD, login_world
@@ -175,18 +176,13 @@ def test_sealed_exchange_cannot_be_tampered_with(ctx: ServerContext) -> None:
 
 
 def test_number_matching(tmp_path: Path, clock: FrozenClock) -> None:
-    settings = settings_from_env(
-        {"HATCHWAY_DATA_DIR": str(tmp_path / "d"), "HATCHWAY_LOGIN_NUMBER_MATCHING": "true"}
-    )
-    ctx = ServerContext.create(settings, clock=clock, random=SeededRandom())
-    try:
-        ctx.store.add_user(
-            "alice", make_verifier(PASSWORD, random=SeededRandom(), iterations=4096), now=0
-        )
+    """The phone-number mode (today's number matching, now a per-client choice)."""
+    with login_world(tmp_path, clock, anti_phishing=AntiPhishing.PHONE_NUMBER) as ctx:
         approval = ApprovalService(ctx.login)
         started = _start(ctx.login)
         view = approval.page(started.user_code, ip="198.51.100.7")
         assert view.session is not None and view.session.match_number is not None
+        assert view.session.code_choices is None
         assert _approve(approval, started, PASSWORD) == "approved"
         pending = _error(_token, ctx.login, started.device_code)
         assert (pending.error, pending.description) == (
@@ -195,20 +191,35 @@ def test_number_matching(tmp_path: Path, clock: FrozenClock) -> None:
         )
         tokens = _token(ctx.login, started.device_code, match_number=view.session.match_number)
         assert "access_token" in tokens
-    finally:
-        ctx.close()
 
 
-def test_number_matching_is_the_default(tmp_path: Path, clock: FrozenClock) -> None:
+def test_first_run_registers_the_cli_client_with_confirm_code(
+    tmp_path: Path, clock: FrozenClock
+) -> None:
     ctx = ServerContext.create(
         settings_from_env({"HATCHWAY_DATA_DIR": str(tmp_path / "d")}), clock=clock
     )
     try:
-        started = _start(ctx.login)
+        cli = ctx.store.get_client("hatchway-cli")
+        assert cli is not None and cli.anti_phishing is AntiPhishing.CONFIRM_CODE
+        started = ctx.login.start(
+            {"client_id": "hatchway-cli", "login_hint": "alice"}, ip="192.0.2.1", user_agent="x"
+        )
         session = ctx.store.get_login_session_by_user_code(started.user_code)
-        assert session is not None and session.number_matching
+        assert session is not None and not session.number_matching
+        assert session.code_choices is not None and started.user_code in session.code_choices
+        assert session.scope == "profile"  # the client's registered scopes
+        # An operator's removal is not undone at the next start.
+        ctx.store.remove_client("hatchway-cli")
     finally:
         ctx.close()
+    again = ServerContext.create(
+        settings_from_env({"HATCHWAY_DATA_DIR": str(tmp_path / "d")}), clock=clock
+    )
+    try:
+        assert again.store.get_client("hatchway-cli") is None
+    finally:
+        again.close()
 
 
 def test_admin_switch(ctx: ServerContext) -> None:

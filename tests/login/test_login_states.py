@@ -42,17 +42,19 @@ def make_session(now: float, **overrides: object) -> LoginSession:
     return dataclasses.replace(session, **overrides)  # type: ignore[arg-type]
 
 
-def test_table_is_exactly_the_issue_3_life_cycle() -> None:
+def test_table_is_exactly_the_issue_3_life_cycle_plus_withdrawal() -> None:
     expected = {
         S.PENDING: {S.APPROVED, S.DENIED, S.EXPIRED},
-        S.APPROVED: {S.CONSUMED, S.DENIED, S.EXPIRED},
+        # Issue 8 §2: the user may withdraw an approval the device has not collected.
+        S.APPROVED: {S.CONSUMED, S.DENIED, S.EXPIRED, S.WITHDRAWN},
         S.DENIED: set(),
         S.EXPIRED: set(),
         S.CONSUMED: set(),
+        S.WITHDRAWN: set(),
     }
     assert dict(TRANSITIONS) == expected
-    assert len(ALLOWED) == 6
-    assert len(FORBIDDEN) == 25 - 6
+    assert len(ALLOWED) == 7
+    assert len(FORBIDDEN) == 36 - 7
 
 
 @pytest.mark.parametrize(("start", "end"), ALLOWED, ids=[f"{a}->{b}" for a, b in ALLOWED])
@@ -138,7 +140,7 @@ def test_approve_rechecks_account_state(clock: FrozenClock) -> None:
     assert locked.state is S.DENIED
 
 
-@pytest.mark.parametrize("state", [S.APPROVED, S.DENIED, S.EXPIRED, S.CONSUMED])
+@pytest.mark.parametrize("state", [S.APPROVED, S.DENIED, S.EXPIRED, S.CONSUMED, S.WITHDRAWN])
 def test_approve_of_a_non_pending_session_raises(clock: FrozenClock, state: SessionState) -> None:
     with pytest.raises(LocalProtocolError):
         approve(
@@ -149,13 +151,27 @@ def test_approve_of_a_non_pending_session_raises(clock: FrozenClock, state: Sess
         )
 
 
-@pytest.mark.parametrize("state", [S.PENDING, S.APPROVED])
-def test_deny_from_active_states(clock: FrozenClock, state: SessionState) -> None:
+@pytest.mark.parametrize(("state", "after"), [(S.PENDING, S.DENIED), (S.APPROVED, S.WITHDRAWN)])
+def test_deny_from_active_states(
+    clock: FrozenClock, state: SessionState, after: SessionState
+) -> None:
     denied = deny(
         make_session(clock(), state=state), now=clock(), approver_ip="ip", approver_user_agent="ua"
     )
-    assert denied.state is S.DENIED
+    assert denied.state is after
     assert denied.decided_at == clock()
+
+
+def test_withdrawn_session_polls_access_denied(clock: FrozenClock) -> None:
+    from hatchway.login import AccessDenied, poll
+
+    approved = approve(
+        make_session(clock()), now=clock(), approver_ip="ip", approver_user_agent="ua"
+    )
+    withdrawn = deny(approved, now=clock() + 1, approver_ip="ip", approver_user_agent="ua")
+    result = poll(withdrawn, now=clock() + 2)
+    assert isinstance(result.decision, AccessDenied)
+    assert result.session is withdrawn  # terminal: nothing more is written
 
 
 def test_deny_after_the_deadline_expires_instead(clock: FrozenClock) -> None:
@@ -164,7 +180,7 @@ def test_deny_after_the_deadline_expires_instead(clock: FrozenClock) -> None:
     assert late.state is S.EXPIRED
 
 
-@pytest.mark.parametrize("state", [S.DENIED, S.EXPIRED, S.CONSUMED])
+@pytest.mark.parametrize("state", [S.DENIED, S.EXPIRED, S.CONSUMED, S.WITHDRAWN])
 def test_deny_of_a_finished_session_raises(clock: FrozenClock, state: SessionState) -> None:
     with pytest.raises(LocalProtocolError):
         deny(

@@ -46,6 +46,14 @@ def add_user(server: ServerProcess, username: str, password: str = PASSWORD) -> 
     )
 
 
+def add_client(server: ServerProcess, client_id: str, *args: str) -> dict[str, Any]:
+    """``hatchway clients add CLIENT_ID --name … [args]`` against the server's data dir."""
+    name = ("--name", f"{client_id} app") if "--name" not in args else ()
+    added = hatchway(server, "clients", "add", client_id, *name, *args)
+    assert added["_rc"] == 0, added
+    return added
+
+
 def hatchway(server: ServerProcess, *args: str, input: str | None = None) -> dict[str, Any]:
     """Run an operator or client CLI command with ``--json``; returns its JSON line."""
     done = subprocess.run(
@@ -139,10 +147,12 @@ def start_server(tmp: Path, **env: str) -> ServerProcess:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    # Number matching is on by default; this module server turns it off, so the
-    # tests here cover "off" and tests/login_e2e/test_browser_login.py "on".
-    proc = start_server(tmp_path_factory.mktemp("login"), HATCHWAY_LOGIN_NUMBER_MATCHING="false")
+    """A server with the default anti-phishing (confirm-code) for every client:
+    ``hatchway-cli`` (registered on first run), ``tv`` and ``other``."""
+    proc = start_server(tmp_path_factory.mktemp("login"))
     try:
+        add_client(proc, "tv", "--name", "Living-room TV app", "--scope", "profile")
+        add_client(proc, "other", "--scope", "profile")
         yield proc
     finally:
         proc.stop()

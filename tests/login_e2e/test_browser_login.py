@@ -12,6 +12,7 @@ import ssl
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -19,13 +20,28 @@ import pytest
 from hatchway.login.device_client import DeviceLoginClient
 from hatchway.login.phone import ApprovalFailed, PhoneClient
 from hatchway.server.process import ServerProcess
-from tests.login_e2e.conftest import PASSWORD, DeviceCli, add_user, hatchway, start_server
+from tests.login_e2e.conftest import (
+    PASSWORD,
+    DeviceCli,
+    add_client,
+    add_user,
+    hatchway,
+    start_server,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chromium]
 
 
+def pick_code(page: Any, url: str) -> None:
+    """Confirm-code: click the code the device shows (the one in its QR link)."""
+    if page.locator("#confirm").count():
+        code = parse_qs(urlsplit(url).query)["user_code"][0]
+        page.click(f'#confirm button[data-code="{code}"]')
+
+
 def approve_in_browser(page: Any, url: str, password: str) -> str:
     page.goto(url)
+    pick_code(page, url)
     page.fill("#password", password)
     page.click("#approve-button")
     page.wait_for_function(
@@ -55,6 +71,13 @@ def test_login_with_push_then_whoami(server: ServerProcess, page: Any, tmp_path:
             r"started \d\d:\d\d UTC from 127\.0\.0\.1",
             text,
         )
+        # The registered client is named; its scopes are in plain words.
+        assert page.inner_text("#client-name") == "hatchway command line"
+        assert page.inner_text("#scopes") == "See your account name"
+        # Came by the QR link: first pick the code the device shows.
+        assert page.locator("#confirm button.code").count() == 3
+        assert not page.is_visible("#password")
+        pick_code(page, started["verification_uri_complete"])
         # The page asks for the password only; Approve and Deny look the same.
         assert page.locator("input[type=password]").count() == 1
         assert page.locator("input[name=username]").count() == 0
@@ -129,12 +152,11 @@ def test_locked_account_keeps_its_devices_then_unlock(tmp_path: Path, page: Any)
     """A stranger grinds dave's password from this address until new attempts are
     refused; dave's signed-in device keeps working; the operator's unlock lets
     him approve again."""
-    server = start_server(
-        tmp_path, HATCHWAY_LOGIN_NUMBER_MATCHING="false", HATCHWAY_LOGIN_ATTEMPTS_PER_MINUTE="600"
-    )
+    server = start_server(tmp_path, HATCHWAY_LOGIN_ATTEMPTS_PER_MINUTE="600")
     https = httpx.Client(verify=ssl.create_default_context(cafile=str(server.ca_file)))
     try:
         add_user(server, "dave")
+        add_client(server, "tv")
         device = DeviceLoginClient(server.https_url, http=https, client_id="tv")
         phone = PhoneClient(https)
         owner = device.start("dave", device_name="Kitchen")
@@ -215,10 +237,13 @@ def test_expired_code(tmp_path: Path, page: Any) -> None:
 
 @pytest.mark.parametrize("poll", [False, True], ids=["push", "poll"])
 def test_number_matching(tmp_path: Path, page: Any, poll: bool) -> None:
-    server = start_server(tmp_path, HATCHWAY_LOGIN_INTERVAL="1")  # matching is the default
+    server = start_server(tmp_path, HATCHWAY_LOGIN_INTERVAL="1")
     try:
         add_user(server, "frank")
-        device = DeviceCli(server, tmp_path, "frank", *(["--poll"] if poll else []))
+        # The phone-number mode: for a device that can take input.
+        add_client(server, "tv-keyboard", "--anti-phishing", "phone-number")
+        extra = ["--client-id", "tv-keyboard", *(["--poll"] if poll else [])]
+        device = DeviceCli(server, tmp_path, "frank", *extra)
         try:
             url = device.next()["verification_uri_complete"]
             assert approve_in_browser(page, url, PASSWORD) == "approved"

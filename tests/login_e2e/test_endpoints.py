@@ -72,7 +72,15 @@ def test_token_endpoint_errors_and_slow_down(https: httpx.Client) -> None:
     second = https.post("/oauth/token", data=form)  # well inside the 5 s interval
     assert second.json() == {"error": "slow_down", "interval": 10}
     wrong_client = https.post("/oauth/token", data={**form, "client_id": "other"})
-    assert wrong_client.json()["error"] == "invalid_grant"
+    assert wrong_client.json()["error"] == "invalid_grant"  # registered, not its code
+    # Issue 8 §1: an unregistered client is refused as a client (RFC 6749 §5.2).
+    stranger = https.post("/oauth/token", data={**form, "client_id": "stranger"})
+    assert (stranger.status_code, stranger.json()["error"]) == (400, "invalid_client")
+    basic = https.post("/oauth/token", data=form, auth=("stranger", "guess"))
+    assert (basic.status_code, basic.json()["error"]) == (401, "invalid_client")
+    assert basic.headers["www-authenticate"].startswith("Basic ")
+    scoped = _start(https, "nobody", scope="admin payments:write")
+    assert (scoped.status_code, scoped.json()["error"]) == (400, "invalid_scope")
     unknown = https.post("/oauth/token", data={**form, "device_code": "x" * 43})
     assert unknown.json()["error"] == "invalid_grant"
     assert https.post("/oauth/token", data={**form, "grant_type": "password"}).json() == {
@@ -108,13 +116,18 @@ def test_refresh_rotation_and_reuse(https: httpx.Client, server: ServerProcess) 
     assert status == 200 and body["username"] == "hank"
     rotated = device.refresh(tokens)
     assert rotated.refresh_token != tokens.refresh_token
+    # A retry at once (within HATCHWAY_LOGIN_REFRESH_REUSE_INTERVAL, successor
+    # unused) gets the same successor back instead of ending the session.
+    assert device.refresh(tokens).refresh_token == rotated.refresh_token
+    newest = device.refresh(rotated)
+    # The old token again, after the device moved on: a copy. Reuse revokes
+    # the whole family, so the newest token is dead too.
     with pytest.raises(LoginFailed) as reused:
         device.refresh(tokens)
     assert reused.value.error == "invalid_grant"
-    # Reuse revoked the whole family: the newest token is dead too.
     with pytest.raises(LoginFailed):
-        device.refresh(rotated)
-    assert device.whoami(rotated)[0] == 401
+        device.refresh(newest)
+    assert device.whoami(newest)[0] == 401
     assert https.get("/api/whoami", headers={"Authorization": "Bearer nope"}).status_code == 401
 
 

@@ -22,6 +22,8 @@ import os
 import secrets
 import shutil
 import ssl
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,6 +144,18 @@ def replicas(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Ite
         a.start()
         _copy_identity(a.data_dir, b.data_dir)
         b.start()
+        # Issue 8 §1: only registered clients may sign in (one store, both replicas).
+        # phone-number mode: these tests follow a match number across replicas.
+        subprocess.run(
+            [
+                *(sys.executable, "-m", "hatchway", "clients", "add", "tv", "--name", "TV"),
+                *("--anti-phishing", "phone-number", "--json"),
+            ],
+            check=True,
+            capture_output=True,
+            env=a.env(),
+            timeout=60,
+        )
         yield Replicas(a, b, public_https, public_http, database_url)
     finally:
         b.stop()

@@ -266,18 +266,22 @@ def _sign_in(pair: Pair, username: str) -> Tokens:
 def test_revocation_on_one_replica_holds_on_the_other(replicas: Replicas, pair: Pair) -> None:
     add_user(replicas.a, "bob")
 
-    # Refresh-token reuse: rotated on A, the old one replayed at B revokes the family.
+    # A retry through the other replica, at once: the same successor, no revocation.
     first = _sign_in(pair, "bob")
     second = pair.device_a.refresh(first)
+    assert pair.device_b.refresh(first).refresh_token == second.refresh_token
     assert pair.device_b.whoami(second)[0] == 200
+    # Refresh-token reuse: the device moved on (A rotated again), so the old one
+    # replayed at B is a copy and revokes the family.
+    third = pair.device_a.refresh(second)
     with pytest.raises(LoginFailed) as reused:
         pair.device_b.refresh(first)
     assert reused.value.error == "invalid_grant"
     with pytest.raises(LoginFailed) as revoked:
-        pair.device_a.refresh(second)
+        pair.device_a.refresh(third)
     assert revoked.value.error == "invalid_grant"
-    assert pair.device_a.whoami(second)[0] == 401
-    assert pair.device_b.whoami(second)[0] == 401
+    assert pair.device_a.whoami(third)[0] == 401
+    assert pair.device_b.whoami(third)[0] == 401
 
     # The operator revokes a session with B's configuration; A honours it at once.
     other = _sign_in(pair, "bob")
@@ -289,3 +293,42 @@ def test_revocation_on_one_replica_holds_on_the_other(replicas: Replicas, pair: 
     with pytest.raises(LoginFailed) as gone:
         pair.device_a.refresh(other)
     assert gone.value.error == "invalid_grant"
+
+
+def test_concurrent_refresh_on_both_replicas_then_logout_on_one(
+    replicas: Replicas, pair: Pair
+) -> None:
+    """Issue 8 §3 on PostgreSQL across processes: the same refresh token sent to A
+    and B at the same moment (a client retry through a load balancer) gives both
+    the same new token and keeps the session; an RFC 7009 logout on B then ends it
+    on A too."""
+    add_user(replicas.a, "carol")
+    first = _sign_in(pair, "carol")
+    barrier = threading.Barrier(2)
+    results: dict[str, Any] = {}
+
+    def refresh(name: str, device: DeviceLoginClient) -> None:
+        barrier.wait()
+        try:
+            results[name] = device.refresh(first)
+        except LoginFailed as exc:  # asserted below
+            results[name] = exc
+
+    threads = [
+        threading.Thread(target=refresh, args=("a", pair.device_a)),
+        threading.Thread(target=refresh, args=("b", pair.device_b)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    a, b = results["a"], results["b"]
+    assert isinstance(a, Tokens) and isinstance(b, Tokens), results
+    assert a.refresh_token == b.refresh_token != first.refresh_token
+    assert pair.device_a.whoami(b)[0] == 200
+
+    pair.device_b.revoke(a)
+    assert pair.device_a.whoami(a)[0] == 401
+    assert pair.device_a.whoami(b)[0] == 401
+    with pytest.raises(LoginFailed):
+        pair.device_a.refresh(a)

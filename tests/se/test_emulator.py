@@ -58,7 +58,7 @@ def test_unpowered_card_refuses_to_talk(card: SoftCard) -> None:
         ("00a4040005f000000000", SW.FILE_NOT_FOUND),
         ("00a4000000", SW.INCORRECT_P1P2),
         ("00c0000000", SW.CONDITIONS_NOT_SATISFIED),
-        ("80ca006600", SW.REFERENCE_DATA_NOT_FOUND),
+        ("80ca004200", SW.REFERENCE_DATA_NOT_FOUND),  # IIN: not held (0066 is, issue 7)
         ("80cabf2104a6028301", SW.WRONG_DATA),
         ("80cabf2106a6048302210100", SW.REFERENCE_DATA_NOT_FOUND),
         ("80cabf2106a6048302110900", SW.REFERENCE_DATA_NOT_FOUND),

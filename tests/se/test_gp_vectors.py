@@ -17,7 +17,6 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 from cryptography.x509.oid import NameOID
 
 from hatchway.se import tlv
@@ -72,12 +71,24 @@ def test_amendment_f_3_1_2_key_derivation_and_receipt(name: str) -> None:
     assert "redacted" in repr(keys) and v["s_enc"] not in repr(keys.session)
 
 
-def test_x963_kdf_matches_an_independent_implementation() -> None:
-    z, info = bytes(range(64)), b"\x3c\x88\x10"
-    expected = X963KDF(hashes.SHA256(), 80, info).derive(z)
-    assert x963_kdf(z, 80, info) == expected
-    with pytest.raises(ValueError):
-        x963_kdf(z, 0, info)
+NIST_X963 = Path(__file__).parent.parent / "vectors" / "nist" / "ansx963_2001_sha256.json"
+
+
+@pytest.mark.parametrize(
+    "vector", json.loads(NIST_X963.read_text(encoding="utf-8"))["vectors"], ids=lambda v: v["z"][:8]
+)
+def test_ansi_x963_kdf_sha256_nist_cavs_vectors(vector: dict[str, Any]) -> None:
+    # Known answers, not a comparison with X963KDF: x963_kdf now *is* X963KDF, so only
+    # recorded outputs check that hatchway wires the hash, info and length correctly.
+    out = x963_kdf(h(vector["z"]), vector["length"], h(vector["shared_info"]))
+    assert out == h(vector["key_data"])
+
+
+def test_x963_kdf_refuses_out_of_range_lengths() -> None:
+    for length in (0, -1, 255 * 32 + 1):
+        with pytest.raises(ValueError, match="out of range"):
+            x963_kdf(bytes(range(64)), length, b"\x3c\x88\x10")
+    assert len(x963_kdf(bytes(range(64)), 255 * 32, b"")) == 255 * 32
 
 
 @pytest.mark.parametrize(("name", "variant"), [("scp11a.json", "A"), ("scp11b.json", "B")])

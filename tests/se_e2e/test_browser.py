@@ -10,45 +10,16 @@ Navigating to the page never starts provisioning: only a click does.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from hatchway.se.relay import BridgeProcess
 from hatchway.server.process import ServerProcess
-from tests.services import CHROMIUM, CHROMIUM_ARGS, require_chromium
 
 from .harness import PhishingProxy, card_secret
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chromium]
-
-
-def spki_pin(server: ServerProcess) -> str:
-    cert = x509.load_pem_x509_certificate((server.data_dir / "tls.pem").read_bytes())
-    spki = cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
-
-
-@pytest.fixture(scope="module")
-def browser(server: ServerProcess) -> Iterator[object]:
-    require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        # The dev CA is not in Chromium's store: pin the server's SPKI instead of
-        # turning certificate checks off.
-        args = [*CHROMIUM_ARGS, f"--ignore-certificate-errors-spki-list={spki_pin(server)}"]
-        launched = pw.chromium.launch(executable_path=CHROMIUM, args=args)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def run_page(browser: object, url: str) -> tuple[str, str]:

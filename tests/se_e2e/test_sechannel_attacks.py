@@ -40,7 +40,13 @@ from hatchway.server.datadir import ServerIdentity, ensure_data_dir
 from hatchway.server.process import ServerProcess
 
 ORIGIN = "https://localhost:8443"
-NOW = dt.datetime.now(dt.UTC).timestamp()
+
+
+def _now() -> float:
+    # Read when used, never at import: the server's CA is made when the test runs,
+    # minutes after collection on a loaded machine, and a card whose clock was
+    # frozen before that sees a CA not yet valid (issue 7: 6984 DATA_INVALID).
+    return dt.datetime.now(dt.UTC).timestamp()
 
 
 @pytest.fixture
@@ -78,7 +84,7 @@ def run_flow(service: SecureChannelService, card: SoftCard) -> None:
 def ca_issued(ident: ServerIdentity, key: ec.EllipticCurvePrivateKey, *,
               usage: x509.KeyUsage, eku: list[x509.ObjectIdentifier] | None,
               ca: bool = False) -> x509.Certificate:
-    start = dt.datetime.fromtimestamp(NOW, dt.UTC)
+    start = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "x")]))
@@ -97,12 +103,12 @@ def ca_issued(ident: ServerIdentity, key: ec.EllipticCurvePrivateKey, *,
 
 def _device(ident: ServerIdentity, key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
     return ident.ca.issue_device("my-device", key.public_key(),
-                                 now=dt.datetime.fromtimestamp(NOW, dt.UTC))
+                                 now=dt.datetime.now(dt.UTC))
 
 
 def _tls(ident: ServerIdentity, key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
     return ident.ca.issue_tls_server(key.public_key(), dns_names=["localhost"],
-                                     ip_addresses=[], now=dt.datetime.fromtimestamp(NOW, dt.UTC))
+                                     ip_addresses=[], now=dt.datetime.now(dt.UTC))
 
 
 def _agreement_no_eku(ident: ServerIdentity, key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
@@ -122,7 +128,7 @@ def _se_eku_ca(ident: ServerIdentity, key: ec.EllipticCurvePrivateKey) -> x509.C
 def test_a_ca_certificate_of_another_profile_cannot_pose_as_a_card(
     tmp_path: Path, ident: ServerIdentity, issue: object
 ) -> None:
-    clock = FrozenClock(NOW)
+    clock = FrozenClock(_now())
     service = service_for(tmp_path, ident, clock)
     key = ec.generate_private_key(ec.SECP256R1())
     card = fake_card(ident, key, issue(ident, key), clock)  # type: ignore[operator]
@@ -136,7 +142,7 @@ def test_a_ca_certificate_of_another_profile_cannot_pose_as_a_card(
 def test_the_servers_own_oce_certificate_cannot_pose_as_a_card(
     tmp_path: Path, ident: ServerIdentity
 ) -> None:
-    clock = FrozenClock(NOW)
+    clock = FrozenClock(_now())
     service = service_for(tmp_path, ident, clock)
     app = service.identity
     card = fake_card(ident, app.oce_key, app.certificate, clock)
@@ -148,7 +154,7 @@ def test_the_servers_own_oce_certificate_cannot_pose_as_a_card(
 def test_flooding_start_from_one_address_leaves_others_served(
     tmp_path: Path, ident: ServerIdentity
 ) -> None:
-    clock = FrozenClock(NOW)
+    clock = FrozenClock(_now())
     service = service_for(tmp_path, ident, clock, max_sessions=16, max_per_client=4,
                           start_rate=TokenBucket(capacity=6, refill_per_second=0.5))
     attacker = "198.51.100.9"
@@ -170,7 +176,7 @@ def test_flooding_start_from_one_address_leaves_others_served(
 def test_expired_sessions_are_evicted_before_anyone_is_refused(
     tmp_path: Path, ident: ServerIdentity
 ) -> None:
-    clock = FrozenClock(NOW)
+    clock = FrozenClock(_now())
     service = service_for(tmp_path, ident, clock, max_sessions=3, max_per_client=3)
     for client in ("a", "b", "c"):
         service.start(client)
@@ -184,7 +190,7 @@ def test_expired_sessions_are_evicted_before_anyone_is_refused(
 def test_a_relay_that_swaps_the_job_answers_gets_nothing(
     tmp_path: Path, ident: ServerIdentity
 ) -> None:
-    clock = FrozenClock(NOW)
+    clock = FrozenClock(_now())
     service = service_for(tmp_path, ident, clock)
     card = fake_card(ident, *_genuine(ident, clock), clock)
     step = service.start()
@@ -207,7 +213,7 @@ def _genuine(ident: ServerIdentity, clock: FrozenClock
 def test_public_url_with_a_path_starts_and_binds_its_origin(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data",
                         public_https_url="https://se.example:8443/hatchway/")
-    ctx = ServerContext.create(settings, clock=FrozenClock(NOW), random=system_random)
+    ctx = ServerContext.create(settings, clock=FrozenClock(_now()), random=system_random)
     try:
         assert ctx.sechannel is not None
         assert ctx.sechannel.identity.origin == "https://se.example:8443"

@@ -28,7 +28,13 @@ from hatchway.server.datadir import ServerIdentity, ensure_data_dir
 from hatchway.server.process import ServerProcess
 
 ORIGIN = "https://localhost:8443"
-NOW = dt.datetime.now(dt.UTC).timestamp()
+
+
+def _now() -> float:
+    # Read when used, never at import: the server's CA is made when the test runs,
+    # minutes after collection on a loaded machine, and a card whose clock was
+    # frozen before that sees a CA not yet valid (issue 7: 6984 DATA_INVALID).
+    return dt.datetime.now(dt.UTC).timestamp()
 
 
 @pytest.fixture
@@ -38,7 +44,7 @@ def ident(tmp_path: Path) -> ServerIdentity:
 
 def make(tmp_path: Path, ident: ServerIdentity, origin: str = ORIGIN,
          clock: FrozenClock | None = None) -> tuple[SecureChannelService, SoftCard, FrozenClock]:
-    clock = clock or FrozenClock(NOW)
+    clock = clock or FrozenClock(_now())
     app = ensure_application_identity(tmp_path / "data", ident.ca, origin=ORIGIN,
                                       tls_cert_path=ident.tls_cert_path, now=clock())
     service = SecureChannelService(app, clock=clock, random=SeededRandom(b"server"))
@@ -98,14 +104,14 @@ def test_sessions_refuse_out_of_order_unknown_and_expired(
 def test_application_certificate_follows_origin_and_tls_key(
     tmp_path: Path, ident: ServerIdentity
 ) -> None:
-    data = tmp_path / "data"
+    data, now = tmp_path / "data", _now()
     first = ensure_application_identity(data, ident.ca, origin=ORIGIN,
-                                        tls_cert_path=ident.tls_cert_path, now=NOW)
+                                        tls_cert_path=ident.tls_cert_path, now=now)
     again = ensure_application_identity(data, ident.ca, origin=ORIGIN,
-                                        tls_cert_path=ident.tls_cert_path, now=NOW)
+                                        tls_cert_path=ident.tls_cert_path, now=now)
     assert again.certificate == first.certificate
     moved = ensure_application_identity(data, ident.ca, origin="https://se.example",
-                                        tls_cert_path=ident.tls_cert_path, now=NOW)
+                                        tls_cert_path=ident.tls_cert_path, now=now)
     assert moved.certificate != first.certificate
     ext = moved.certificate.extensions.get_extension_for_oid(ORIGIN_BINDING_OID).value
     assert isinstance(ext, x509.UnrecognizedExtension)
@@ -114,7 +120,7 @@ def test_application_certificate_follows_origin_and_tls_key(
     assert binding.tls_spki_digest is not None
     late = ensure_application_identity(data, ident.ca, origin="https://se.example",
                                        tls_cert_path=ident.tls_cert_path,
-                                       now=NOW + 86 * 86400)
+                                       now=now + 86 * 86400)
     assert late.certificate != moved.certificate
     assert (data / APP_CERT_FILE).stat().st_mode & 0o777 == 0o644
 

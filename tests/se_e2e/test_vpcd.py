@@ -61,7 +61,11 @@ def test_emulate_retries_then_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         [sys.executable, "-m", "hatchway", "se", "emulate", "--card", str(card),
          "--vpcd", f"127.0.0.1:{free_port()}", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)  # nobody listens: it keeps retrying with back-off
+    # Wait until it says it runs (its SIGTERM handler is installed by then): on a loaded
+    # machine the interpreter alone can take longer than any fixed sleep.
+    assert proc.stderr is not None
+    assert "emulating card" in proc.stderr.readline()
+    time.sleep(0.5)  # nobody listens: it keeps retrying with back-off
     assert proc.poll() is None
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=15)

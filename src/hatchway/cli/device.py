@@ -21,7 +21,14 @@ from hatchway.cli.common import (
     load_settings,
     operator_context,
 )
-from hatchway.cli.output import console, emit, errors_reported, parse_json_object
+from hatchway.cli.output import (
+    console,
+    emit,
+    errors_reported,
+    parse_json_object,
+    print_json_safe,
+    shown,
+)
 
 app = typer.Typer(
     help="Provision, enrol and talk to devices (message-level security).", no_args_is_help=True
@@ -49,9 +56,9 @@ def provision(
             as_json,
             {"device_id": device_id, "secret": secret, "ca_certificate": str(ca)},
             lambda: console.print(
-                f"provisioned [bold]{device_id}[/]\n"
-                f"one-time enrolment secret: [bold]{secret}[/]\n"
-                f"server CA certificate:     {ca}\n"
+                f"provisioned [bold]{shown(device_id)}[/]\n"
+                f"one-time enrolment secret: [bold]{shown(secret)}[/]\n"
+                f"server CA certificate:     {shown(ca)}\n"
                 "Give the device the secret (stdin or HATCHWAY_ENROLMENT_SECRET); it works once.",
                 highlight=False,
             ),
@@ -78,7 +85,11 @@ def enroll(
     key_alg: Annotated[str, typer.Option(help="ECDH-ES or ECDH-ES+A256KW.")] = "ECDH-ES",
     as_json: JsonOption = False,
 ) -> None:
-    """Enrol over TLS: secret -> first token -> key exchange; then TLS is closed."""
+    """Enrol over TLS: secret -> first token -> key exchange; then TLS is closed.
+
+    Locks --state and saves the new keys there (pending) before sending anything.
+
+    Never overwrites another device's state; resumes a pending enrolment with its keys."""
     from hatchway.device import Device
     from hatchway.msgsec import KeyAlg, SignAlg
 
@@ -105,8 +116,10 @@ def enroll(
                 "endpoints": st.endpoints,
             },
             lambda: console.print(
-                f"enrolled [bold]{device_id}[/]; TLS closed. State saved to {state} (0600).\n"
-                f"messages now go to {st.endpoints['messages']} sealed with {st.suite}",
+                f"enrolled [bold]{shown(device_id)}[/]; TLS closed. "
+                f"State saved to {shown(state)} (0600).\n"
+                f"messages now go to {shown(st.endpoints['messages'])} "
+                f"sealed with {shown(st.suite)}",
                 highlight=False,
             ),
         )
@@ -151,7 +164,7 @@ def send(
             as_json,
             {"acknowledged": True, "jti": ack.in_reply_to, "seq": ack.seq},
             lambda: console.print(
-                f"sent; server acknowledged message {ack.in_reply_to}", highlight=False
+                f"sent; server acknowledged message {shown(ack.in_reply_to)}", highlight=False
             ),
         )
 
@@ -180,7 +193,7 @@ def poll(
         emit(
             as_json,
             out,
-            lambda: console.print_json(data=out) if command else console.print("no command queued"),
+            lambda: print_json_safe(out) if command else console.print("no command queued"),
         )
 
 
@@ -201,7 +214,7 @@ def respond(
         emit(
             as_json,
             {"cid": command_id, "acknowledged": True},
-            lambda: console.print(f"result for {command_id} acknowledged"),
+            lambda: console.print(f"result for {shown(command_id)} acknowledged"),
         )
 
 
@@ -217,7 +230,7 @@ def deregister(state: StateOption, as_json: JsonOption = False) -> None:
         emit(
             as_json,
             {"device_id": device_id, "deregistered": True},
-            lambda: console.print(f"{device_id} de-registered"),
+            lambda: console.print(f"{shown(device_id)} de-registered"),
         )
 
 
@@ -243,7 +256,9 @@ def command(
         emit(
             as_json,
             {"device_id": device_id, "cid": cid},
-            lambda: console.print(f"queued command {cid} for {device_id}", highlight=False),
+            lambda: console.print(
+                f"queued command {shown(cid)} for {shown(device_id)}", highlight=False
+            ),
         )
 
 
@@ -264,7 +279,7 @@ def list_devices(
         def human() -> None:
             table = Table("device", "status", "messages")
             for d, n in rows:
-                table.add_row(d.device_id, d.status.value, str(n))
+                table.add_row(shown(d.device_id), shown(d.status.value), str(n))
             console.print(table)
 
         emit(as_json, data, human)
@@ -289,4 +304,4 @@ def messages(
                 for m in rows
             ],
         }
-        emit(as_json, data, lambda: console.print_json(data=data))
+        emit(as_json, data, lambda: print_json_safe(data))

@@ -23,10 +23,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import typer
-from rich.markup import escape
 
 from hatchway.cli.common import DatabaseOption, DataDirOption, JsonOption, load_settings
-from hatchway.cli.output import console, emit, errors_reported, fail
+from hatchway.cli.output import console, emit, errors_reported, fail, shown
 
 if TYPE_CHECKING:
     from hatchway.server.process import ServerProcess
@@ -91,9 +90,19 @@ def login(
     ] = False,
     ca: CaOption = None,
     tokens: TokensOption = None,
-    as_json: JsonOption = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print one JSON object per line: 'started' with the link at once, "
+            "'match_number_required' when asked, then 'signed_in' (or an error).",
+        ),
+    ] = False,
 ) -> None:
-    """Sign this device in: username here, password on your phone."""
+    """Sign this device in: username here, password on your phone.
+
+    With --json it prints one JSON object per line as the flow progresses, so a
+    script can hand the link to a phone before anyone approves."""
     from hatchway.login.device_client import DeviceLoginClient, LoginFailed
 
     with errors_reported(as_json):
@@ -115,8 +124,8 @@ def login(
         else:
             _show_qr(started.verification_uri_complete)
             console.print(
-                f"Scan the code, or open [bold]{escape(started.verification_uri)}[/] "
-                f"and enter [bold]{escape(started.user_code)}[/]",
+                f"Scan the code, or open [bold]{shown(started.verification_uri)}[/] "
+                f"and enter [bold]{shown(started.user_code)}[/]",
                 highlight=False,
             )
 
@@ -148,7 +157,7 @@ def login(
             as_json,
             {"event": "signed_in", "username": username, "tokens": str(path)},
             lambda: console.print(
-                f"[bold green]signed in as {escape(username)}[/]", highlight=False
+                f"[bold green]signed in as {shown(username)}[/]", highlight=False
             ),
         )
 
@@ -190,8 +199,38 @@ def whoami(
             as_json,
             body,
             lambda: console.print(
-                f"signed in as [bold]{escape(str(body['username']))}[/]", highlight=False
+                f"signed in as [bold]{shown(str(body['username']))}[/]", highlight=False
             ),
+        )
+
+
+def logout(
+    ca: CaOption = None,
+    tokens: TokensOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Sign this device out: revoke its session at the server, then delete the token file."""
+    from hatchway.login.device_client import DeviceLoginClient, LoginFailed, Tokens
+
+    with errors_reported(as_json):
+        path = _tokens_path(tokens)
+        if not path.exists():
+            fail(as_json, f"not signed in (no {path})")
+        current = Tokens.load(path)
+        client = DeviceLoginClient(current.server, http=_http(ca), client_id=current.client_id)
+        try:
+            client.revoke(current)
+        except LoginFailed as exc:
+            # Keep the file: the session is still live at the server, and the
+            # refresh token in it is what a retry needs to end it.
+            fail(as_json, f"the server did not revoke the session ({exc.error}); {path} kept")
+        finally:
+            client.http.close()
+        path.unlink()
+        emit(
+            as_json,
+            {"event": "signed_out", "server": current.server, "tokens": str(path)},
+            lambda: console.print("signed out; the session is revoked", highlight=False),
         )
 
 
@@ -248,6 +287,14 @@ def login_demo_step(server: ServerProcess, say: Callable[..., None]) -> dict[str
         env=server.env(),
     )
     say("  1. operator added alice (only a SCRAM verifier is stored)")
+    register = ["clients", "add", "living-room-tv", "--name", "Living-room TV app"]
+    subprocess.run(  # noqa: S603 - our own CLI, fixed arguments
+        [sys.executable, "-m", "hatchway", *register, "--scope", "profile"],
+        check=True,
+        capture_output=True,
+        env=server.env(),
+    )
+    say("     and registered the TV app as a client (default anti-phishing: confirm-code)")
     context = ssl.create_default_context(cafile=str(server.ca_file))
     with httpx.Client(verify=context, timeout=40) as http:
         device = DeviceLoginClient(server.https_url, http=http, client_id="living-room-tv")
@@ -255,20 +302,28 @@ def login_demo_step(server: ServerProcess, say: Callable[..., None]) -> dict[str
         say(f"  2. the TV sent only the username; it shows {started.user_code} and a QR code")
         phone = PhoneClient(http)
         request = phone.open(started.verification_uri_complete)
-        say(f"  3. the phone opened the link: “{escape(request.text)}”")
+        say(f"  3. the phone opened the link: “{shown(request.text)}”")
+        if request.choices:
+            say(
+                f"     it offers {', '.join(shown(c) for c in request.choices)}; the person "
+                f"picks {started.user_code}, the code on the TV"
+            )
         approved_at: list[float] = []
-        shown: list[str | None] = []
+        match_numbers: list[str | None] = []
 
         def approve() -> None:
             time.sleep(0.3)
             approved_at.append(time.perf_counter())
-            shown.append(phone.approve(request, password, origin=server.https_url).match_number)
+            approval = phone.approve(
+                request, password, origin=server.https_url, shown_code=started.user_code
+            )
+            match_numbers.append(approval.match_number)
 
         def read_number(_left: int | None) -> str:
-            # Number matching (on by default): the person reads the phone's
-            # number and types it on the TV; here the demo passes it across.
+            # Only for a client registered with --anti-phishing phone-number: the
+            # person reads the phone's number and types it on the TV.
             approver.join()
-            number = shown[0] if shown else None
+            number = match_numbers[0] if match_numbers else None
             if number is None:
                 raise RuntimeError("the phone showed no number to match")
             say(f"     the phone shows {number}; the TV user types it in")

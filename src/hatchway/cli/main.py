@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from hatchway import __version__
-from hatchway.cli import demo, device, login, se, serve, sessions, users
+from hatchway.cli import clients, demo, device, login, se, serve, sessions, users
 from hatchway.cli.common import JsonOption
 from hatchway.cli.output import emit
 
@@ -21,9 +21,11 @@ app.add_typer(device.app, name="device")
 app.add_typer(se.app, name="se")
 app.add_typer(users.app, name="users")
 app.add_typer(sessions.app, name="sessions")
+app.add_typer(clients.app, name="clients")
 app.add_typer(login.flow_app, name="login-flow")
 app.command("login")(login.login)
 app.command("whoami")(login.whoami)
+app.command("logout")(login.logout)
 
 
 @app.command()

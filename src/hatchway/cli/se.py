@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from hatchway.cli.common import DataDirOption, JsonOption, load_settings
-from hatchway.cli.output import console, emit, err_console, errors_reported, fail
+from hatchway.cli.output import console, emit, err_console, errors_reported, fail, shown
 from hatchway.runtime import system_clock, system_random
 
 if TYPE_CHECKING:
@@ -62,8 +62,8 @@ def personalize(
                 "trust_anchor": ca.certificate.subject.rfc4514_string(),
             },
             lambda: console.print(
-                f"personalised card {state.serial} in {card}; "
-                f"trusts {ca.certificate.subject.rfc4514_string()}"
+                f"personalised card {shown(state.serial)} in {shown(card)}; "
+                f"trusts {shown(ca.certificate.subject.rfc4514_string())}"
             ),
         )
 
@@ -84,11 +84,13 @@ def emulate(
         server = VpcdCard(
             soft,
             address,
-            on_event=lambda e: err_console.print(f"vpcd {e} ({address[0]}:{address[1]})"),
+            on_event=lambda e: err_console.print(
+                f"vpcd {shown(e)} ({shown(address[0])}:{address[1]})"
+            ),
         )
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: server.stop())
-        err_console.print(f"emulating card {soft.state.serial} for vpcd at {vpcd}")
+        err_console.print(f"emulating card {shown(soft.state.serial)} for vpcd at {shown(vpcd)}")
         server.serve_forever()
         emit(
             as_json,
@@ -117,14 +119,39 @@ def bridge(
             show_default=False,
         ),
     ] = None,
+    allow_aid: Annotated[
+        list[str] | None,
+        typer.Option("--allow-aid", help="Also relay SELECT of this AID (hex, repeatable).",
+                     show_default=False),
+    ] = None,
+    allow_ins: Annotated[
+        list[str] | None,
+        typer.Option("--allow-ins",
+                     help="Also relay this command: INS or INS/P1P2 in hex, e.g. CA/9F7F "
+                          "(repeatable).", show_default=False),
+    ] = None,
+    idle_timeout: Annotated[
+        float, typer.Option(min=0.1, max=3600, help="Close a session silent this many seconds.")
+    ] = 60.0,
     as_json: JsonOption = False,
 ) -> None:
-    """Relay APDUs between web pages on allowed origins and one secure element."""
+    """Relay APDUs between web pages on allowed origins and one secure element.
+
+    Only the APDUs hatchway's flow needs reach the card (docs/secure-element.md,
+    "Bridge protocol"); --allow-aid and --allow-ins add more.
+    """
     from hatchway.se.bridge import Bridge, CardTransport, plaintext_origins
+    from hatchway.se.guard import ApduPolicy, parse_aid, parse_ins_rule
 
     with errors_reported(as_json):
         if (card is None) == (pcsc is None):
             fail(as_json, "give exactly one of --card FILE or --pcsc [READER]", code=2)
+        try:
+            policy = ApduPolicy.with_operator_rules(
+                [parse_aid(a) for a in allow_aid or ()],
+                [parse_ins_rule(i) for i in allow_ins or ()])
+        except ValueError as exc:
+            fail(as_json, f"--allow-aid/--allow-ins: {exc}", code=2)
         transport: CardTransport
         if card is not None:
             from hatchway.se import SoftCard
@@ -134,18 +161,23 @@ def bridge(
             from hatchway.se.pcsc import PcscTransport
 
             transport = PcscTransport(pcsc or None)
-        relay = Bridge(transport, allow_origin, port=port)
+        relay = Bridge(transport, allow_origin, port=port, idle_timeout=idle_timeout,
+                       policy=policy)
         for origin in plaintext_origins(relay.allowed):
             err_console.print(
-                f"warning: {origin} is plain http and not loopback: anyone on the network "
+                f"warning: {shown(origin)} is plain http and not loopback: anyone on the network "
                 "path can change that page and use the card as that origin")
 
         def ready(bound: int) -> None:
             url = f"ws://127.0.0.1:{bound}/"
             emit(
                 as_json,
-                {"bridge": url, "port": bound, "origins": sorted(relay.allowed)},
-                lambda: console.print(f"bridge on {url} for {', '.join(sorted(relay.allowed))}"),
+                {"bridge": url, "port": bound, "origins": sorted(relay.allowed),
+                 "aids": sorted(a.hex().upper() for a in relay.policy.aids),
+                 "extra_commands": sorted(i.upper() for i in allow_ins or ())},
+                lambda: console.print(
+                    f"bridge on {url} for {shown(', '.join(sorted(relay.allowed)))}"
+                ),
             )
             sys.stdout.flush()
 

@@ -11,11 +11,10 @@ import time
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from hatchway.cli.common import DatabaseOption, DataDirOption, JsonOption
-from hatchway.cli.output import console, emit, errors_reported, fail
+from hatchway.cli.output import console, emit, errors_reported, fail, shown
 from hatchway.cli.users import _store
 
 app = typer.Typer(help="List and revoke signed-in devices.", no_args_is_help=True)
@@ -43,6 +42,8 @@ def list_sessions(
                 "device_name": f.device_name,
                 "created_at": f.created_at,
                 "last_used_at": f.last_used_at,
+                # The sign-in's absolute end (HATCHWAY_LOGIN_REFRESH_MAX_LIFETIME).
+                "expires_at": f.expires_at,
             }
             for f in families
         ]
@@ -51,11 +52,12 @@ def list_sessions(
             table = Table("session", "user", "device", "signed in", "last used")
             for r in rows:
                 # Device names are chosen by whoever ran ``hatchway login``:
-                # escape them, or "[/]" crashes rich and "[link=…]" is obeyed.
+                # escape them, or "[/]" crashes rich, "[link=…]" is obeyed and
+                # a C1 control or bidi override reaches the terminal.
                 table.add_row(
-                    escape(str(r["session"])),
-                    escape(str(r["username"])),
-                    escape(str(r["device_name"])),
+                    shown(str(r["session"])),
+                    shown(str(r["username"])),
+                    shown(str(r["device_name"])),
                     time.strftime("%Y-%m-%d %H:%M", time.localtime(float(r["created_at"]))),
                     time.strftime("%H:%M", time.localtime(float(r["last_used_at"] or 0))),
                 )

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from hatchway.cli.common import DatabaseOption, DataDirOption, JsonOption, load_settings
-from hatchway.cli.output import console, emit, errors_reported
+from hatchway.cli.output import console, emit, errors_reported, shown
 
 if TYPE_CHECKING:
     from hatchway.store import Store
@@ -53,6 +52,7 @@ def _user_json(user: UserRecord) -> dict[str, object]:
         "disabled": user.disabled,
         "created_at": user.created_at,
         "updated_at": user.updated_at,
+        "unlocked_at": user.unlocked_at,
     }
 
 
@@ -95,7 +95,7 @@ def add(
         emit(
             as_json,
             _user_json(user),
-            lambda: console.print(f"added [bold]{escape(username)}[/]"),
+            lambda: console.print(f"added [bold]{shown(username)}[/]"),
         )
 
 
@@ -118,7 +118,7 @@ def list_users(
             table = Table("user", "state")
             for row in rows:
                 state = "disabled" if row["disabled"] else "active"
-                table.add_row(escape(str(row["username"])), state)
+                table.add_row(shown(str(row["username"])), state)
             console.print(table)
 
         emit(as_json, {"users": rows}, human)
@@ -138,13 +138,13 @@ def _change(
             elif what == "enable":
                 user = store.set_user_disabled(username, False, now=now)
             else:
-                user = store.record_password_success(username, now=now)
+                user = store.unlock_user(username, now=now)
         finally:
             store.close()
         emit(
             as_json,
             _user_json(user),
-            lambda: console.print(f"{what}d [bold]{escape(username)}[/]"),
+            lambda: console.print(f"{what}d [bold]{shown(username)}[/]"),
         )
 
 

@@ -181,8 +181,12 @@ class Device:
         body = {"mid": uuid.UUID(bytes=self.random(16)).hex, **body}
         deadline = time.monotonic() + self.retry_for
         delay = 0.05
+        # Every copy of this request (same mid) we sent: the server answers a retransmitted
+        # poll with the reply it sealed for the first copy that reached it.
+        sent: set[str] = set()
         while True:
             request = self._message(kind, body, irt)
+            sent.add(request.jti)
             token = seal(
                 request,
                 signing_key=self._signing,
@@ -198,7 +202,7 @@ class Device:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
-            return self._open_reply(raw, request, expect)
+            return self._open_reply(raw, sent, expect)
 
     def _message(self, kind: MessageType, body: dict[str, Any], irt: str | None) -> Message:
         now = int(self.clock())
@@ -214,8 +218,9 @@ class Device:
             in_reply_to=irt,
         )
 
-    def _open_reply(self, raw: bytes, request: Message, expect: set[MessageType]) -> Message:
-        # The reply to a command result answers that result's jti, so `irt` binds it.
+    def _open_reply(self, raw: bytes, sent: set[str], expect: set[MessageType]) -> Message:
+        # The reply names in `irt` the jti of one copy of our request (they differ only in
+        # seq and jti), so a reply to some other request of ours is refused.
         reply, _ = open_message(
             raw,
             decryption_keys={self._decryption.kid: self._decryption},
@@ -225,7 +230,7 @@ class Device:
             policy=OpenPolicy(audience=self.device_id, expected=frozenset(expect)),
             now=self.clock(),
         )
-        if reply.in_reply_to != request.jti:
+        if reply.in_reply_to not in sent:
             raise InvalidMessage("reply does not answer our request")
         st = self._file.state
         window = ReplayWindow(highest=st.inbound_highest, bitmap=st.inbound_bitmap).accept(

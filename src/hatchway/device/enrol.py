@@ -3,6 +3,14 @@
 Discovery, then credential -> first token, then keys + proof of possession -> device
 certificate and server keys. The TLS client is closed when this returns: everything
 after it travels as sealed messages.
+
+The secret is spent, and the keys bound to the device, by the server. So before the
+first request the state path is checked and locked, and the private keys are written
+there as a pending enrolment (atomically, 0600); the lock is held until the complete
+state replaces it. A bad ``--state`` (missing directory, another device's state file,
+a file another process holds) is refused with nothing sent, and an interrupted
+enrolment leaves its keys behind; run again, it resumes with them (issue 7 part 2
+item 3).
 """
 
 from __future__ import annotations
@@ -16,8 +24,16 @@ import httpx
 from joserfc import jws
 
 from hatchway import strictjson
-from hatchway.device.state import DeviceState, StateFile
-from hatchway.errors import HatchwayError
+from hatchway.device.state import (
+    FORMAT,
+    PENDING,
+    DeviceState,
+    PendingEnrolment,
+    StateFile,
+    acquire_lock,
+    release_lock,
+)
+from hatchway.errors import ConfigurationError, HatchwayError
 from hatchway.msgsec import (
     DecryptionKey,
     KeyAlg,
@@ -55,15 +71,67 @@ def enroll(
     timeout: float = 15.0,
 ) -> StateFile:
     server = server.rstrip("/")
-    signing = generate_signing_key(sign_alg)
-    decryption = generate_decryption_key(enc_curve)
+    # Nothing is sent before the path is locked and the keys are on disk.
+    lock = acquire_lock(state_path)
+    try:
+        pending = _pending(state_path, device_id, server, sign_alg, enc_curve)
+        pending.save(state_path)
+        signing = SigningKey.from_jwk(pending.signing_key)
+        decryption = DecryptionKey.from_jwk(pending.encryption_key)
+        try:
+            result = _exchange(
+                server, device_id, secret, signing, decryption, key_alg, ca_file, timeout
+            )
+        except EnrolmentError as exc:
+            raise EnrolmentError(
+                f"{exc}; the device keys are kept in {state_path} (pending enrolment): "
+                "run enroll again with it to resume (with a new secret from 'hatchway device "
+                "provision --force' if this one was spent)"
+            ) from None
+        state = DeviceState(
+            device_id=device_id,
+            server_id=str(result["server_id"]),
+            signing_key=pending.signing_key,
+            encryption_key=pending.encryption_key,
+            suite=dict(result["suite"]),
+            server_keys=dict(result["server_keys"]),
+            endpoints=dict(result["endpoints"]),
+            device_certificate=str(result["device_certificate"]),
+            ca_certificate=str(result["ca_certificate"]),
+        )
+        state_file = StateFile(state_path, state, lock=lock)
+    except BaseException:
+        release_lock(lock)
+        raise
+    try:
+        state_file.save()  # replaces the pending enrolment atomically
+    except BaseException:
+        state_file.close()  # the pending enrolment, with the keys, is still there
+        raise
+    return state_file
+
+
+def _exchange(
+    server: str,
+    device_id: str,
+    secret: str,
+    signing: SigningKey,
+    decryption: DecryptionKey,
+    key_alg: KeyAlg,
+    ca_file: Path | None,
+    timeout: float,
+) -> dict[str, Any]:
+    """Steps 1–3 over TLS; returns the key exchange's answer.
+
+    Leaving the ``with`` block closes the TLS connection: claim step 4.
+    """
     with httpx.Client(verify=tls_context(ca_file), timeout=timeout) as client:
         meta = _get_json(client, server + METADATA_PATH)
         token_url = _endpoint(meta, "hatchway_enrolment_token_endpoint")
         keys_url = _endpoint(meta, "hatchway_enrolment_keys_endpoint")
         first = _post_json(client, token_url, {"device_id": device_id, "secret": secret})
         proof = _proof(signing, decryption, device_id, str(meta["issuer"]), str(first["challenge"]))
-        result = _post_json(
+        return _post_json(
             client,
             keys_url,
             {
@@ -74,21 +142,74 @@ def enroll(
             },
             bearer=str(first["first_token"]),
         )
-    # The `with` block has closed the TLS connection: claim step 4.
-    state = DeviceState(
+
+
+def _pending(
+    path: Path, device_id: str, server: str, sign_alg: SignAlg, enc_curve: str
+) -> PendingEnrolment:
+    """The keys to enrol with: a resumed pending enrolment's, or new ones.
+
+    Called with the path locked. Any other content of ``path`` is refused, never
+    overwritten: it may hold the only copy of some device's private keys.
+    """
+    existing = _read_existing(path)
+    if existing is None:
+        return PendingEnrolment(
+            device_id=device_id,
+            server=server,
+            signing_key=generate_signing_key(sign_alg).to_jwk(private=True),
+            encryption_key=generate_decryption_key(enc_curve).to_jwk(private=True),
+        )
+    owner = existing.get("device_id")
+    if existing.get("enrolment") != PENDING:
+        whose = "this device's" if owner == device_id else f"device {owner!r}'s"
+        raise ConfigurationError(
+            f"{path} already holds {whose} enrolled state (its private keys); refusing to "
+            "overwrite it. Choose another --state file, or move that one away first"
+        )
+    if owner != device_id:
+        raise ConfigurationError(
+            f"{path} holds the pending enrolment of device {owner!r}; refusing to overwrite "
+            "its keys. Choose another --state file"
+        )
+    try:
+        pending = PendingEnrolment.from_json(existing)
+        signing = SigningKey.from_jwk(pending.signing_key)
+        decryption = DecryptionKey.from_jwk(pending.encryption_key)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigurationError(f"{path} holds a damaged pending enrolment: {exc}") from None
+    if (signing.alg, decryption.crv) != (sign_alg, enc_curve):
+        raise ConfigurationError(
+            f"{path} holds a pending enrolment with {signing.alg.value} and "
+            f"{decryption.crv} keys; resume it with --sign-alg {signing.alg.value} "
+            f"--enc-curve {decryption.crv}, or move it away to start afresh"
+        )
+    # The keys never left this file, so they are as good as new ones for any server.
+    return PendingEnrolment(
         device_id=device_id,
-        server_id=str(result["server_id"]),
-        signing_key=signing.to_jwk(private=True),
-        encryption_key=decryption.to_jwk(private=True),
-        suite=dict(result["suite"]),
-        server_keys=dict(result["server_keys"]),
-        endpoints=dict(result["endpoints"]),
-        device_certificate=str(result["device_certificate"]),
-        ca_certificate=str(result["ca_certificate"]),
+        server=server,
+        signing_key=pending.signing_key,
+        encryption_key=pending.encryption_key,
     )
-    state_file = StateFile(state_path, state)
-    state_file.save()
-    return state_file
+
+
+def _read_existing(path: Path) -> dict[str, Any] | None:
+    """What ``path`` holds: ``None`` when absent or empty, else a state file's JSON."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    if not raw.strip():
+        return None  # e.g. made by mktemp: nothing to lose
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ConfigurationError(
+            f"{path} exists and is not a device state file; refusing to overwrite it"
+        )
+    return data
 
 
 def _proof(

@@ -14,6 +14,11 @@ Format ``hatchway-device-state/1`` (documented in docs/device-state.md)::
 Sequence numbers are reserved in blocks: before ``next`` may reach ``reserved`` the
 file is rewritten with a higher ``reserved``. After a crash the device resumes from
 ``reserved``, skipping at most one block, so a number is never used twice.
+
+Before enrolment sends anything, the same file holds a *pending enrolment*
+(``"enrolment": "pending"``): the device id, the server and the freshly made private
+keys (``PendingEnrolment``). So the keys exist on disk before the server can tie them
+to the device, and an interrupted enrolment resumes with them instead of losing them.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from hatchway.pki.files import write_private
 
 FORMAT = "hatchway-device-state/1"
 SEQ_BLOCK = 32
+#: The ``enrolment`` member of a state file whose enrolment has not completed.
+PENDING = "pending"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +85,11 @@ class DeviceState:
     def from_json(cls, data: dict[str, Any]) -> DeviceState:
         if data.get("format") != FORMAT:
             raise ConfigurationError(f"not a {FORMAT} file (format={data.get('format')!r})")
+        if data.get("enrolment") == PENDING:
+            raise ConfigurationError(
+                f"the enrolment of device {data.get('device_id')!r} did not complete; run "
+                "'hatchway device enroll' again with this state file (it resumes with its keys)"
+            )
         reserved = int(data["seq"]["reserved"])
         return cls(
             device_id=str(data["device_id"]),
@@ -98,6 +110,40 @@ class DeviceState:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class PendingEnrolment:
+    """The keys of an enrolment that has not completed, saved before anything is sent."""
+
+    device_id: str
+    server: str
+    signing_key: dict[str, Any]
+    encryption_key: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "enrolment": PENDING,
+            "device_id": self.device_id,
+            "server": self.server,
+            "signing_key": self.signing_key,
+            "encryption_key": self.encryption_key,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PendingEnrolment:
+        if data.get("format") != FORMAT or data.get("enrolment") != PENDING:
+            raise ValueError("not a pending enrolment")
+        return cls(
+            device_id=str(data["device_id"]),
+            server=str(data["server"]),
+            signing_key=dict(data["signing_key"]),
+            encryption_key=dict(data["encryption_key"]),
+        )
+
+    def save(self, path: Path) -> None:
+        write_private(path, json.dumps(self.to_json(), indent=2).encode())
+
+
 class StateFile:
     """Loads and saves a ``DeviceState``; hands out sequence numbers crash-safely.
 
@@ -106,10 +152,12 @@ class StateFile:
     messages would be refused as replays.
     """
 
-    def __init__(self, path: Path, state: DeviceState) -> None:
+    def __init__(self, path: Path, state: DeviceState, *, lock: IO[str] | None = None) -> None:
+        """Open ``path`` for ``state``, taking its lock (or adopting ``lock``, as enrolment
+        does: it holds the lock from before the first request until the state is saved)."""
         self.path = path
         self.state = state
-        self._lock = _acquire_lock(path)
+        self._lock = lock if lock is not None else acquire_lock(path)
         # A StateFile dropped without close() still releases its lock when collected.
         self._release = weakref.finalize(self, _close_quietly, self._lock)
 
@@ -148,7 +196,24 @@ def _close_quietly(handle: IO[str] | None) -> None:
         handle.close()
 
 
-def _acquire_lock(path: Path) -> IO[str] | None:
+def release_lock(handle: IO[str] | None) -> None:
+    """Release a lock taken by :func:`acquire_lock` (idempotent)."""
+    _close_quietly(handle)
+
+
+def acquire_lock(path: Path) -> IO[str] | None:
+    """Take the exclusive lock of the state file ``path`` (``<path>.lock``), or refuse.
+
+    Also checks that ``path`` can be a state file at all, so that enrolment can refuse a
+    bad ``--state`` before it sends anything.
+    """
+    if not path.parent.is_dir():
+        raise ConfigurationError(
+            f"cannot use {path} as the device state file: the directory {path.parent} "
+            "does not exist; create it first"
+        )
+    if path.is_dir():
+        raise ConfigurationError(f"cannot use {path} as the device state file: it is a directory")
     if fcntl is None:  # pragma: no cover - no flock on this platform; single process assumed
         return None
     lock_path = path.with_name(path.name + ".lock")

@@ -13,6 +13,12 @@ RFC 8628 on top of the sans-I/O core in :mod:`hatchway.login`:
 * :meth:`LoginService.device_view` backs the push endpoint (step 6: the device
   learns the result via a reference derived from its identifier).
 
+Both endpoints serve registered clients only (issue 8 §1,
+:mod:`hatchway.flows.clients`): an unknown or disabled client gets
+``invalid_client`` (RFC 6749 §5.2), a scope not registered for the client
+``invalid_scope``, and the session gets the client's anti-phishing step
+(:class:`hatchway.clients.AntiPhishing`) and its token lifetimes.
+
 Polls of a PENDING session are answered without a store write, and usually
 without the store at all: :mod:`hatchway.flows.login_polls` keeps their timing
 and snapshots in memory (see there for the trade-offs across replicas).
@@ -28,7 +34,9 @@ import logging
 import threading
 from typing import Any
 
+from hatchway.clients import AntiPhishing, ClientRecord, ScopeRefused, grant_scope
 from hatchway.config import Settings
+from hatchway.flows.clients import ClientCache, authenticate_client
 from hatchway.flows.login_common import (
     FLOW_FLAG,
     SCRAM_ITERATIONS_FLAG,
@@ -43,6 +51,7 @@ from hatchway.flows.login_polls import DECISIONS_CHANNEL, PendingPolls
 from hatchway.flows.login_tokens import ACCESS_TOKEN_TYP as ACCESS_TOKEN_TYP
 from hatchway.flows.login_tokens import REFRESH_GRANT as REFRESH_GRANT
 from hatchway.flows.login_tokens import TokenGrants
+from hatchway.flows.oauth.client_auth import authenticator_for
 from hatchway.login import (
     GrantType,
     IssueTokens,
@@ -60,6 +69,7 @@ from hatchway.login import (
     new_user_code,
     poll,
 )
+from hatchway.login.antiphishing import new_code_choices
 from hatchway.login.authorization import DeviceAuthorization as DeviceAuthorization
 from hatchway.login.polling import AuthorizationPending
 from hatchway.login.ratelimit import ip_key
@@ -108,6 +118,15 @@ class LoginService(TokenGrants):
         self._verifying_jwk = identity.signing_key.public().to_jwk()
         self._last_sweep = 0.0
         self.pending = PendingPolls()
+        self.clients = ClientCache(store)
+        # RFC 7523 private_key_jwt (issue 8 §3); the registry's authenticate_client
+        # covers the other methods.
+        self.client_auth = authenticator_for(
+            store,
+            issuer=settings.issuer,
+            token_endpoint=settings.issuer + TOKEN_PATH,
+            clock=clock,
+        )
         # SQLite admits one writer at a time and makes the others retry in its
         # busy handler, which sleeps for up to 100 ms per retry; under load that
         # sleeping, not the work, sets the throughput. Queueing this process's
@@ -137,18 +156,28 @@ class LoginService(TokenGrants):
 
     # --- claim steps 1–2: device authorization ---------------------------------
 
-    def start(self, form: dict[str, str], *, ip: str, user_agent: str) -> DeviceAuthorization:
-        """Open a PENDING session for ``login_hint`` and return its codes."""
-        with self._write_lock:
-            return self._start(form, ip=ip, user_agent=user_agent)
+    def start(
+        self,
+        form: dict[str, str],
+        *,
+        ip: str,
+        user_agent: str,
+        authorization: str | None = None,
+    ) -> DeviceAuthorization:
+        """Open a PENDING session for ``login_hint`` and return its codes.
 
-    def _start(self, form: dict[str, str], *, ip: str, user_agent: str) -> DeviceAuthorization:
-        client_id = _field(form, "client_id")
+        ``authorization`` is the request's ``Authorization`` header, if any
+        (a confidential client's credentials; see flows/clients).
+        """
+        with self._write_lock:
+            return self._start(form, ip=ip, user_agent=user_agent, authorization=authorization)
+
+    def _start(
+        self, form: dict[str, str], *, ip: str, user_agent: str, authorization: str | None
+    ) -> DeviceAuthorization:
         username = _field(form, "login_hint")
-        scope = _field(form, "scope", required=False)
-        # The device names itself: keep only what can be shown without tricks.
-        raw_name = _field(form, "device_name", required=False, default=client_id)
-        device_name = sanitize_device_name(raw_name) or sanitize_device_name(client_id) or "?"
+        requested_scope = _field(form, "scope", required=False)
+        raw_name = _field(form, "device_name", required=False)
         now = self.clock()
         if not self.enabled():
             self.store.audit(
@@ -165,16 +194,35 @@ class LoginService(TokenGrants):
                 status=429,
                 retry_after=allowance.retry_after,
             )
+        client = self._client(form, authorization, now)
+        client_id = client.client_id
+        try:
+            scope = grant_scope(client, requested_scope)
+        except ScopeRefused as exc:
+            raise LoginRefused(
+                "invalid_scope", "scope not allowed for this client", reason=str(exc)
+            ) from None
+        # The device names itself: keep only what can be shown without tricks.
+        device_name = (
+            sanitize_device_name(raw_name or client_id) or sanitize_device_name(client_id) or "?"
+        )
         self._sweep(now)
         s = self.settings
-        match = new_match_number(self.random) if s.login_number_matching else None
+        mode = client.anti_phishing
+        match = new_match_number(self.random) if mode is AntiPhishing.PHONE_NUMBER else None
         device_code = new_device_code(self.random)
         # The session is opened whether or not the account exists (no enumeration);
         # an unknown name simply can never be approved.
         for _ in range(_CAS_RETRIES):
+            user_code = new_user_code(self.random)
+            choices = (
+                new_code_choices(user_code, self.random)
+                if mode is AntiPhishing.CONFIRM_CODE
+                else None
+            )
             session = new_session(
                 device_code_hash=hash_device_code(device_code),
-                user_code=new_user_code(self.random),
+                user_code=user_code,
                 username=username,
                 client_id=client_id,
                 scope=scope,
@@ -185,6 +233,7 @@ class LoginService(TokenGrants):
                 expires_in=s.login_expires_in,
                 interval=s.login_interval,
                 match_number=match,
+                code_choices=choices,
             )
             try:
                 self.store.create_login_session(session)
@@ -200,7 +249,7 @@ class LoginService(TokenGrants):
             ip=ip,
             user_agent=user_agent,
             session_ref=session.reference,
-            detail={"client_id": client_id, "device_name": device_name},
+            detail={"client_id": client_id, "device_name": device_name, "scope": scope},
         )
         base = s.issuer + VERIFICATION_PATH
         return DeviceAuthorization(
@@ -211,6 +260,21 @@ class LoginService(TokenGrants):
             expires_in=s.login_expires_in,
             interval=s.login_interval,
         )
+
+    def _client(self, form: dict[str, str], authorization: str | None, now: float) -> ClientRecord:
+        """The registered, enabled client of this request, or ``invalid_client``."""
+        try:
+            if "client_assertion" in form or "client_assertion_type" in form:
+                client = self.client_auth.authenticate(
+                    authorization, form, allow_public=False
+                ).client
+            else:
+                client = authenticate_client(self.store, form, authorization)
+        except LoginRefused:
+            self.clients.remember(None, form.get("client_id", ""), now)
+            raise
+        self.clients.remember(client, client.client_id, now)
+        return client
 
     def sweep_if_due(self, now: float) -> None:
         """Every login endpoint calls this, so expiries are audited even if nobody polls."""
@@ -248,16 +312,25 @@ class LoginService(TokenGrants):
             state = SessionState.EXPIRED
         return DeviceView(session.reference, state, session.number_matching, session.expires_at)
 
-    def token(self, form: dict[str, str], *, ip: str, user_agent: str) -> dict[str, Any]:
+    def token(
+        self,
+        form: dict[str, str],
+        *,
+        ip: str,
+        user_agent: str,
+        authorization: str | None = None,
+    ) -> dict[str, Any]:
         """The token endpoint: device_code grant or refresh_token grant."""
         grant = _field(form, "grant_type")
-        self.sweep_if_due(self.clock())
+        now = self.clock()
+        self.sweep_if_due(now)
+        client = self._client(form, authorization, now)
         if grant == GrantType.DEVICE_CODE:
             with self._write_lock:
-                return self._device_grant(form, ip=ip, user_agent=user_agent)
+                return self._device_grant(form, ip=ip, user_agent=user_agent, client=client)
         if grant == REFRESH_GRANT:
             with self._write_lock:
-                return self._refresh_grant(form, ip=ip, user_agent=user_agent)
+                return self._refresh_grant(form, ip=ip, user_agent=user_agent, client=client)
         raise LoginRefused("unsupported_grant_type")
 
     def _account_active(self, username: str, now: float) -> bool:
@@ -287,15 +360,19 @@ class LoginService(TokenGrants):
         client_id = form.get("client_id")
         if not device_code or not client_id or max(len(device_code), len(client_id)) > _MAX_FIELD:
             return None
+        if "client_secret" in form or self.clients.peek(client_id, self.clock()) is not True:
+            return None  # the store path (re)checks the client
         if self.pending.accept(hash_device_code(device_code), client_id, self.clock()):
             return LoginRefused(
                 TokenError.AUTHORIZATION_PENDING.value, PendingReason.AWAITING_USER.value
             )
         return None
 
-    def _device_grant(self, form: dict[str, str], *, ip: str, user_agent: str) -> dict[str, Any]:
+    def _device_grant(
+        self, form: dict[str, str], *, ip: str, user_agent: str, client: ClientRecord
+    ) -> dict[str, Any]:
         device_code_hash = hash_device_code(_field(form, "device_code"))
-        client_id = _field(form, "client_id")
+        client_id = client.client_id
         match_number = form.get("match_number") or None
         if match_number is not None and len(match_number) > 8:
             raise LoginRefused("invalid_request", "malformed match_number")
@@ -334,7 +411,7 @@ class LoginService(TokenGrants):
             raise LoginRefused("slow_down", interval=session.interval, reason="contention")
         decision = result.decision
         if isinstance(decision, IssueTokens):
-            return self._mint(decision, now=now)
+            return self._mint(decision, now=now, client=client)
         if isinstance(decision, SlowDown):
             raise LoginRefused("slow_down", interval=decision.interval)
         description = ""
@@ -360,6 +437,7 @@ class LoginService(TokenGrants):
             SessionState.DENIED: AuditEvent.DENIED,
             SessionState.EXPIRED: AuditEvent.EXPIRED,
             SessionState.CONSUMED: AuditEvent.CONSUMED,
+            SessionState.WITHDRAWN: AuditEvent.WITHDRAWN,
         }.get(session.state)
         if event is None:
             return

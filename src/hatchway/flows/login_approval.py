@@ -15,6 +15,11 @@ password only (step 4) and proves it with SCRAM-SHA-256 bound to the session
   requests may land on different replicas; each token is good for one finish
   (its id is remembered for its 120 s life) and finish is limited per IP and
   per code;
+* for a confirm-code client (issue 8 §2, :mod:`hatchway.login.antiphishing`)
+  asks a user who came by the QR link to pick the device's code first, and
+  counts a wrong pick before any password work;
+* lets Deny withdraw an approval until the device has collected its tokens,
+  and says plainly when it is too late;
 * applies the password-attempt limits of :mod:`hatchway.flows.login_guard`
   (unknown accounts behave, and cost, the same as real ones), then approves
   through the one transition table with a compare-and-set that also guards the
@@ -29,7 +34,9 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
+from hatchway.clients import ClientRecord
 from hatchway.errors import InvalidMessage, LocalProtocolError, RemoteProtocolError
 from hatchway.flows.login import LoginService
 from hatchway.flows.login_common import (
@@ -53,6 +60,7 @@ from hatchway.login import (
     expire_if_due,
     normalize_user_code,
 )
+from hatchway.login.antiphishing import check_code_pick, needs_code_pick
 from hatchway.login.ratelimit import ip_key
 from hatchway.store.login_errors import StaleSession
 from hatchway.store.login_records import AuditEvent, UserRecord
@@ -68,9 +76,11 @@ _GONE = "this code is unknown, expired or already used"
 class SessionPage:
     """What the approval page shows; ``session`` is None for an unknown code."""
 
-    status: str  # "pending" | "approved" | "denied" | "expired" | "unknown" | "limited"
+    status: str  # a SessionState value, or "unknown" | "limited"
     session: LoginSession | None = None
     retry_after: int = 0
+    client: ClientRecord | None = None
+    """The registered client that started the session (None if since removed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +145,8 @@ class ApprovalService:
         if session is None:
             return SessionPage("unknown")
         session = expire_if_due(session, now)
-        return SessionPage(session.state.value, session)
+        client = self.store.get_client(session.client_id)
+        return SessionPage(session.state.value, session, client=client)
 
     def _lookup(self, user_code: str, *, ip: str, now: float) -> LoginSession:
         """The pending session for ``user_code``, after the per-IP limit is paid.
@@ -173,7 +184,7 @@ class ApprovalService:
             ip=ip,
             session=session.reference,
             now=now,
-            reset_since=None if user is None else user.updated_at,
+            reset_since=None if user is None else user.unlocked_at,
         )
         if not allowance.allowed:
             raise LoginRefused(
@@ -183,10 +194,26 @@ class ApprovalService:
                 retry_after=allowance.retry_after,
             )
 
-    def scram_start(self, *, user_code: str, client_first: str, ip: str) -> tuple[str, str]:
-        """client-first in; server-first and the sealed exchange token out."""
+    def scram_start(
+        self,
+        *,
+        user_code: str,
+        client_first: str,
+        ip: str,
+        typed: bool = False,
+        picked: str | None = None,
+        user_agent: str = "",
+    ) -> tuple[str, str]:
+        """client-first in; server-first and the sealed exchange token out.
+
+        ``typed``: the user typed the code at ``verification_uri`` (the route
+        checked the page's proof of that). Otherwise, for a confirm-code
+        client, ``picked`` must be the code the device shows.
+        """
         now = self.clock()
         session = self._lookup(user_code, ip=ip, now=now)
+        if needs_code_pick(session, typed=typed):
+            self._check_pick(session, picked, now, ip=ip, user_agent=user_agent)
         verifier, user = self._verifier(session.username)
         self._check_attempts(session, user, ip, now)
         nonce = b64url(self.random(_NONCE_BYTES))
@@ -277,7 +304,7 @@ class ApprovalService:
             ip=ip,
             session=session.reference,
             now=now,
-            reset_since=None if user is None else user.updated_at,
+            reset_since=None if user is None else user.unlocked_at,
         )
         self.store.audit(
             AuditEvent.LOCKED if outcome.locked else AuditEvent.PASSWORD_FAILED,
@@ -299,18 +326,81 @@ class ApprovalService:
                     user_agent=user_agent,
                 )
 
-    def deny(self, *, user_code: str, ip: str, user_agent: str) -> str:
-        """The phone's Deny; needs no password, so a phished user can always refuse."""
-        now = self.clock()
-        session = self._lookup(user_code, ip=ip, now=now)
-        decided = self._decide(
-            session,
-            lambda s: deny(s, now=now, approver_ip=ip, approver_user_agent=user_agent),
-            now,
+    def _check_pick(
+        self, session: LoginSession, picked: str | None, now: float, *, ip: str, user_agent: str
+    ) -> None:
+        """Confirm-code: refuse (and count) a pick that is not the device's code."""
+        if check_code_pick(session, picked, now=now).correct:
+            return
+        self.store.audit(
+            AuditEvent.CODE_PICK_FAILED,
+            now=now,
+            username=session.username,
             ip=ip,
             user_agent=user_agent,
+            session_ref=session.reference,
         )
+        # LoginRefused: decided meanwhile; the pick is refused either way.
+        with contextlib.suppress(LoginRefused):
+            self._decide(
+                session,
+                lambda s: check_code_pick(s, picked, now=now).session,
+                now,
+                ip=ip,
+                user_agent=user_agent,
+            )
+        raise LoginRefused(
+            "wrong_code",
+            "that is not the code your device shows; this request is cancelled. "
+            "Start again on the device.",
+            status=403,
+        )
+
+    def deny(self, *, user_code: str, ip: str, user_agent: str, session_ref: str = "") -> str:
+        """The phone's Deny; needs no password, so a phished user can always refuse.
+
+        Before approval it denies; after approval, until the device has
+        collected its tokens, it withdraws the approval. Returns the new state
+        ("denied", "withdrawn", "expired"). Raises :class:`LoginRefused`
+        ``too_late`` (409) when the device already collected its tokens, if
+        ``session_ref`` names that session (codes are reused once sessions end).
+        """
+        now = self.clock()
+        self.login.sweep_if_due(now)
+        self._spend(self.ip_limiter, f"ip:{ip_key(ip)}", now)
+        try:
+            code = normalize_user_code(user_code)
+        except RemoteProtocolError:
+            raise LoginRefused("invalid_request", _GONE, status=404) from None
+        session = self.store.get_login_session_by_user_code(code)
+        if session is None:
+            self._raise_gone(code, session_ref)
+        try:
+            decided = self._decide(
+                session,
+                lambda s: deny(s, now=now, approver_ip=ip, approver_user_agent=user_agent),
+                now,
+                ip=ip,
+                user_agent=user_agent,
+            )
+        except LoginRefused:
+            self._raise_gone(code, session_ref)  # collected meanwhile, most likely
         return decided.state.value
+
+    def _raise_gone(self, code: str, session_ref: str) -> NoReturn:
+        latest = self.store.get_latest_login_session_by_user_code(code)
+        if (
+            latest is not None
+            and latest.state is SessionState.CONSUMED
+            and session_ref
+            and hmac.compare_digest(latest.reference.encode(), session_ref.encode())
+        ):
+            raise LoginRefused(
+                "too_late",
+                "the device had already collected its sign-in; it can no longer be withdrawn here",
+                status=409,
+            )
+        raise LoginRefused("invalid_request", _GONE, status=404)
 
     def _decide(
         self,

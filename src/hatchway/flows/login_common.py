@@ -47,6 +47,7 @@ class LoginRefused(HatchwayError):
         reason: str = "",
         retry_after: int | None = None,
         interval: int | None = None,
+        challenge: str | None = None,
     ) -> None:
         super().__init__(error)
         self.error = error
@@ -55,6 +56,8 @@ class LoginRefused(HatchwayError):
         self.reason = reason or error
         self.retry_after = retry_after
         self.interval = interval
+        #: ``WWW-Authenticate`` for a 401 (RFC 6749 §5.2: the scheme the client used).
+        self.challenge = challenge
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"error": self.error}

@@ -17,8 +17,10 @@ trigger by knowing a username is also a denial of service, so the design is:
   ``username_key``: a wrong proof costs the same work, and backs off the same
   way, whether or not the name exists (no enumeration by behaviour or timing).
 * **An operator's unlock reaches every replica**: ``hatchway users unlock``
-  bumps the account's ``updated_at``, and failures recorded before it are
-  ignored (``reset_since``).
+  records the time in the account's own ``unlocked_at`` column, and failures
+  recorded before it are ignored (``reset_since``). Only the operator writes
+  it: a successful sign-in (which bumps ``updated_at``) must not end the
+  locks other addresses earned (issue 8 defect 5.1).
 
 Per-process state, like the token buckets: N replicas give an attacker N times
 the budget; docs/login.md says so. Also here: :class:`UsedOnce`, which makes a

@@ -10,15 +10,21 @@ transaction, so a crash or restart can neither lose an accepted message nor let 
 replay in. A device that retries after a lost reply re-seals the same payload with a
 fresh ``seq``/``jti`` but the same ``mid``; the store then acknowledges the duplicate
 instead of storing it twice.
+
+A poll is answered by at most one command delivery: the store picks the command,
+and keeps the sealed reply under the poll's ``mid``, in one transaction, so a
+retransmitted or held-back-and-released poll gets the same bytes again and a
+command is never handed out twice while a delivery of it is unexpired.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from hatchway.config import Settings
 from hatchway.errors import HatchwayError, InvalidMessage
@@ -38,18 +44,23 @@ from hatchway.runtime import Clock, Random
 from hatchway.server.datadir import ServerIdentity
 from hatchway.store import (
     AcceptResult,
+    CommandRecord,
     CommandStatus,
     DeviceRecord,
     DeviceStatus,
     InvalidTransition,
+    SealedDelivery,
     Store,
     UnknownCommand,
+    UnknownDevice,
 )
 
 log = logging.getLogger("hatchway.messages")
 
 #: A message id is a retransmission key; devices use 32 hex digits.
 MAX_MID_LENGTH = 64
+#: Command ids and jtis the server mints (hex today; base64url tolerated).
+_SERVER_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 #: Expired ``jti`` entries can no longer be replayed (the message itself has expired),
 #: so they are purged; this bounds the table by the traffic of one message lifetime.
 JTI_PURGE_INTERVAL = 60.0
@@ -151,7 +162,7 @@ class MessageService:
             log.warning("message rejected: %s", exc.reason or "unspecified")
             raise
         self._purge_expired(now)
-        return self._seal(peer, reply)
+        return reply if isinstance(reply, bytes) else self._seal(peer, reply)
 
     def _precheck(self, peer: _Peer, message: Message) -> None:
         """Refuse before anything is stored: a refused message must leave no trace."""
@@ -159,14 +170,13 @@ class MessageService:
         if mid is not None and not (isinstance(mid, str) and 0 < len(mid) <= MAX_MID_LENGTH):
             raise InvalidMessage("mid missing, empty or too long")
         if message.typ is MessageType.COMMAND_RESULT:
-            cid = str(message.body.get("cid"))
-            delivered = self.store.get_command(cid)
-            # The result must answer the delivery this device actually received.
-            if (
-                delivered is None
-                or delivered.device_id != peer.device_id
-                or delivered.delivery_jti != message.in_reply_to
-            ):
+            cid, irt = message.body.get("cid"), message.in_reply_to
+            # Both are identifiers this server minted; anything else (over-long, not
+            # text the store can hold) is refused before it reaches a query.
+            if not _is_server_id(cid) or not _is_server_id(irt):
+                raise InvalidMessage("result names no command delivery")
+            # The result must answer a delivery of that command this device received.
+            if not self.store.answers_delivery(peer.device_id, cid, irt):
                 raise InvalidMessage(f"result for {cid!r} does not answer its delivery")
 
     def _accept(self, peer: _Peer, message: Message, now: float) -> AcceptResult:
@@ -210,21 +220,16 @@ class MessageService:
 
     def _dispatch(
         self, peer: _Peer, message: Message, now: float, accepted: AcceptResult
-    ) -> Message:
+    ) -> Message | bytes:
+        """The reply: a message to seal, or the sealed bytes of an earlier delivery."""
         kind, seq = message.typ, accepted.reply_seq
 
         def ack(status: str) -> Message:
             return self._message(peer, MessageType.ACK, message, now, {"status": status}, seq)
 
         if kind is MessageType.POLL:
-            pending = self.store.pending_commands(peer.device_id, limit=1)
-            if not pending:
-                return ack("no-command")
-            command = pending[0]
-            body = command_body(command.command_id, command.body)
-            reply = self._message(peer, MessageType.COMMAND, message, now, body, seq)
-            self.store.mark_command_delivered(command.command_id, jti=reply.jti, now=now)
-            return reply
+            delivery = self._deliver(peer, message, now, seq, accepted.duplicate)
+            return delivery or ack("no-command")
         if kind is MessageType.COMMAND_RESULT:
             cid = str(message.body["cid"])
             record = self.store.get_command(cid)
@@ -242,6 +247,39 @@ class MessageService:
             self.forget(peer.sender.verifying_key.kid)
             return ack("deregistered")
         return ack("duplicate" if accepted.duplicate else "stored")
+
+    def _deliver(
+        self, peer: _Peer, message: Message, now: float, seq: int, retransmission: bool
+    ) -> bytes | None:
+        def seal_command(command: CommandRecord) -> SealedDelivery:
+            body = command_body(command.command_id, command.body)
+            reply = self._message(peer, MessageType.COMMAND, message, now, body, seq)
+            sealed = self._seal(peer, reply)
+            return SealedDelivery(jti=reply.jti, exp=float(reply.exp), reply=sealed)
+
+        mid = message.body.get("mid")
+        try:
+            delivery = self.store.deliver_command(
+                peer.device_id,
+                mid=mid if isinstance(mid, str) else None,
+                now=now,
+                seal=seal_command,
+                retransmission=retransmission,
+            )
+        except UnknownDevice as exc:  # gone since accept_message (another replica)
+            self.forget(peer.sender.verifying_key.kid)
+            raise InvalidMessage(f"store refused: {exc}") from None
+        if delivery is None:
+            return None
+        if delivery.repeated:
+            log.info(
+                "poll mid %s from %s answered again with delivery %s of command %s",
+                mid,
+                peer.device_id,
+                delivery.jti,
+                delivery.command_id,
+            )
+        return delivery.reply
 
     def _purge_expired(self, now: float) -> None:
         """Forget replay-cache entries whose message has expired, at most once a minute."""
@@ -317,6 +355,11 @@ def check_command(queued: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(queued.get("op"), str) or not queued["op"]:
         raise ValueError('a command needs an "op" string, e.g. {"op": "reboot"}')
     return queued
+
+
+def _is_server_id(value: object) -> TypeGuard[str]:
+    """A command id (uuid4 hex) or message jti (random hex) as this server mints them."""
+    return isinstance(value, str) and _SERVER_ID.fullmatch(value) is not None
 
 
 def _peer_from_record(record: DeviceRecord) -> _Peer:

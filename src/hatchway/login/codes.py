@@ -37,6 +37,7 @@ __all__ = [
     "new_user_code",
     "normalize_user_code",
     "session_reference",
+    "uniform_index",
 ]
 
 DEVICE_CODE_BYTES = 32
@@ -137,6 +138,11 @@ def normalize_user_code(text: str) -> str:
     if len(chars) != USER_CODE_LENGTH:
         raise RemoteProtocolError("malformed user code")
     return _format_user_code("".join(chars))
+
+
+def uniform_index(random: Random, modulus: int) -> int:
+    """One uniform integer in ``[0, modulus)`` (e.g. where to place a real code)."""
+    return _unbiased_indices(random, modulus, 1)[0]
 
 
 def new_match_number(random: Random) -> str:

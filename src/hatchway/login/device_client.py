@@ -224,6 +224,25 @@ class DeviceLoginClient:
             raise LoginFailed(body.get("error", "server_error"), body.get("error_description", ""))
         return self._tokens(body)
 
+    def revoke(self, tokens: Tokens) -> None:
+        """Sign this device out: RFC 7009 revocation of its refresh token, which
+        ends its whole session (every access token of it too, for services that
+        ask the server). Raises :class:`LoginFailed` if the server refused."""
+        r = self._post(
+            "revocation_endpoint",
+            {
+                "token": tokens.refresh_token,
+                "token_type_hint": "refresh_token",
+                "client_id": tokens.client_id,
+            },
+        )
+        if r.status_code != 200:
+            try:
+                body = r.json()
+            except ValueError:
+                body = {}
+            raise LoginFailed(body.get("error", f"http_{r.status_code}"), "revocation refused")
+
     def whoami(self, tokens: Tokens) -> tuple[int, dict[str, Any]]:
         """Call the protected endpoint; returns the HTTP status and the JSON body."""
         r = self.http.get(

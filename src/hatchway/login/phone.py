@@ -5,6 +5,11 @@ Does what the approval page and ``static/scram.js`` do in a browser: open
 the page's data attributes, and prove the password with SCRAM-SHA-256 bound to
 that session (:class:`hatchway.login.scram.ScramClient`). The password never
 leaves this object. Used by ``hatchway demo``, the interop tests and benchmarks.
+
+Like a person, it reaches the page either by the link (:meth:`PhoneClient.open`,
+the QR code) or by typing the code (:meth:`PhoneClient.open_typed`). For a
+confirm-code client reached by the link, :meth:`PhoneClient.approve` picks the
+code the person reads on the device (``shown_code``).
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ from hatchway.errors import HatchwayError
 from hatchway.login.scram import ScramClient
 from hatchway.runtime import Random, system_random
 
-_ATTR = re.compile(r'data-(session-ref|user-code|csrf)="([^"]*)"')
+_ATTR = re.compile(r'data-(session-ref|user-code|csrf|typed|confirm)="([^"]*)"')
+_CHOICE = re.compile(r'<button type=button class=code data-code="([^"]*)">')
+_ENTRY_CSRF = re.compile(r'<input type=hidden name=csrf value="([^"]*)">')
+_CLIENT = re.compile(r"<bdi id=client-name>(.*?)</bdi>")
 _STATUS = re.compile(r"data-status=([a-z]+)")
 _TAG = re.compile(r"<[^>]*>")
 
@@ -43,6 +51,11 @@ class PendingRequest:
     user_code: str
     csrf: str
     text: str
+    choices: tuple[str, ...] = ()
+    """Codes offered for confirm-code; empty when no pick is asked for."""
+    typed: str = ""
+    """The page's proof that the code was typed (sent back with the proof)."""
+    client_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +73,21 @@ class PhoneClient:
 
     def open(self, verification_uri_complete: str) -> PendingRequest:
         """Load the approval page; raise :class:`ApprovalFailed` if it shows no request."""
-        r = self.http.get(verification_uri_complete)
+        return self._parse(self.http.get(verification_uri_complete))
+
+    def open_typed(self, verification_uri: str, user_code: str) -> PendingRequest:
+        """Type ``user_code`` into the code entry page at ``verification_uri``."""
+        entry = self.http.get(verification_uri)
+        token = _ENTRY_CSRF.search(entry.text)
+        if entry.status_code != 200 or token is None:
+            raise ApprovalFailed("unknown", status=entry.status_code)
+        return self._parse(
+            self.http.post(
+                verification_uri, data={"user_code": user_code, "csrf": unescape(token.group(1))}
+            )
+        )
+
+    def _parse(self, r: httpx.Response) -> PendingRequest:
         attrs = dict(_ATTR.findall(r.text))
         if r.status_code != 200 or "session-ref" not in attrs:
             status = _STATUS.search(r.text)
@@ -71,6 +98,11 @@ class PhoneClient:
             user_code=unescape(attrs["user-code"]),
             csrf=unescape(attrs["csrf"]),
             text=unescape(_TAG.sub("", text.group(1))) if text else "",
+            choices=tuple(unescape(c) for c in _CHOICE.findall(r.text))
+            if attrs.get("confirm") == "1"
+            else (),
+            typed=unescape(attrs.get("typed", "")),
+            client_name=unescape(m.group(1)) if (m := _CLIENT.search(r.text)) else "",
         )
 
     def _post(self, request: PendingRequest, url: str, body: dict[str, str]) -> dict[str, Any]:
@@ -82,14 +114,27 @@ class PhoneClient:
             )
         return data
 
-    def approve(self, request: PendingRequest, password: str, *, origin: str) -> Approval:
-        """Prove ``password`` for this session; returns the decision and match number."""
+    def approve(
+        self,
+        request: PendingRequest,
+        password: str,
+        *,
+        origin: str,
+        shown_code: str | None = None,
+    ) -> Approval:
+        """Prove ``password`` for this session; returns the decision and match number.
+
+        ``shown_code``: the code the person reads on the device, picked when the
+        page asks (confirm-code by link). By default the person is looking at
+        the device that started this request, so it is the request's own code.
+        """
         client = ScramClient(request.session_ref, password, random=self.random)
-        start = self._post(
-            request,
-            origin + "/login/scram/start",
-            {"user_code": request.user_code, "client_first": client.first()},
-        )
+        body = {"user_code": request.user_code, "client_first": client.first()}
+        if request.typed:
+            body["typed"] = request.typed
+        if request.choices:
+            body["confirm_code"] = request.user_code if shown_code is None else shown_code
+        start = self._post(request, origin + "/login/scram/start", body)
         final = client.final(start["server_first"])
         finish = self._post(
             request,
@@ -101,7 +146,12 @@ class PhoneClient:
 
     def deny(self, request: PendingRequest, *, origin: str) -> str:
         r = self.http.post(
-            origin + "/login/deny", data={"user_code": request.user_code, "csrf": request.csrf}
+            origin + "/login/deny",
+            data={
+                "user_code": request.user_code,
+                "session_ref": request.session_ref,
+                "csrf": request.csrf,
+            },
         )
         status = _STATUS.search(r.text)
         return status.group(1) if status else "unknown"

@@ -9,7 +9,8 @@ Rules, in the order applied:
 
 1. Expiry first (§3.5 ``expired_token``): a poll at or after ``expires_at``
    expires the session, even if it was approved but never collected.
-2. Terminal states answer ``access_denied`` (denied) or ``invalid_grant``
+2. Terminal states answer ``access_denied`` (denied, or withdrawn by the user
+   after approving) or ``invalid_grant``
    (consumed: RFC 6749 §5.2 for a grant already used, so tokens go out once).
 3. ``slow_down`` is computed from the last *accepted* poll: a poll earlier than
    ``last_poll_at + interval`` is refused, the interval grows by 5 s "for this
@@ -174,7 +175,7 @@ def poll(
     current = expire_if_due(session, now)
     if current.state is SessionState.EXPIRED:
         return PollResult(current, ExpiredToken())
-    if current.state is SessionState.DENIED:
+    if current.state in (SessionState.DENIED, SessionState.WITHDRAWN):
         return PollResult(current, AccessDenied())
     if current.state is SessionState.CONSUMED:
         return PollResult(current, InvalidGrant())

@@ -7,12 +7,19 @@ goes through :func:`transition`, which consults :data:`TRANSITIONS` and raises
 table is an error, never a silent no-op)::
 
     PENDING  --> APPROVED | DENIED | EXPIRED
-    APPROVED --> CONSUMED | DENIED | EXPIRED
+    APPROVED --> CONSUMED | DENIED | EXPIRED | WITHDRAWN
 
 ``APPROVED -> CONSUMED`` is how tokens are issued exactly once. ``APPROVED ->
 DENIED`` covers the checks repeated at token issue: the account was disabled or
 locked after approval, or the device failed number matching. ``APPROVED ->
-EXPIRED`` is an approval nobody collected before ``expires_at``.
+EXPIRED`` is an approval nobody collected before ``expires_at``. ``APPROVED ->
+WITHDRAWN`` is the user pressing Deny after Approve, before the device
+collected its tokens (issue 8 §2: the moment a phished user realises what
+happened); the device then gets ``access_denied``. Once CONSUMED there is
+nothing left to withdraw here: that is session revocation's job.
+
+Confirm-code anti-phishing (:mod:`hatchway.login.antiphishing`) adds no state:
+a wrong pick ends a PENDING session through ``PENDING -> DENIED``.
 
 A ``LoginSession`` is a frozen value; the functions here return new values and
 never touch a store or a clock.
@@ -56,6 +63,7 @@ class SessionState(StrEnum):
     DENIED = "denied"
     EXPIRED = "expired"
     CONSUMED = "consumed"
+    WITHDRAWN = "withdrawn"
 
 
 TRANSITIONS: MappingProxyType[SessionState, frozenset[SessionState]] = MappingProxyType(
@@ -64,11 +72,17 @@ TRANSITIONS: MappingProxyType[SessionState, frozenset[SessionState]] = MappingPr
             {SessionState.APPROVED, SessionState.DENIED, SessionState.EXPIRED}
         ),
         SessionState.APPROVED: frozenset(
-            {SessionState.CONSUMED, SessionState.DENIED, SessionState.EXPIRED}
+            {
+                SessionState.CONSUMED,
+                SessionState.DENIED,
+                SessionState.EXPIRED,
+                SessionState.WITHDRAWN,
+            }
         ),
         SessionState.DENIED: frozenset(),
         SessionState.EXPIRED: frozenset(),
         SessionState.CONSUMED: frozenset(),
+        SessionState.WITHDRAWN: frozenset(),
     }
 )
 
@@ -96,6 +110,11 @@ class LoginSession:
     match_number: str | None = None
     """The number the phone shows after approval; ``None`` when matching is off."""
     match_failures: int = 0
+    code_choices: tuple[str, ...] | None = None
+    """Confirm-code anti-phishing: the user code among decoys, in display order;
+    ``None`` when the client's mode is another one."""
+    confirm_failures: int = 0
+    """Wrong picks among ``code_choices`` so far."""
     decided_at: float | None = None
     approver_ip: str | None = None
     approver_user_agent: str | None = None
@@ -108,6 +127,11 @@ class LoginSession:
     @property
     def number_matching(self) -> bool:
         return self.match_number is not None
+
+    @property
+    def confirm_code(self) -> bool:
+        """Must a user who arrived by the QR link pick the device's code first?"""
+        return self.code_choices is not None
 
     def is_due(self, now: float) -> bool:
         """True once the deadline has come: ``expires_at`` itself is already too late."""
@@ -128,14 +152,26 @@ def new_session(
     expires_in: float = DEFAULT_EXPIRES_IN,
     interval: int = DEFAULT_INTERVAL,
     match_number: str | None = None,
+    code_choices: tuple[str, ...] | None = None,
 ) -> LoginSession:
-    """A new PENDING session, as opened by the device authorization endpoint."""
+    """A new PENDING session, as opened by the device authorization endpoint.
+
+    At most one anti-phishing step: ``match_number`` (phone-number mode) or
+    ``code_choices`` (confirm-code mode, which must contain ``user_code``).
+    """
     if expires_in <= 0:
         raise ValueError("expires_in must be positive")
     if interval < 1:
         raise ValueError("interval must be at least one second")
     if match_number is not None and not (len(match_number) == 2 and match_number.isdigit()):
         raise ValueError("match_number must be two digits")
+    if code_choices is not None and (
+        match_number is not None
+        or user_code not in code_choices
+        or len(set(code_choices)) != len(code_choices)
+        or len(code_choices) < 2
+    ):
+        raise ValueError("code_choices must be distinct codes including user_code")
     return LoginSession(
         device_code_hash=device_code_hash,
         user_code=user_code,
@@ -149,6 +185,7 @@ def new_session(
         expires_at=now + expires_in,
         interval=interval,
         match_number=match_number,
+        code_choices=code_choices,
     )
 
 
@@ -205,16 +242,19 @@ def deny(
 ) -> LoginSession:
     """Record the phone's Deny.
 
-    Allowed from PENDING, and from APPROVED until the device has collected its
-    tokens (a user who approved by mistake may still withdraw). An active session
-    past its deadline becomes EXPIRED instead; any other move raises
-    ``LocalProtocolError``.
+    From PENDING the session becomes DENIED. From APPROVED, until the device
+    has collected its tokens, it becomes WITHDRAWN (the user took the approval
+    back). An active session past its deadline becomes EXPIRED instead; any
+    other move (CONSUMED: too late) raises ``LocalProtocolError``.
     """
     current = expire_if_due(session, now)
     if current is not session:
         return current
+    target = (
+        SessionState.WITHDRAWN if session.state is SessionState.APPROVED else SessionState.DENIED
+    )
     return dataclasses.replace(
-        transition(session, SessionState.DENIED),
+        transition(session, target),
         decided_at=now,
         approver_ip=approver_ip,
         approver_user_agent=approver_user_agent,

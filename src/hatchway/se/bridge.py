@@ -12,22 +12,33 @@ the ``Origin`` header of its WebSocket handshake (Fetch §4.1, RFC 6455 §4.1 it
 * serves one session per card at a time (409 while busy), and starts each with a
   card reset followed by SET ORIGIN (CLA 80 INS 1E) carrying that origin — the
   card takes it once per card session, so nothing the page sends can replace it;
-* relays the page's APDUs and answers locally ``6986`` to any SET ORIGIN the page
-  sends (the card would refuse it anyway; the bridge never lets it through).
+* relays only the page APDUs on an explicit allow-list (``se.guard.policy``: SELECT
+  of the hatchway applet, the SCP11 handshake, GET DATA ``BF21``/``00E0``, wrapped
+  applet commands, GET RESPONSE, plus what the operator adds) and answers every other
+  APDU itself without touching the card: ``6986`` to a SET ORIGIN (the card would
+  refuse it anyway), ``6700`` to bytes that are not one APDU, ``6985`` to an allowed
+  command before an allowed SELECT succeeded in this session, ``6982`` to the rest.
 
 Wire format (text frames, JSON, hex — easy to read in devtools and to log)::
 
     bridge → page  {"type": "ready", "origin": "https://…", "atr": "3b…"}
     page → bridge  {"id": 7, "apdus": ["00a40400…", …]}     # other keys are ignored
     bridge → page  {"id": 7, "responses": ["…9000", …]}      # one per APDU, in order
-                   {"id": 7, "error": "…"}                    # malformed request / card gone
+                   {"id": 7, "error": "…"}                    # card gone
+                   {"id": null, "error": "bad request: …"}    # message refused
+
+``id`` is required: an integer 0..2**53-1 (a JSON number JavaScript holds exactly),
+never a boolean, string or float; a message without one is refused whole.
 
 The bridge completes ``61xx`` with GET RESPONSE itself (ISO 7816-4 §5.3.4), as a
 PC/SC host stack would, so each relayed response is whole.
 
 Robustness: an allow-listed origin longer than SET ORIGIN can carry (255 bytes, a
 short APDU) is refused at startup; a page message that does not parse (malformed,
-too deep, too big) gets an ``error`` reply, never a crash; a session with no message
+NaN, too deep, a bad id) gets an ``error`` reply, never a crash; a frame over 64 KiB
+or a text frame that is not UTF-8 closes the connection (1009, 1007); a handshake
+with no, several or a foreign ``Origin`` gets 403, one over HTTP/1.0 400, and never a
+5xx or an ERROR log (tests/se/test_bridge_properties.py); a session with no message
 for ``idle_timeout`` seconds (60) is closed, so an idle tab cannot hold the card.
 ``plaintext_origins`` names allowed ``http://`` origins that are not loopback: a
 network attacker can inject script into those pages, and the CLI warns.
@@ -43,7 +54,7 @@ import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Protocol
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -55,6 +66,7 @@ from hatchway.errors import ConfigurationError, HatchwayError
 from .apdu import get_response
 from .appcert import serialize_origin
 from .constants import CLA, INS, SW, SW1_BYTES_REMAINING
+from .guard import ApduPolicy, Refusal, SessionGuard, describe
 
 log = logging.getLogger("hatchway.se.bridge")
 
@@ -66,6 +78,12 @@ MAX_GET_RESPONSE = 64
 #: SET ORIGIN is a short APDU: its data, the ASCII origin, fits in one Lc byte.
 MAX_SET_ORIGIN = 255
 IDLE_TIMEOUT = 60.0
+#: Largest message id: Number.MAX_SAFE_INTEGER, so the page's id round-trips exactly.
+MAX_MESSAGE_ID = 2**53 - 1
+#: Refused APDUs named in one log line; the count is always logged.
+MAX_LOGGED_REFUSALS = 8
+#: The handshake's Origin values as logged: a refusal must not log a header whole.
+MAX_LOGGED_ORIGIN = 120
 
 
 class CardTransport(Protocol):
@@ -74,12 +92,6 @@ class CardTransport(Protocol):
     def transmit(self, apdu: bytes) -> bytes: ...
 
     def reset(self) -> bytes: ...
-
-
-def is_set_origin(apdu: bytes) -> bool:
-    """Any proprietary-class APDU with INS 1E, whatever its chaining/SM/channel bits:
-    a chained link reassembles into a plain SET ORIGIN on the card."""
-    return len(apdu) >= 2 and bool(apdu[0] & CLA.PROPRIETARY) and apdu[1] == INS.SET_ORIGIN
 
 
 def set_origin_apdu(origin: str) -> bytes:
@@ -125,21 +137,28 @@ class BridgeStats:
     busy: int = 0
     apdus: int = 0
     dropped_set_origin: int = 0
+    refused_apdus: int = 0
     messages: int = 0
-    origins: list[str] = field(default_factory=list)
+    #: Sessions per origin. Only allow-listed origins get a session, so this holds at
+    #: most one entry per ``--allow-origin`` however long the bridge runs.
+    origins: dict[str, int] = field(default_factory=dict)
 
 
 class RelayError(HatchwayError):
     """The page sent a request the bridge will not relay."""
 
 
-def parse_request(text: str | bytes) -> tuple[Any, list[bytes]]:
+def parse_request(text: str | bytes) -> tuple[int, list[bytes]]:
     """``{"id", "apdus": [hex…]}`` → (id, APDUs). Every other key is ignored on purpose:
     an ``origin`` field in a message has no effect on anything."""
     try:
-        doc = strictjson.loads(text)  # one reader for all peer JSON
+        doc = strictjson.loads(text)  # one reader for all peer JSON (refuses NaN too)
         if not isinstance(doc, dict):
             raise ValueError("not an object")
+        request_id = doc.get("id")
+        # bool is an int subclass: "id": true must not pass as 1.
+        if type(request_id) is not int or not 0 <= request_id <= MAX_MESSAGE_ID:
+            raise ValueError(f"id must be an integer 0..{MAX_MESSAGE_ID}")
         raw = doc.get("apdus")
         if not isinstance(raw, list) or not 0 < len(raw) <= MAX_BATCH:
             raise ValueError(f"apdus must be a list of 1..{MAX_BATCH} hex strings")
@@ -150,16 +169,19 @@ def parse_request(text: str | bytes) -> tuple[Any, list[bytes]]:
         raise RelayError(f"bad request: {exc}") from None
     except RecursionError:  # nesting deeper than the parser's stack
         raise RelayError("bad request: nested too deeply") from None
-    request_id = doc.get("id")
-    return (request_id if isinstance(request_id, int | str) else None), apdus
+    return request_id, apdus
 
 
 class Bridge:
     """Relays one page at a time to ``card``; origins outside ``allowed`` are refused."""
 
     def __init__(self, card: CardTransport, allowed_origins: Iterable[str], *,
-                 port: int = DEFAULT_PORT, idle_timeout: float = IDLE_TIMEOUT) -> None:
+                 port: int = DEFAULT_PORT, idle_timeout: float = IDLE_TIMEOUT,
+                 policy: ApduPolicy | None = None) -> None:
         self.card = card
+        self.policy = policy or ApduPolicy()
+        #: Replaced at every session start: the card is reset, nothing is selected.
+        self._guard = SessionGuard(self.policy)
         allowed = set()
         for origin in allowed_origins:
             try:
@@ -193,8 +215,14 @@ class Bridge:
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if self.origin_of(request) is None:
             self.stats.refused_origins += 1
-            log.warning("refused origin %r", request.headers.get("Origin"))
+            # get_all: a handshake may carry no Origin or several (get() raises then).
+            values = [v[:MAX_LOGGED_ORIGIN] for v in request.headers.get_all("Origin")[:4]]
+            log.warning("refused origin %r", values)
             return connection.respond(HTTPStatus.FORBIDDEN, "origin not allowed\n")
+        if request.protocol != "HTTP/1.1":
+            # websockets would answer 505; a WebSocket handshake that is not HTTP/1.1 is
+            # a malformed request (RFC 6455 §4.2.1), and client faults get a 4xx.
+            return connection.respond(HTTPStatus.BAD_REQUEST, "WebSocket needs HTTP/1.1\n")
         if self._busy:
             self.stats.busy += 1
             return connection.respond(HTTPStatus.CONFLICT, "the card is in another session\n")
@@ -212,7 +240,7 @@ class Bridge:
             origin = self.origin_of(ws.request)
             assert origin is not None  # noqa: S101 - checked in _process_request
             self.stats.sessions += 1
-            self.stats.origins.append(origin)
+            self.stats.origins[origin] = self.stats.origins.get(origin, 0) + 1
             atr = await asyncio.to_thread(self._open_card_session, origin)
             await ws.send(json.dumps({"type": "ready", "origin": origin, "atr": atr.hex()}))
             while True:
@@ -222,7 +250,7 @@ class Bridge:
                     log.info("closing an idle session", extra={"origin": origin})
                     await ws.close(1000, "idle timeout")
                     break
-                await ws.send(await asyncio.to_thread(self.answer, message))
+                await ws.send(await asyncio.to_thread(self.answer, message, origin))
         except ConnectionClosed:
             pass
         except HatchwayError as exc:
@@ -233,13 +261,14 @@ class Bridge:
             self._busy = False
 
     def _open_card_session(self, origin: str) -> bytes:
+        self._guard = SessionGuard(self.policy)
         atr = self.card.reset()
         answer = self.card.transmit(set_origin_apdu(origin))
         if answer[-2:] != SW.OK.to_bytes(2, "big"):
             raise RelayError(f"the card refused SET ORIGIN ({answer[-2:].hex()})")
         return atr
 
-    def answer(self, message: str | bytes) -> str:
+    def answer(self, message: str | bytes, origin: str = "") -> str:
         """One page message → the reply text (blocking: runs in a worker thread)."""
         self.stats.messages += 1
         try:
@@ -247,17 +276,29 @@ class Bridge:
         except RelayError as exc:
             return json.dumps({"id": None, "error": str(exc)})
         responses = []
+        refused: list[str] = []
         try:
             for apdu in apdus:
-                if is_set_origin(apdu):
-                    self.stats.dropped_set_origin += 1
-                    log.warning("dropped a SET ORIGIN sent by the page")
-                    responses.append(SW.COMMAND_NOT_ALLOWED.to_bytes(2, "big").hex())
+                refusal = self._guard.check(apdu)
+                if refusal is not None:
+                    if refusal is Refusal.SET_ORIGIN:
+                        self.stats.dropped_set_origin += 1
+                    self.stats.refused_apdus += 1
+                    refused.append(f"{describe(apdu)}: {refusal.value}")
+                    responses.append(refusal.sw.to_bytes(2, "big").hex())
                     continue
                 self.stats.apdus += 1
-                responses.append(transmit_whole(self.card, apdu).hex())
+                answer = transmit_whole(self.card, apdu)
+                self._guard.record(apdu, answer)
+                responses.append(answer.hex())
         except HatchwayError as exc:
             return json.dumps({"id": request_id, "error": f"card I/O failed: {exc}"})
+        finally:
+            if refused:
+                # One line per message, not per APDU: a page cannot flood the log.
+                log.warning("refused %d APDU(s) from the page: %s", len(refused),
+                            "; ".join(refused[:MAX_LOGGED_REFUSALS]),
+                            extra={"origin": origin})
         return json.dumps({"id": request_id, "responses": responses})
 
     async def run(self, stop: asyncio.Event,

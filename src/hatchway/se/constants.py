@@ -70,6 +70,15 @@ class INS(IntEnum):
     INTERNAL_AUTHENTICATE = 0x88
     #: hatchway proprietary (CLA 80): the bridge hands the card the browser origin.
     SET_ORIGIN = 0x1E
+    # Not implemented by the emulator; named so that a refused APDU logs readably.
+    VERIFY = 0x20
+    CHANGE_REFERENCE_DATA = 0x24
+    RESET_RETRY_COUNTER = 0x2C
+    MANAGE_CHANNEL = 0x70
+    PUT_KEY = 0xD8
+    STORE_DATA = 0xE2
+    DELETE = 0xE4
+    INSTALL = 0xE6
 
 
 class CLA(IntFlag):

@@ -4,7 +4,9 @@ Card-OS behaviour follows ISO/IEC 7816-3 §8 (ATR) and 7816-4 §5 (APDU cases,
 command chaining, ``61xx``/GET RESPONSE, basic logical channel only), the Security
 Domain follows GP Card Spec v2.3.1 §11 (SELECT, GET DATA) and Amendment F (SCP11:
 GET DATA ``BF21``, PERFORM SECURITY OPERATION, MUTUAL/INTERNAL AUTHENTICATE), and
-the channel is SCP03 secure messaging (Amendment D §6.2). The entry point is
+the channel is SCP03 secure messaging (Amendment D §6.2). GET DATA also answers the
+discovery objects a GP host reads first: Key Information Template ``00E0`` (§11.3.3.1),
+CPLC ``9F7F`` and Card Data ``0066`` (§H.2), built in ``gpdata``. The entry point is
 ``SoftCard.transmit(apdu) -> rapdu``, the in-process transport; vpcd and PC/SC
 adapters wrap the same call.
 
@@ -53,6 +55,13 @@ from .applet import HatchwayApplet
 from .cardstate import CardState, CardStateFile
 from .constants import CLA, CLA_CHANNEL_MASK, INS, SW, ScpKid, Tag
 from .errors import ApduError, MalformedApdu, MalformedTlv
+from .gpdata import (
+    DataTag,
+    card_recognition_data,
+    encode_key_information,
+    sd_cplc,
+    sd_key_information,
+)
 from .scp11_card import Scp11Responder
 from .securemsg import CardSecureChannel
 
@@ -61,6 +70,8 @@ SD_AID = bytes.fromhex("A000000151000000")
 _HISTORICAL = b"hatchway"
 _ALLOWED_CLA_BITS = 0x80 | 0x10 | 0x04 | CLA_CHANNEL_MASK
 _HANDSHAKE = {INS.PERFORM_SECURITY_OPERATION, INS.MUTUAL_AUTHENTICATE, INS.INTERNAL_AUTHENTICATE}
+#: GET DATA objects a GP host reads to discover the card (GP Card Spec §11.3.3.1, §H.2).
+_DISCOVERY = {DataTag.KEY_INFORMATION_TEMPLATE, DataTag.CPLC, DataTag.CARD_DATA}
 
 
 def build_atr(historical: bytes = _HISTORICAL) -> bytes:
@@ -236,9 +247,14 @@ class SoftCard:
         return ResponseApdu(fci, SW.OK)
 
     def _get_data(self, cmd: CommandApdu) -> ResponseApdu:
-        # The applet forwards GET DATA BF21 to its Security Domain, so a host can
-        # read the card certificate without re-selecting the SD (one round trip less).
-        if (cmd.p1 << 8 | cmd.p2) != Tag.CERTIFICATE_STORE:
+        # The applet forwards GET DATA to its Security Domain, so a host can read the
+        # card certificate without re-selecting the SD (one round trip less).
+        tag = cmd.p1 << 8 | cmd.p2
+        if tag in _DISCOVERY:
+            if cmd.data:
+                return status(SW.WRONG_DATA)
+            return ResponseApdu(self._discovery(tag, wrapped=cmd.cla == CLA.PROPRIETARY), SW.OK)
+        if tag != Tag.CERTIFICATE_STORE:
             return status(SW.REFERENCE_DATA_NOT_FOUND)
         if cmd.data:
             try:
@@ -252,6 +268,17 @@ class SoftCard:
             if ref[0] not in kids or ref[1] != self._state.sd_kvn:
                 return status(SW.REFERENCE_DATA_NOT_FOUND)
         return ResponseApdu(self._state.sd_certificate.public_bytes(Encoding.DER), SW.OK)
+
+    def _discovery(self, tag: int, *, wrapped: bool) -> bytes:
+        """Key information, CPLC, Card Data (``gpdata.objects``; the class byte picks
+        the GP or the interindustry convention for the templates)."""
+        state = self._state
+        if tag == DataTag.KEY_INFORMATION_TEMPLATE:
+            return encode_key_information(sd_key_information(state.sd_kvn, state.ca_kvn),
+                                          wrapped=wrapped)
+        if tag == DataTag.CPLC:
+            return sd_cplc(state.serial, state.sd_certificate.not_valid_before_utc.date())
+        return card_recognition_data(wrapped=wrapped)
 
     def _security_domain(self, cmd: CommandApdu) -> ResponseApdu:
         if cmd.ins == INS.SET_ORIGIN:

@@ -1,7 +1,8 @@
 """Key derivation for SCP11 and SCP03 — the hazardous layer under ``scp11_*``.
 
 * ``x963_kdf``: ANSI X9.63 KDF with SHA-256 as profiled by BSI TR-03111 v2.10 §4.3.3
-  (counter from 1, 32-bit big-endian, ``Z || counter || SharedInfo``).
+  (counter from 1, 32-bit big-endian, ``Z || counter || SharedInfo``); *cryptography*'s
+  ``X963KDF`` computes it, hatchway only fixes the hash and the length bounds.
 * ``derive_scp11_keys``: GP Card Spec v2.3 Amendment F v1.4 §3.1.2 / §6.5.2 — the
   shared secret is ``ShSee || ShSes`` (both P-256 ECKA x-coordinates, BSI TR-03111
   §4.3.1), SharedInfo is key usage || key type || key length, and the output is cut
@@ -16,12 +17,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives import cmac
+from cryptography.hazmat.primitives import cmac, hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers import algorithms
+from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 
 from hatchway.runtime import Random
 
@@ -31,18 +32,16 @@ from .constants import SESSION_KEY_LENGTH, KeyType, KeyUsage
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 #: Rejection sampling needs on average ~1 draw; 64 failures in a row means a broken RNG.
 _MAX_KEY_DRAWS = 64
+_MAX_X963_LENGTH = 255 * 32
 
 
 def x963_kdf(shared_secret: bytes, length: int, shared_info: bytes) -> bytes:
     """ANSI X9.63 KDF with SHA-256 (BSI TR-03111 §4.3.3)."""
-    if length <= 0 or length > 255 * 32:
+    # X963KDF itself allows up to (2**32 - 1) hash blocks; SCP11 needs 80 bytes, and
+    # a bound this side keeps a mistaken caller from asking for megabytes.
+    if length <= 0 or length > _MAX_X963_LENGTH:
         raise ValueError("X9.63 output length out of range")
-    out = b""
-    counter = 1
-    while len(out) < length:
-        out += hashlib.sha256(shared_secret + counter.to_bytes(4, "big") + shared_info).digest()
-        counter += 1
-    return out[:length]
+    return X963KDF(hashes.SHA256(), length, shared_info).derive(shared_secret)
 
 
 def aes_cmac(key: bytes, *parts: bytes) -> bytes:

@@ -20,6 +20,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,13 @@ from hatchway.se.appcert import web_origin
 
 
 class BridgeProcess:
-    """``hatchway se bridge --card CARD --allow-origin …`` as a subprocess."""
+    """``hatchway se bridge --card CARD --allow-origin … [ARGS]`` as a subprocess."""
 
-    def __init__(self, card: Path, origins: list[str], *, log_path: Path | None = None) -> None:
+    def __init__(self, card: Path, origins: list[str], *, log_path: Path | None = None,
+                 args: Sequence[str] = ()) -> None:
         self.card = card
         self.origins = origins
+        self.args = list(args)
         self.log_path = log_path or card.with_suffix(".bridge.log")
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
@@ -50,6 +53,7 @@ class BridgeProcess:
                "--port", "0", "--json"]
         for origin in self.origins:
             cmd += ["--allow-origin", origin]
+        cmd += self.args
         log = self.log_path.open("a")
         self.proc = subprocess.Popen(  # noqa: S603 - our own CLI, argument list
             cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=dict(os.environ))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from hatchway.bus import Bus, bus_from_url
 from hatchway.config import Settings
+from hatchway.flows.clients import ensure_default_clients
 from hatchway.flows.enrolment import EnrolmentService
 from hatchway.flows.login import LoginService
 from hatchway.flows.messaging import MessageService
@@ -34,6 +35,8 @@ class ServerContext:
     ) -> ServerContext:
         identity = ensure_data_dir(settings.data_dir)
         store = Store.open(settings.resolved_database_url)
+        # First run: register hatchway-cli, so `hatchway login` works out of the box.
+        ensure_default_clients(store, now=clock())
         # One bus per process; a PostgreSQL store shares its database as the bus,
         # so an approval on one replica wakes the device waiting on another.
         bus = bus_from_url(settings.database_url or None)

@@ -1,4 +1,4 @@
-"""The HTTPS listener: discovery metadata, JWKS and enrolment (claim steps 1–3).
+"""The HTTPS listener: discovery metadata (RFC 8414), JWKS and enrolment (claim steps 1–3).
 
 Thin adapter: parse the HTTP request, call the enrolment flow, map its errors to
 OAuth-style JSON errors. Later flows (login, secure-element web app) mount here too.
@@ -12,29 +12,44 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hatchway import strictjson
 from hatchway.flows.enrolment import KEYS_PATH, MESSAGE_PATH, TOKEN_PATH, EnrolmentRejected
 from hatchway.flows.login import DEVICE_AUTHORIZATION_PATH, REFRESH_GRANT, WAIT_PATH, WHOAMI_PATH
 from hatchway.flows.login import TOKEN_PATH as LOGIN_TOKEN_PATH
+from hatchway.flows.oauth.client_auth import (
+    ASSERTION_ALGS,
+    AUTH_METHODS,
+    CONFIDENTIAL_AUTH_METHODS,
+)
+from hatchway.flows.oauth.introspection import INTROSPECTION_PATH
+from hatchway.flows.oauth.revocation import REVOCATION_PATH
 from hatchway.login import GrantType
 from hatchway.msgsec import EncAlg, KeyAlg, SignAlg, jwk_set
 from hatchway.server.context import ServerContext
 from hatchway.server.edge import HTTPS_SHAPE, install_edge
 from hatchway.server.login_routes import add_login_routes
 from hatchway.server.logs import RequestLog
+from hatchway.server.oauth_routes import add_oauth_routes
 from hatchway.server.plain_app import add_message_route
 from hatchway.server.se_routes import add_se_routes
 
 log = logging.getLogger("hatchway.enrolment")
 
 MAX_JSON_BODY = 16 * 1024
+HSTS = "max-age=31536000"
 SECURITY_HEADERS = {
-    "Strict-Transport-Security": "max-age=31536000",
+    "Strict-Transport-Security": HSTS,
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
 }
+
+
+# Discovery and JWKS may be cached briefly; they carry the other headers too.
+_PUBLIC_HEADERS = {**SECURITY_HEADERS, "Cache-Control": "max-age=300"}
 
 
 def error(status: int, code: str, description: str = "") -> JSONResponse:
@@ -58,15 +73,48 @@ async def read_json(request: Request) -> dict[str, Any] | None:
         return None
 
 
+class StrictTransportSecurity:
+    """Adds HSTS to every response of the HTTPS listener that lacks it (discovery,
+    JWKS, static files, 404s alike), so no route can forget it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_hsts(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("Strict-Transport-Security", HSTS)
+            await send(message)
+
+        await self.app(scope, receive, with_hsts)
+
+
 def metadata(ctx: ServerContext) -> dict[str, Any]:
+    """RFC 8414 §2 metadata: every REQUIRED field, and only what is implemented."""
     s = ctx.settings
+    algs = list(ASSERTION_ALGS)
     return {
         "issuer": s.issuer,
         "jwks_uri": s.issuer + "/jwks.json",
+        # REQUIRED by RFC 8414 §2. Empty, honestly: hatchway has no authorization
+        # endpoint (device flow only), so it supports no response_type at all.
+        "response_types_supported": [],
         "grant_types_supported": [GrantType.DEVICE_CODE.value, REFRESH_GRANT],
         "device_authorization_endpoint": s.issuer + DEVICE_AUTHORIZATION_PATH,
         "token_endpoint": s.issuer + LOGIN_TOKEN_PATH,
-        "token_endpoint_auth_methods_supported": ["none"],
+        "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        "token_endpoint_auth_signing_alg_values_supported": algs,
+        "revocation_endpoint": s.issuer + REVOCATION_PATH,
+        "revocation_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        "revocation_endpoint_auth_signing_alg_values_supported": algs,
+        "introspection_endpoint": s.issuer + INTROSPECTION_PATH,
+        "introspection_endpoint_auth_methods_supported": list(CONFIDENTIAL_AUTH_METHODS),
+        "introspection_endpoint_auth_signing_alg_values_supported": algs,
         "hatchway_device_wait_endpoint": s.issuer + WAIT_PATH,
         "hatchway_userinfo_endpoint": s.issuer + WHOAMI_PATH,
         "hatchway_enrolment_token_endpoint": s.issuer + TOKEN_PATH,
@@ -85,12 +133,12 @@ def build_https_app(ctx: ServerContext) -> FastAPI:
 
     @app.get("/.well-known/oauth-authorization-server")
     async def discovery() -> JSONResponse:
-        return JSONResponse(metadata(ctx), headers={"Cache-Control": "max-age=300"})
+        return JSONResponse(metadata(ctx), headers=_PUBLIC_HEADERS)
 
     @app.get("/jwks.json")
     async def jwks() -> JSONResponse:
         keys = jwk_set(ctx.identity.signing_key.public(), ctx.identity.decryption_key.public())
-        return JSONResponse(keys, headers={"Cache-Control": "max-age=300"})
+        return JSONResponse(keys, headers=_PUBLIC_HEADERS)
 
     @app.post(TOKEN_PATH)
     async def first_token(request: Request) -> JSONResponse:
@@ -135,7 +183,8 @@ def build_https_app(ctx: ServerContext) -> FastAPI:
     add_message_route(app, ctx)
     add_se_routes(app, ctx)
     add_login_routes(app, ctx)
-    return RequestLog(app, listener="https")  # type: ignore[return-value]
+    add_oauth_routes(app, ctx, ctx.login.client_auth)
+    return RequestLog(StrictTransportSecurity(app), listener="https")  # type: ignore[return-value]
 
 
 _DESCRIPTIONS = {

@@ -5,12 +5,18 @@ where), asks for the password only, and gives Approve and Deny the same size
 and weight. No inline script or style: the CSP allows only ``'self'``, so the
 session reference and the CSRF token reach ``login-page.js`` as data attributes.
 Every value from the store or the network goes through :func:`html.escape`.
+
+Issue 8: the page names the registered client (its operator-given name, not
+only the device's self-chosen one) and lists its scopes in plain words; for a
+confirm-code client reached by the QR link it first asks which of three codes
+the device shows; after Approve, Deny becomes "Withdraw approval".
 """
 
 from __future__ import annotations
 
 from html import escape
 
+from hatchway.clients import describe_scope
 from hatchway.flows.login_approval import SessionPage, started_at_iso, started_at_text
 from hatchway.flows.login_common import mask_username
 
@@ -52,7 +58,10 @@ def code_entry_page(csrf: str, *, message: str = "") -> str:
         "<h1>Sign in a device</h1>"
         "<p>Enter the code your device shows.</p>"
         f"{note}"
-        '<form method=get action="/login">'
+        # POST, CSRF-bound: only a code typed on this page counts as "typed",
+        # which spares the user the confirm-code step (a link cannot fake it).
+        '<form method=post action="/login">'
+        f'<input type=hidden name=csrf value="{escape(csrf)}">'
         "<label for=user_code>Code</label>"
         "<input id=user_code name=user_code autocomplete=off autocapitalize=characters "
         'spellcheck=false placeholder="XXXX-XXXX" required maxlength=16>'
@@ -64,6 +73,16 @@ _ENDED = {
     "approved": ("Already approved", "This request was approved already. Nothing more to do."),
     "consumed": ("Already used", "This code was used already. Start again on the device."),
     "denied": ("Request denied", "This request was denied. The device was not signed in."),
+    "withdrawn": (
+        "Approval withdrawn",
+        "You withdrew your approval before the device collected it. The device was not signed in.",
+    ),
+    "too_late": (
+        "Too late to withdraw",
+        "The device had already collected its sign-in before you pressed Deny, so it is "
+        "signed in. Sign it out on the device, or ask your administrator to revoke that "
+        "session.",
+    ),
     "expired": ("Code expired", "This code has expired. Start again on the device."),
     "unknown": (
         "Unknown code",
@@ -87,7 +106,51 @@ def ended_page(status: str) -> str:
     )
 
 
-def approval_page(view: SessionPage, csrf: str) -> str:
+def _deny_form(view: SessionPage, csrf: str) -> str:
+    s = view.session
+    assert s is not None  # noqa: S101 - callers pass a session page
+    return (
+        f'<form id=deny method=post action="/login/deny">'
+        f'<input type=hidden name=user_code value="{escape(s.user_code)}">'
+        f'<input type=hidden name=session_ref value="{escape(s.reference)}">'
+        f'<input type=hidden name=csrf value="{escape(csrf)}"></form>'
+    )
+
+
+def _client_facts(view: SessionPage) -> str:
+    """Which registered app asks, and what it may do, in plain words."""
+    s = view.session
+    assert s is not None  # noqa: S101 - callers pass a session page
+    if view.client is not None:
+        app = (
+            f"<p id=client>App: <strong><bdi id=client-name>{escape(view.client.name)}</bdi>"
+            f"</strong> (registered as <bdi>{escape(s.client_id)}</bdi>)</p>"
+        )
+    else:
+        app = f"<p id=client>App: <bdi>{escape(s.client_id)}</bdi> (no longer registered)</p>"
+    scopes = s.scope.split()
+    if not scopes:
+        return app + "<p id=scopes>It asks only to sign you in, nothing more.</p>"
+    items = "".join(f"<li data-scope={escape(t)}>{escape(describe_scope(t))}</li>" for t in scopes)
+    return app + f"<p>If you approve, it will be able to:</p><ul id=scopes>{items}</ul>"
+
+
+def approved_page(view: SessionPage, csrf: str) -> str:
+    """An approved session whose device has not collected yet: offer to withdraw."""
+    if view.session is None:
+        return ended_page("unknown")
+    return _layout(
+        "Already approved",
+        "<h1 id=status data-status=approved>Already approved</h1>"
+        "<p>This request was approved. Changed your mind? Until the device has collected "
+        "its sign-in you can still withdraw the approval.</p>"
+        f"{_deny_form(view, csrf)}"
+        "<div class=choices><button id=deny-button type=submit form=deny>"
+        "Withdraw approval</button></div>",
+    )
+
+
+def approval_page(view: SessionPage, csrf: str, *, typed_token: str = "") -> str:
     """The page for a pending session: the request's facts, a password, two buttons.
 
     The device name is what the device *says* it is (sanitised at device
@@ -106,22 +169,37 @@ def approval_page(view: SessionPage, csrf: str) -> str:
         f"{escape(started_at_text(s))}</time>"
     )
     where = escape(s.initiator_ip)
+    # Confirm-code (issue 8 §2): a user who came by the link picks the code the
+    # device shows before the password field appears; a typed code needs no pick.
+    confirm = ""
+    if s.code_choices is not None and not typed_token:
+        buttons = "".join(
+            f'<button type=button class=code data-code="{escape(c)}">{escape(c)}</button>'
+            for c in s.code_choices
+        )
+        confirm = (
+            "<section id=confirm><p><strong>Which code does your device show?</strong></p>"
+            f"<div class=codes>{buttons}</div>"
+            "<p class=note>If it shows none of these, or you did not start this yourself, "
+            "press Deny.</p></section>"
+        )
     return _layout(
         "Approve sign-in",
         f"<h1>Sign in as <span id=who>{who}</span> on a device calling itself "
         f"“<span id=device>{device}</span>”</h1>"
         f"<p id=origin>Sign in as {who} on a device calling itself “{device}” — "
         f"started {when} from {where}</p>"
+        f"{_client_facts(view)}"
         "<p>Only continue if you started this yourself on that device, just now.</p>"
+        f"{confirm}"
         "<p id=nojs class=note>Approving needs JavaScript: your password is checked on "
         "this phone and never sent. Turn JavaScript on and reload, or deny below.</p>"
-        f'<form id=deny method=post action="/login/deny">'
-        f'<input type=hidden name=user_code value="{escape(s.user_code)}">'
-        f'<input type=hidden name=csrf value="{escape(csrf)}"></form>'
+        f"{_deny_form(view, csrf)}"
         # No method, no action, no name on the password: even if this form were
         # submitted without the script, the password would not leave the page.
         f'<form id=approve hidden data-session-ref="{escape(s.reference)}" '
-        f'data-user-code="{escape(s.user_code)}" data-csrf="{escape(csrf)}">'
+        f'data-user-code="{escape(s.user_code)}" data-csrf="{escape(csrf)}" '
+        f'data-typed="{escape(typed_token)}" data-confirm="{"1" if confirm else ""}">'
         "<label for=password>Password</label>"
         "<input id=password type=password autocomplete=current-password></form>"
         "<div class=choices>"
@@ -130,6 +208,8 @@ def approval_page(view: SessionPage, csrf: str) -> str:
         "</div>"
         "<p id=result role=status aria-live=polite></p>"
         "<p id=match hidden>Enter this number on the device: <strong id=match-number>"
-        "</strong></p>",
+        "</strong></p>"
+        "<p id=withdraw-note hidden>Changed your mind? Until the device has collected its "
+        "sign-in, Withdraw approval stops it.</p>",
         script=True,
     )

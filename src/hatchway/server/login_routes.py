@@ -12,7 +12,10 @@ thread, map :class:`LoginRefused` to RFC 6749 §5.2 / RFC 8628 §3.5 JSON.
 * ``POST /oauth/device/wait`` — push as a long poll: answers the moment the
   bus announces a decision for the session, from whichever replica made it.
 * ``GET /login`` — ``verification_uri`` (code entry) and
-  ``verification_uri_complete`` (the approval page).
+  ``verification_uri_complete`` (the approval page; a confirm-code client's
+  user must pick the device's code there). ``POST /login`` — the code entry
+  form: a code typed on our own page (CSRF-bound) needs no pick, and the page
+  carries an HMAC proof of that to ``scram/start``.
 * ``POST /login/scram/start|finish`` (JSON), ``POST /login/deny`` (form),
   CSRF-protected: a ``__Host-`` cookie plus an HMAC of it in the page, and a
   same-origin check on ``Origin`` when the browser sends one. Every endpoint
@@ -57,6 +60,7 @@ from hatchway.server.login_pages import (
     PAGE_HEADERS,
     STATIC_PREFIX,
     approval_page,
+    approved_page,
     code_entry_page,
     ended_page,
 )
@@ -115,19 +119,35 @@ def _refused(exc: LoginRefused) -> JSONResponse:
     if exc.retry_after:
         headers["Retry-After"] = str(exc.retry_after)
     if exc.status_hint == 401:
-        headers["WWW-Authenticate"] = f'Bearer error="{exc.error}"'
+        headers["WWW-Authenticate"] = exc.challenge or f'Bearer error="{exc.error}"'
     return JSONResponse(exc.body(), status_code=exc.status_hint, headers=headers)
 
 
 class _Csrf:
     """Double-submit cookie whose page token is an HMAC of the cookie (OWASP)."""
 
-    def __init__(self, key: bytes, origin: str) -> None:
+    def __init__(self, key: bytes, origin: str, *, typed_key: bytes) -> None:
         self._key = key
         self._origin = origin
+        # Its own key: a cookie value is the client's choice, so a CSRF token
+        # (HMAC of the cookie) must never double as a typed-code proof.
+        self._typed_key = typed_key
 
     def token_for(self, cookie: str) -> str:
         return hmac.new(self._key, cookie.encode(), "sha256").hexdigest()
+
+    def typed_token(self, cookie: str, user_code: str) -> str:
+        """Proof, bound to this browser's cookie, that ``user_code`` was typed here."""
+        message = f"{user_code}\x00{cookie}".encode("utf-8", "surrogatepass")
+        return hmac.new(self._typed_key, message, "sha256").hexdigest()
+
+    def typed(self, request: Request, user_code: str, token: str | None) -> bool:
+        cookie = request.cookies.get(CSRF_COOKIE, "")
+        if not cookie or not token:
+            return False
+        expected = self.typed_token(cookie, user_code).encode()
+        # Bytes, not str: compare_digest refuses non-ASCII text with a TypeError.
+        return hmac.compare_digest(token.encode("utf-8", "surrogatepass"), expected)
 
     def issue(self, request: Request) -> tuple[str, str]:
         cookie = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
@@ -157,7 +177,11 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
     """Mount the login endpoints on the HTTPS app."""
     login = ctx.login
     approval = ApprovalService(login)
-    csrf = _Csrf(server_secret(ctx.identity, "csrf"), ctx.settings.issuer)
+    csrf = _Csrf(
+        server_secret(ctx.identity, "csrf"),
+        ctx.settings.issuer,
+        typed_key=server_secret(ctx.identity, "typed user code"),
+    )
     feed: list[asyncio.Task[None]] = []  # the decision feed, once started
 
     async def ensure_feed() -> None:
@@ -178,7 +202,11 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
         try:
             form = await _form(request)
             answer = await run_in_threadpool(
-                login.start, form, ip=_ip(request), user_agent=_ua(request)
+                login.start,
+                form,
+                ip=_ip(request),
+                user_agent=_ua(request),
+                authorization=request.headers.get("authorization"),
             )
         except LoginRefused as exc:
             return _refused(exc)
@@ -188,12 +216,17 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
     async def token(request: Request) -> JSONResponse:
         try:
             form = await _form(request)
-            fast = login.poll_from_memory(form)
+            authorization = request.headers.get("authorization")
+            fast = None if authorization else login.poll_from_memory(form)
             if fast is not None:
                 return _refused(fast)
             await ensure_feed()
             body = await run_in_threadpool(
-                login.token, form, ip=_ip(request), user_agent=_ua(request)
+                login.token,
+                form,
+                ip=_ip(request),
+                user_agent=_ua(request),
+                authorization=authorization,
             )
         except LoginRefused as exc:
             return _refused(exc)
@@ -225,9 +258,32 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
         cookie, token = csrf.issue(request)
         if not user_code:
             return _page(code_entry_page(token), cookie)
+        return await _approval_view(request, cookie, token, user_code, typed=False)
+
+    @app.post(VERIFICATION_PATH)
+    async def typed_code(request: Request) -> HTMLResponse:
+        cookie, token = csrf.issue(request)
+        try:
+            form = await _form(request)
+            csrf.check(request, form.get("csrf"))
+        except LoginRefused:
+            return _page(
+                code_entry_page(token, message="Please enter the code again."), cookie, 403
+            )
+        user_code = form.get("user_code", "")
+        if not user_code:
+            return _page(code_entry_page(token), cookie)
+        return await _approval_view(request, cookie, token, user_code, typed=True)
+
+    async def _approval_view(
+        request: Request, cookie: str, token: str, user_code: str, *, typed: bool
+    ) -> HTMLResponse:
         view = await run_in_threadpool(approval.page, user_code, ip=_ip(request))
-        if view.status == "pending":
-            return _page(approval_page(view, token), cookie)
+        if view.status == "pending" and view.session is not None:
+            proof = csrf.typed_token(cookie, view.session.user_code) if typed else ""
+            return _page(approval_page(view, token, typed_token=proof), cookie)
+        if view.status == "approved":
+            return _page(approved_page(view, token), cookie)
         status = 429 if view.status == "limited" else 200 if view.session else 404
         return _page(ended_page(view.status), cookie, status)
 
@@ -236,11 +292,19 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
         try:
             csrf.check(request, request.headers.get("x-csrf-token"))
             data = await _json(request)
+            user_code = _str(data, "user_code")
+            picked = data.get("confirm_code")
+            typed_proof = data.get("typed")
             server_first, exchange = await run_in_threadpool(
                 approval.scram_start,
-                user_code=_str(data, "user_code"),
+                user_code=user_code,
                 client_first=_str(data, "client_first"),
                 ip=_ip(request),
+                typed=csrf.typed(
+                    request, user_code, typed_proof if isinstance(typed_proof, str) else None
+                ),
+                picked=picked if isinstance(picked, str) and len(picked) <= 64 else None,
+                user_agent=_ua(request),
             )
         except LoginRefused as exc:
             return _refused(exc)
@@ -282,9 +346,12 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
                 user_code=form.get("user_code", ""),
                 ip=_ip(request),
                 user_agent=_ua(request),
+                session_ref=form.get("session_ref", ""),
             )
         except LoginRefused as exc:
             page = {403: "unknown", 404: "unknown", 429: "limited"}.get(exc.status_hint, "consumed")
+            if exc.error == "too_late":
+                page = "too_late"
             response = _page(ended_page(page), cookie, exc.status_hint)
             if exc.retry_after:
                 response.headers["Retry-After"] = str(exc.retry_after)

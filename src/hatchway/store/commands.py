@@ -1,18 +1,23 @@
 """Operator commands queued for a device and the device's results.
 
-A command moves queued -> delivered -> done along ``COMMAND_TRANSITIONS``; the
-delivery jti is kept so a result can be tied to the sealed message that carried
-the command (US 11,546,310 B2 claim 5: commands sent to the device over the
-message-level channel).
+A command moves queued -> delivered -> done along ``COMMAND_TRANSITIONS`` (US
+11,546,310 B2 claim 5: commands sent to the device over the message-level channel).
+
+Each delivery is a row of ``command_deliveries`` that keeps the sealed COMMAND
+message and the ``mid`` of the poll it answered, and is written in the same
+transaction that picks the command. So a poll is answered by one delivery however
+often it is retransmitted or replayed, and a command is handed out again only once
+every earlier delivery has expired (issue 7, part 2 item 2). A result must name,
+in ``irt``, the jti of one of that command's deliveries.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import exists, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
 
 from hatchway.store._base import RepositoryBase, check_id, dump_json, load_json, load_optional_json
@@ -21,10 +26,15 @@ from hatchway.store.records import (
     COMMAND_TRANSITIONS,
     CommandRecord,
     CommandStatus,
+    Delivery,
     JsonObject,
+    SealedDelivery,
     sources_of,
 )
-from hatchway.store.schema import commands, devices
+from hatchway.store.schema import command_deliveries, commands, devices, replay_windows
+
+SealCommand = Callable[[CommandRecord], SealedDelivery]
+"""``seal(command) -> SealedDelivery``: seal the COMMAND message that carries it."""
 
 _PENDING = (CommandStatus.QUEUED.value, CommandStatus.DELIVERED.value)
 
@@ -85,20 +95,117 @@ class CommandRepository(RepositoryBase):
         with self._read() as conn:
             return _fetch_command(conn, command_id)
 
-    def mark_command_delivered(self, command_id: str, *, jti: str, now: float) -> None:
-        """Record that the command went out in the sealed message ``jti``.
+    def deliver_command(
+        self,
+        device_id: str,
+        *,
+        mid: str | None,
+        now: float,
+        seal: SealCommand,
+        retransmission: bool = False,
+    ) -> Delivery | None:
+        """Answer the poll ``mid`` of ``device_id`` with a command, or ``None``.
 
-        Called again on redelivery; the newest delivery's jti and time win.
+        A poll whose ``mid`` was answered with a delivery gets that same sealed reply
+        back (``repeated``) while it is unexpired, and ``None`` afterwards. A
+        ``retransmission`` (its ``mid`` was stored before) never gets a new delivery:
+        its first copy was answered "no command", or a late copy of it would hand a
+        command to a connection the device has given up on. Otherwise the oldest
+        command without an unexpired delivery is sealed by ``seal`` (inside the
+        transaction, so the choice, the jti and the stored reply commit together)
+        and recorded as delivered.
+
+        The device's replay-window row is locked first, as ``accept_message`` does,
+        so polls from one device are answered one at a time on both engines.
         """
-        check_id("jti", jti)
+        if mid is not None:
+            check_id("mid", mid)
         with self._write() as conn:
+            locked = conn.execute(
+                select(replay_windows.c.device_id)
+                .where(replay_windows.c.device_id == device_id)
+                .with_for_update()
+            ).one_or_none()
+            if locked is None:
+                raise UnknownDevice(device_id)
+            if mid is not None:
+                earlier = conn.execute(
+                    select(
+                        command_deliveries.c.command_id,
+                        command_deliveries.c.jti,
+                        command_deliveries.c.exp,
+                        command_deliveries.c.reply,
+                    ).where(
+                        command_deliveries.c.device_id == device_id,
+                        command_deliveries.c.poll_mid == mid,
+                    )
+                ).one_or_none()
+                if earlier is not None:
+                    if earlier.exp <= now:
+                        return None  # the device could not open it any more
+                    return Delivery(
+                        command_id=earlier.command_id,
+                        jti=earlier.jti,
+                        reply=earlier.reply.encode("ascii"),
+                        repeated=True,
+                    )
+            if retransmission:
+                return None
+            live = exists().where(
+                command_deliveries.c.command_id == commands.c.command_id,
+                command_deliveries.c.exp > now,
+            )
+            row = conn.execute(
+                select(commands)
+                .where(
+                    commands.c.device_id == device_id,
+                    commands.c.status.in_(_PENDING),
+                    ~live,
+                )
+                .order_by(commands.c.id)
+                .limit(1)
+            ).one_or_none()
+            if row is None:
+                return None
+            command = _command_from_row(row)
+            sealed = seal(command)
+            check_id("jti", sealed.jti)
+            conn.execute(
+                insert(command_deliveries).values(
+                    command_id=command.command_id,
+                    jti=sealed.jti,
+                    device_id=device_id,
+                    poll_mid=mid,
+                    delivered_at=now,
+                    exp=sealed.exp,
+                    reply=sealed.reply.decode("ascii"),
+                )
+            )
             self._move_command(
                 conn,
-                command_id,
-                None,
+                command.command_id,
+                device_id,
                 CommandStatus.DELIVERED,
-                {"delivered_at": now, "delivery_jti": jti},
+                {"delivered_at": now, "delivery_jti": sealed.jti},
             )
+        return Delivery(
+            command_id=command.command_id, jti=sealed.jti, reply=sealed.reply, repeated=False
+        )
+
+    def answers_delivery(self, device_id: str, command_id: str, jti: str) -> bool:
+        """Whether ``jti`` named a delivery of ``device_id``'s command ``command_id``."""
+        delivered = exists().where(
+            command_deliveries.c.command_id == commands.c.command_id,
+            command_deliveries.c.jti == jti,
+        )
+        query = select(commands.c.id).where(
+            commands.c.command_id == command_id,
+            commands.c.device_id == device_id,
+            # delivery_jti alone covers commands delivered before revision 0005.
+            or_(commands.c.delivery_jti == jti, delivered),
+        )
+        with self._read() as conn:
+            return conn.execute(query).first() is not None
 
     def record_command_result(
         self, device_id: str, command_id: str, result: JsonObject, *, now: float

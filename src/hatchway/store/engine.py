@@ -28,6 +28,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection, make_url
 
 from hatchway.errors import ConfigurationError
+from hatchway.extras import require_psycopg
 
 #: Execution option that marks an engine's transactions as writers.
 WRITE_OPTION = "hatchway_write"
@@ -54,7 +55,16 @@ def create_store_engine(url: str) -> Engine:
         _install_sqlite_hooks(engine)
         return engine
     if backend == "postgresql":
-        return create_engine(parsed, pool_pre_ping=True)
+        # psycopg (the ``postgres`` extra) is the one driver hatchway ships for
+        # PostgreSQL, and the bus needs it anyway; a bare ``postgresql://`` would
+        # otherwise make SQLAlchemy look for psycopg2.
+        require_psycopg()
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        try:
+            return create_engine(parsed, pool_pre_ping=True)
+        except ImportError as exc:  # another driver named in the URL, not installed
+            raise ConfigurationError(f"the database driver is not installed: {exc}") from None
     raise ConfigurationError(f"unsupported database backend {backend!r}")
 
 

@@ -64,3 +64,15 @@ class RefreshFamilyExists(StoreError):
     """``create_refresh_token`` with a family id or token hash already in use."""
 
     status_hint = 409
+
+
+class ClientExists(StoreError):
+    """``add_client`` with a client id that is registered already."""
+
+    status_hint = 409
+
+
+class UnknownClient(StoreError):
+    """No registered client with this id."""
+
+    status_hint = 404

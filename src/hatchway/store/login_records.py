@@ -31,6 +31,11 @@ class AuditEvent(StrEnum):
     FLOW_DISABLED = "flow_disabled"
     TOKEN_REFRESHED = "token_refreshed"  # noqa: S105 - an event name, not a secret
     SESSION_REVOKED = "session_revoked"
+    ACCESS_TOKEN_REVOKED = "access_token_revoked"  # noqa: S105 - an event name
+    WITHDRAWN = "withdrawn"
+    """The user pressed Deny after Approve, before the device collected its tokens."""
+    CODE_PICK_FAILED = "code_pick_failed"
+    """Confirm-code: the QR page's user picked a code the device does not show."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +54,10 @@ class UserRecord:
     """Back-off or lockout deadline; 0 when neither (LockoutPolicy semantics)."""
     locked: bool
     last_failure_at: float | None
+    unlocked_at: float | None = None
+    """When an operator last cleared the password limits (``users unlock``, a new
+    password). Failures recorded before it no longer count, on every replica.
+    Not ``updated_at``: a successful sign-in bumps that, and must not unlock."""
 
     @property
     def scram_verifier(self) -> ScramVerifier:
@@ -76,6 +85,22 @@ class RefreshRecord:
     created_at: float
     expires_at: float
     used_at: float | None
+    session_expires_at: float | None = None
+    """The family's absolute end (revision 0004); no token of it outlives this."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """What ``rotate_refresh_token`` did.
+
+    ``sealed_successor`` is ``None`` for a fresh rotation: ``token`` is the new
+    token the caller proposed. For a retry within the reuse interval it is the
+    successor minted by the first request, sealed under a key only the presented
+    token yields, and ``token`` is that successor's record.
+    """
+
+    token: RefreshRecord
+    sealed_successor: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +115,8 @@ class SessionFamilyRecord:
     created_at: float
     last_used_at: float | None
     revoked_at: float | None
+    expires_at: float | None = None
+    """The absolute end of the sign-in (revision 0004); ``None`` means uncapped."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,19 +44,22 @@ _IMMUTABLE = (
     "created_at",
     "expires_at",
     "match_number",
+    "code_choices",
 )
 _MUTABLE = (
     "state",
     "interval",
     "last_poll_at",
     "match_failures",
+    "confirm_failures",
     "decided_at",
     "approver_ip",
     "approver_user_agent",
 )
 # The counters that change without a state change (a poll): comparing them too
 # stops two concurrent polls from losing a slow_down step or a wrong match guess.
-_POLL_COUNTERS = ("interval", "last_poll_at", "match_failures")
+# A wrong confirm-code pick is such a change too.
+_POLL_COUNTERS = ("interval", "last_poll_at", "match_failures", "confirm_failures")
 
 
 def _check_hash(device_code_hash: bytes) -> bytes:
@@ -68,6 +71,10 @@ def _check_hash(device_code_hash: bytes) -> bytes:
 def _session_values(session: LoginSession) -> dict[str, Any]:
     values = {name: getattr(session, name) for name in (*_IMMUTABLE, *_MUTABLE)}
     values["state"] = session.state.value
+    # Codes hold no spaces (XXXX-XXXX), so one space joins them unambiguously.
+    values["code_choices"] = (
+        None if session.code_choices is None else " ".join(session.code_choices)
+    )
     values["device_code_hash"] = _check_hash(session.device_code_hash)
     return values
 
@@ -89,6 +96,8 @@ def _session_from_row(row: Row[Any]) -> LoginSession:
         last_poll_at=row.last_poll_at,
         match_number=row.match_number,
         match_failures=row.match_failures,
+        code_choices=None if row.code_choices is None else tuple(row.code_choices.split(" ")),
+        confirm_failures=row.confirm_failures,
         decided_at=row.decided_at,
         approver_ip=row.approver_ip,
         approver_user_agent=row.approver_user_agent,
@@ -140,6 +149,23 @@ class LoginRepository(RepositoryBase):
         query = select(login_sessions).where(
             login_sessions.c.user_code == user_code,
             login_sessions.c.state.in_(ACTIVE_LOGIN_STATES),
+        )
+        with self._read() as conn:
+            row = conn.execute(query).one_or_none()
+        return None if row is None else _session_from_row(row)
+
+    def get_latest_login_session_by_user_code(self, user_code: str) -> LoginSession | None:
+        """The newest session that showed ``user_code``, in any state.
+
+        For telling a late Deny "the device has already signed in" apart from
+        an unknown code; callers confirm it is the session they mean (its
+        reference), because ended codes are reused.
+        """
+        query = (
+            select(login_sessions)
+            .where(login_sessions.c.user_code == user_code)
+            .order_by(login_sessions.c.created_at.desc())
+            .limit(1)
         )
         with self._read() as conn:
             row = conn.execute(query).one_or_none()

@@ -43,7 +43,8 @@ COMMAND_TRANSITIONS: Mapping[CommandStatus, frozenset[CommandStatus]] = {
     # A result may overtake the delivery bookkeeping (the device answers before
     # mark_command_delivered commits), so queued -> done is allowed.
     CommandStatus.QUEUED: frozenset({CommandStatus.DELIVERED, CommandStatus.DONE}),
-    # Redelivery after a lost answer keeps the command delivered, with a new jti.
+    # Redelivery once every earlier delivery has expired keeps the command
+    # delivered, with a new jti (hatchway.store.commands.deliver_command).
     CommandStatus.DELIVERED: frozenset({CommandStatus.DELIVERED, CommandStatus.DONE}),
     CommandStatus.DONE: frozenset(),
 }
@@ -107,3 +108,25 @@ class AcceptResult:
     #: The server->device sequence number reserved for the reply, in the same
     #: transaction, so answering a message costs one commit instead of two.
     reply_seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SealedDelivery:
+    """What the caller's ``seal`` callback made of a command: the sealed COMMAND message."""
+
+    jti: str
+    #: The message's ``exp``: until then no other poll gets this command.
+    exp: float
+    #: The compact JWE, kept so a retransmitted poll gets these very bytes again.
+    reply: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Outcome of ``Store.deliver_command``."""
+
+    command_id: str
+    jti: str
+    reply: bytes
+    #: True when this poll's ``mid`` had been answered before: ``reply`` is that answer.
+    repeated: bool

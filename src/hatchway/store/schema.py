@@ -32,6 +32,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     text,
+    true,
 )
 
 NAMING_CONVENTION = {
@@ -149,6 +150,29 @@ commands = Table(
     sqlite_autoincrement=True,
 )
 
+# Every sealed COMMAND message a device was sent (revision 0005_command_delivery).
+# One row per poll ``mid``: a retransmitted poll gets the stored reply again, never
+# a second delivery, and a command has at most one unexpired delivery at a time.
+command_deliveries = Table(
+    "command_deliveries",
+    metadata,
+    Column(
+        "command_id",
+        String(32),
+        ForeignKey("commands.command_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("jti", String(MAX_ID_LENGTH), primary_key=True),
+    Column("device_id", String(MAX_ID_LENGTH), _device_fk(), nullable=False),
+    # NULL for a poll without a mid (a third-party device): nothing to repeat then.
+    Column("poll_mid", String(MAX_ID_LENGTH), nullable=True),
+    Column("delivered_at", Double, nullable=False),
+    Column("exp", Double, nullable=False),
+    # The compact JWE (ASCII), returned verbatim to a retransmission of the poll.
+    Column("reply", Text, nullable=False),
+    UniqueConstraint("device_id", "poll_mid"),
+)
+
 # --- Cross-device login (US 9,635,022 B2): revision 0002 -------------------
 
 #: Longest username (as typed, case preserved) the store accepts.
@@ -172,6 +196,10 @@ users = Table(
     Column("blocked_until", Double, nullable=False, server_default="0"),
     Column("locked", Boolean, nullable=False, server_default=false()),
     Column("last_failure_at", Double, nullable=True),
+    # Revision 0003_clients: when an operator last ran `users unlock`. Its own
+    # column, so that a successful sign-in (which bumps updated_at) cannot
+    # reset every client IP's failure count (issue 8 defect 5.1).
+    Column("unlocked_at", Double, nullable=True),
 )
 
 #: Session states in which a user code still names a session (ACTIVE_STATES).
@@ -201,6 +229,11 @@ login_sessions = Table(
     Column("decided_at", Double, nullable=True),
     Column("approver_ip", String(64), nullable=True),
     Column("approver_user_agent", Text, nullable=True),
+    # Revision 0003_clients, confirm-code anti-phishing: the three codes the QR
+    # page offers (the real one among two decoys, in display order) and how
+    # many wrong picks the session has seen.
+    Column("code_choices", Text, nullable=True),
+    Column("confirm_failures", Integer, nullable=False, server_default="0"),
     # A user code is reused only once its session is over; a partial unique
     # index says exactly that on both engines.
     Index(
@@ -212,6 +245,8 @@ login_sessions = Table(
     ),
     # The expiry sweep and the pending count scan by state and deadline.
     Index(None, "state", "expires_at"),
+    # Finds an *ended* session by its code, so a late Deny can say "too late".
+    Index(None, "user_code", "created_at"),
 )
 
 # One row per sign-in (a "session family", OAuth 2.1 §4.3.1 / RFC 6819
@@ -229,6 +264,9 @@ refresh_families = Table(
     Column("created_at", Double, nullable=False),
     Column("last_used_at", Double, nullable=True),
     Column("revoked_at", Double, nullable=True),
+    # Revision 0004: the absolute end of the sign-in, however often it refreshes.
+    # NULL only for rows that predate 0004 and were not backfilled.
+    Column("expires_at", Double, nullable=True),
     Index(None, "username_key"),
 )
 
@@ -247,7 +285,23 @@ refresh_tokens = Table(
     Column("expires_at", Double, nullable=False),
     # Set when the token is rotated; presenting it again is reuse.
     Column("used_at", Double, nullable=True),
+    # Revision 0004, set when rotated: the successor's hash, and the successor
+    # itself sealed under a key derived from *this* token (hatchway.flows.oauth.
+    # successor), so a retry within the reuse interval gets the same successor
+    # and a database dump alone reveals no live token.
+    Column("successor_hash", LargeBinary, nullable=True),
+    Column("successor_sealed", LargeBinary, nullable=True),
     Index(None, "family_id"),
+)
+
+# Revision 0004: access tokens (RFC 9068 JWTs) revoked before their ``exp``
+# (RFC 7009), by ``jti``. A row is useless after ``exp`` and is swept then.
+revoked_access_tokens = Table(
+    "revoked_access_tokens",
+    metadata,
+    Column("jti", String(MAX_ID_LENGTH), primary_key=True),
+    Column("exp", Double, nullable=False),
+    Index(None, "exp"),
 )
 
 audit_log = Table(
@@ -271,5 +325,30 @@ settings = Table(
     metadata,
     Column("name", String(64), primary_key=True),
     Column("value", Text, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
+# --- Registered clients (issue 8 §1): revision 0003_clients ----------------
+
+#: Longest client display name (hatchway.clients.model.MAX_CLIENT_NAME_LENGTH).
+MAX_CLIENT_NAME_LENGTH = 80
+
+# Mirrors hatchway.clients.model.ClientRecord. The client secret is never
+# stored, only its SHA-256 (secret_hash); scopes are space-separated tokens.
+clients = Table(
+    "clients",
+    metadata,
+    Column("client_id", String(MAX_ID_LENGTH), primary_key=True),
+    Column("name", String(MAX_CLIENT_NAME_LENGTH), nullable=False),
+    Column("enabled", Boolean, nullable=False, server_default=true()),
+    Column("scopes", Text, nullable=False),
+    Column("anti_phishing", String(32), nullable=False),
+    Column("access_ttl", Integer, nullable=True),
+    Column("refresh_ttl", Integer, nullable=True),
+    Column("client_type", String(16), nullable=False),
+    Column("token_endpoint_auth_method", String(32), nullable=False),
+    Column("secret_hash", String(128), nullable=True),
+    Column("jwks", Text, nullable=True),
+    Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
 )

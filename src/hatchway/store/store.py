@@ -11,11 +11,13 @@ from __future__ import annotations
 from sqlalchemy import Engine
 
 from hatchway.store.audit import AuditRepository
+from hatchway.store.clients import ClientRepository
 from hatchway.store.commands import CommandRepository
 from hatchway.store.devices import DeviceRepository
 from hatchway.store.engine import create_store_engine, upgrade_to_head
 from hatchway.store.logins import LoginRepository
 from hatchway.store.messages import MessageRepository
+from hatchway.store.revocations import RevocationRepository
 from hatchway.store.tokens import TokenRepository
 from hatchway.store.users import UserRepository
 
@@ -27,13 +29,17 @@ class Store(
     UserRepository,
     LoginRepository,
     TokenRepository,
+    RevocationRepository,
     AuditRepository,
+    ClientRepository,
 ):
     """Everything hatchway persists, behind one interface.
 
     Message-level security: devices, messages, commands (revision 0001).
     Cross-device login: users, login sessions, refresh token families, the
-    audit log and runtime flags (revision 0002). Each entity is one repository
+    audit log and runtime flags (revision 0002). Registered clients
+    (revision 0003_clients). Refresh lifetimes and revoked access tokens
+    (revision 0004_token_lifetimes). Each entity is one repository
     mixin; later entities join the same way, with an Alembic revision each.
     """
 

@@ -9,8 +9,21 @@ the whole family is revoked and both must sign in again.
 Only SHA-256 digests of tokens are stored (the token has ≥128 random bits, so a
 plain hash is enough, as for device codes). Rotation is one transaction under
 the old token's row lock (``FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on
-SQLite), so two concurrent refreshes with the same token yield one new token
-and one reuse detection, never two live tokens.
+SQLite), so concurrent refreshes with the same token never yield two live tokens.
+
+Two limits (revision 0004):
+
+* **Absolute lifetime.** A family has an ``expires_at`` fixed at sign-in; no
+  token of it is issued past that, and none rotates at or after it, however
+  often the device refreshes.
+* **Reuse interval.** A client that retries a refresh (its first response was
+  lost, or two threads refreshed at once) presents a token that was rotated a
+  moment ago. Within ``reuse_interval`` seconds of that rotation, and only while
+  the successor is itself unused and live, the retry gets *the same successor*
+  back (sealed by the caller under a key derived from the presented token), so
+  the family still has exactly one live token and the retry revokes nothing.
+  Later, or once the successor has been used, it is reuse and the family is
+  revoked as before.
 """
 
 from __future__ import annotations
@@ -27,7 +40,7 @@ from hatchway.store.login_errors import (
     RefreshTokenInvalid,
     RefreshTokenReused,
 )
-from hatchway.store.login_records import RefreshRecord, SessionFamilyRecord
+from hatchway.store.login_records import RefreshRecord, Rotation, SessionFamilyRecord
 from hatchway.store.schema import refresh_families, refresh_tokens
 from hatchway.store.users import check_username, username_key
 
@@ -41,6 +54,10 @@ def _check_hash(name: str, token_hash: bytes) -> bytes:
     return token_hash
 
 
+def _capped(expires_at: float, session_expires_at: float | None) -> float:
+    return expires_at if session_expires_at is None else min(expires_at, session_expires_at)
+
+
 def _refresh_from_row(row: Row[Any]) -> RefreshRecord:
     return RefreshRecord(
         token_hash=bytes(row.token_hash),
@@ -52,6 +69,7 @@ def _refresh_from_row(row: Row[Any]) -> RefreshRecord:
         created_at=row.created_at,
         expires_at=row.expires_at,
         used_at=row.used_at,
+        session_expires_at=row.session_expires_at,
     )
 
 
@@ -65,6 +83,7 @@ def _family_from_row(row: Row[Any]) -> SessionFamilyRecord:
         created_at=row.created_at,
         last_used_at=row.last_used_at,
         revoked_at=row.revoked_at,
+        expires_at=row.expires_at,
     )
 
 
@@ -76,6 +95,7 @@ def _fetch_token(conn: Connection, token_hash: bytes) -> RefreshRecord:
             refresh_families.c.client_id,
             refresh_families.c.device_name,
             refresh_families.c.scope,
+            refresh_families.c.expires_at.label("session_expires_at"),
         )
         .select_from(_JOINED)
         .where(refresh_tokens.c.token_hash == token_hash)
@@ -97,11 +117,14 @@ class TokenRepository(RepositoryBase):
         now: float,
         expires_at: float,
         scope: str = "",
+        session_expires_at: float | None = None,
     ) -> RefreshRecord:
         """Start a new family (one sign-in) with its first token.
 
         ``session_family`` is a fresh random id chosen by the caller; reusing one,
-        or a token hash, raises :class:`RefreshFamilyExists`.
+        or a token hash, raises :class:`RefreshFamilyExists`. ``session_expires_at``
+        is the family's absolute end (``None``: uncapped); the token's own
+        ``expires_at`` is cut down to it.
         """
         _check_hash("token_hash", token_hash)
         check_id("session_family", session_family)
@@ -119,6 +142,7 @@ class TokenRepository(RepositoryBase):
                         scope=scope,
                         created_at=now,
                         last_used_at=now,
+                        expires_at=session_expires_at,
                     )
                 )
                 conn.execute(
@@ -126,7 +150,7 @@ class TokenRepository(RepositoryBase):
                         token_hash=token_hash,
                         family_id=session_family,
                         created_at=now,
-                        expires_at=expires_at,
+                        expires_at=_capped(expires_at, session_expires_at),
                     )
                 )
                 return _fetch_token(conn, token_hash)
@@ -134,31 +158,56 @@ class TokenRepository(RepositoryBase):
             raise RefreshFamilyExists(session_family) from None
 
     def rotate_refresh_token(
-        self, old_hash: bytes, new_hash: bytes, *, now: float, expires_at: float
-    ) -> RefreshRecord:
-        """Spend ``old_hash`` and return the new token's record, in the same family.
+        self,
+        old_hash: bytes,
+        new_hash: bytes,
+        *,
+        now: float,
+        expires_at: float,
+        reuse_interval: float = 0.0,
+        sealed_successor: bytes | None = None,
+    ) -> Rotation:
+        """Spend ``old_hash`` for ``new_hash`` in the same family, in one transaction.
+
+        ``expires_at`` is the new token's sliding expiry (cut down to the family's
+        absolute end). ``sealed_successor`` is the new token sealed by the caller,
+        kept on the old row so that a retry within ``reuse_interval`` seconds can
+        be handed the same successor (see the module docstring); it is opaque here.
 
         Raises :class:`RefreshTokenReused` (after revoking the family) when the
-        old token was already rotated, and :class:`RefreshTokenInvalid` when it
-        is unknown, expired or its family revoked. The new expiry is the caller's
-        choice; an absolute family lifetime, if any, is the caller's policy too.
+        old token was already rotated and this is not such a retry, and
+        :class:`RefreshTokenInvalid` when it is unknown, expired, past its
+        family's absolute end, or its family is revoked.
         """
         _check_hash("old_hash", old_hash)
         _check_hash("new_hash", new_hash)
         try:
             with self._write() as conn:
                 row = conn.execute(
-                    select(refresh_tokens, refresh_families.c.revoked_at)
+                    select(
+                        refresh_tokens,
+                        refresh_families.c.revoked_at,
+                        refresh_families.c.expires_at.label("session_expires_at"),
+                    )
                     .select_from(_JOINED)
                     .where(refresh_tokens.c.token_hash == old_hash)
                     .with_for_update()
                 ).one_or_none()
                 if row is None or row.revoked_at is not None:
                     raise RefreshTokenInvalid()
+                if row.session_expires_at is not None and now >= row.session_expires_at:
+                    raise RefreshTokenInvalid()
                 if row.used_at is None:
                     if now >= row.expires_at:
                         raise RefreshTokenInvalid()
-                    return self._rotate(conn, row.family_id, old_hash, new_hash, now, expires_at)
+                    new_expiry = _capped(expires_at, row.session_expires_at)
+                    record = self._rotate(
+                        conn, row.family_id, old_hash, new_hash, now, new_expiry, sealed_successor
+                    )
+                    return Rotation(record)
+                retry = self._retry(conn, row, now, reuse_interval)
+                if retry is not None:
+                    return retry
                 # Reuse. Revoke inside this transaction and raise only after it
                 # commits: raising here would roll the revocation back.
                 self._revoke_families(conn, [row.family_id], now)
@@ -168,6 +217,32 @@ class TokenRepository(RepositoryBase):
         raise RefreshTokenReused()
 
     @staticmethod
+    def _retry(
+        conn: Connection, row: Row[Any], now: float, reuse_interval: float
+    ) -> Rotation | None:
+        """The first rotation's successor, if this presentation is a retry of it.
+
+        A retry must come within ``reuse_interval`` of the rotation (a replica
+        whose clock runs behind sees a negative age, which is still "just now"),
+        and the successor must be unused and live: once the client has moved on
+        to it, an old token coming back is a copy, not a retry.
+        """
+        if reuse_interval <= 0 or row.successor_hash is None or row.successor_sealed is None:
+            return None
+        if now - row.used_at > reuse_interval:
+            return None
+        successor = conn.execute(
+            select(refresh_tokens.c.used_at, refresh_tokens.c.expires_at)
+            .where(refresh_tokens.c.token_hash == row.successor_hash)
+            .with_for_update()
+        ).one_or_none()
+        if successor is None or successor.used_at is not None or now >= successor.expires_at:
+            return None
+        return Rotation(
+            _fetch_token(conn, bytes(row.successor_hash)), bytes(row.successor_sealed)
+        )
+
+    @staticmethod
     def _rotate(
         conn: Connection,
         family_id: str,
@@ -175,11 +250,22 @@ class TokenRepository(RepositoryBase):
         new_hash: bytes,
         now: float,
         expires_at: float,
+        sealed_successor: bytes | None,
     ) -> RefreshRecord:
         conn.execute(
             update(refresh_tokens)
             .where(refresh_tokens.c.token_hash == old_hash)
-            .values(used_at=now)
+            .values(used_at=now, successor_hash=new_hash, successor_sealed=sealed_successor)
+        )
+        # The predecessor's sealed copy of old_hash's token is no use any more (a
+        # retry needs an unused successor): drop it rather than keep it around.
+        conn.execute(
+            update(refresh_tokens)
+            .where(
+                refresh_tokens.c.family_id == family_id,
+                refresh_tokens.c.successor_hash == old_hash,
+            )
+            .values(successor_sealed=None)
         )
         conn.execute(
             insert(refresh_tokens).values(

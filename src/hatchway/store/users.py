@@ -78,6 +78,7 @@ def _user_from_row(row: Row[Any]) -> UserRecord:
         blocked_until=row.blocked_until,
         locked=bool(row.locked),
         last_failure_at=row.last_failure_at,
+        unlocked_at=row.unlocked_at,
     )
 
 
@@ -144,6 +145,7 @@ class UserRepository(RepositoryBase):
             failed_attempts=0,
             blocked_until=0.0,
             locked=False,
+            unlocked_at=now,
         )
 
     def set_user_disabled(self, username: str, disabled: bool, *, now: float) -> UserRecord:
@@ -177,8 +179,20 @@ class UserRepository(RepositoryBase):
             return _fetch_user(conn, key)
 
     def record_password_success(self, username: str, *, now: float) -> UserRecord:
-        """A verified proof clears the history (also the administrator's unlock)."""
+        """A verified proof clears this account's stored history.
+
+        It is *not* an unlock: ``unlocked_at`` stays, so the in-memory limits
+        that other client IPs earned against this account keep counting
+        (issue 8 defect 5.1: a victim's sign-in must not end an attacker's lock).
+        """
         return self._update_user(username, now, failed_attempts=0, blocked_until=0.0, locked=False)
+
+    def unlock_user(self, username: str, *, now: float) -> UserRecord:
+        """The operator's unlock: clear the history and record ``unlocked_at``,
+        which makes every replica forget the failures counted before ``now``."""
+        return self._update_user(
+            username, now, failed_attempts=0, blocked_until=0.0, locked=False, unlocked_at=now
+        )
 
     def _update_user(self, username: str, now: float, **values: object) -> UserRecord:
         key = username_key(username)

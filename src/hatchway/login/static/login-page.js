@@ -4,14 +4,39 @@
 // action), so without this script the password can never be posted; the
 // "needs JavaScript" note is hidden here instead. The session reference and the
 // CSRF token come from data attributes (no inline script).
+//
+// Confirm-code (issue 8 §2): when the page lists three codes, the user first
+// picks the one the device shows; only then do the password and Approve
+// appear. The pick goes to the server with scram/start, which checks it
+// before any password work; a wrong pick cancels the request.
 import { ScramClient } from "./scram.js";
 
 const form = document.getElementById("approve");
 const approveButton = document.getElementById("approve-button");
+const denyButton = document.getElementById("deny-button");
 const result = document.getElementById("result");
+const needsPick = form.dataset.confirm === "1";
+let picked = null;
 
-form.hidden = false;
-approveButton.hidden = false;
+function showPasswordForm() {
+  form.hidden = false;
+  approveButton.hidden = false;
+}
+
+if (needsPick) {
+  for (const button of document.querySelectorAll("#confirm button.code")) {
+    button.addEventListener("click", () => {
+      picked = button.dataset.code;
+      for (const b of document.querySelectorAll("#confirm button.code")) {
+        b.setAttribute("aria-pressed", b === button ? "true" : "false");
+      }
+      showPasswordForm();
+      document.getElementById("password").focus();
+    });
+  }
+} else {
+  showPasswordForm();
+}
 document.getElementById("nojs").hidden = true;
 
 // The server prints the start time in UTC; show it in the phone's own zone too.
@@ -63,10 +88,16 @@ async function approve() {
   say("Checking…", "checking");
   try {
     const client = new ScramClient(form.dataset.sessionRef, password);
-    const start = await post("/login/scram/start", {
-      user_code: form.dataset.userCode,
-      client_first: client.clientFirst(),
-    });
+    const body = { user_code: form.dataset.userCode, client_first: client.clientFirst() };
+    if (form.dataset.typed) body.typed = form.dataset.typed;
+    if (needsPick) body.confirm_code = picked;
+    const start = await post("/login/scram/start", body);
+    if (!start.ok && start.data.error === "wrong_code") {
+      say(start.data.error_description, "wrong_code");
+      for (const b of buttons()) b.hidden = true;
+      form.hidden = true;
+      return;
+    }
     if (!start.ok) throw new Error(start.data.error_description || start.data.error);
     const clientFinal = await client.clientFinal(start.data.server_first);
     const finish = await post("/login/scram/finish", {
@@ -82,7 +113,14 @@ async function approve() {
         document.getElementById("match-number").textContent = finish.data.match_number;
         document.getElementById("match").hidden = false;
       }
-      for (const b of buttons()) b.hidden = true;
+      // Deny stays: until the device collects, it withdraws the approval.
+      approveButton.hidden = true;
+      form.hidden = true;
+      denyButton.textContent = "Withdraw approval";
+      denyButton.disabled = false;
+      document.getElementById("withdraw-note").hidden = false;
+      const confirm = document.getElementById("confirm");
+      if (confirm) confirm.hidden = true;
     } else {
       say(`Not approved: ${finish.data.status}.`, finish.data.status);
       setBusy(false);
