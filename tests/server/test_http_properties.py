@@ -41,6 +41,7 @@ HTTPS_BASE = "https://localhost:8443"
 PLAIN_BASE = "http://localhost:8080"
 
 STR = {"type": "string", "maxLength": 64}
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 HEX = {"type": "string", "pattern": "^[0-9a-f]{0,40}$"}
 JWK = {
     "type": "object",
@@ -125,14 +126,26 @@ ENDPOINTS = [
         "POST",
         "/oauth/revoke",
         "form",
-        obj(token=STR, token_type_hint=STR, client_id=STR, client_secret=STR),
+        obj(
+            token=STR,
+            token_type_hint=STR,
+            client_id=STR,
+            client_assertion_type={"enum": [JWT_BEARER]},
+            client_assertion=STR,
+        ),
     ),
     Endpoint(
         "https",
         "POST",
         "/oauth/introspect",
         "form",
-        obj(token=STR, token_type_hint=STR, client_id=STR, client_secret=STR),
+        obj(
+            token=STR,
+            token_type_hint=STR,
+            client_id=STR,
+            client_assertion_type={"enum": [JWT_BEARER]},
+            client_assertion=STR,
+        ),
     ),
     Endpoint("https", "GET", "/login/", "none", {}, html=True),
     Endpoint("https", "POST", "/login/scram/start", "json", obj(user_code=STR, client_first=STR)),
