@@ -73,3 +73,15 @@ def require_module(name: str, *, extra: str) -> ModuleType:
             pytest.fail(f"{what} is required when CI=true but is not installed")
         # Called at module level, before the imports that need the package.
         pytest.skip(f"{what} not installed", allow_module_level=True)
+
+
+REDIS_URL = os.environ.get("HATCHWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def require_redis() -> str:
+    """The test Redis URL; skip (fail in CI) when nothing answers there."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(REDIS_URL)
+    require(port_open(parts.hostname or "127.0.0.1", parts.port or 6379), f"Redis at {REDIS_URL}")
+    return REDIS_URL

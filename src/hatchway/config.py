@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from hatchway.errors import ConfigurationError
+from hatchway.mqtt.acl import check_server_user
+from hatchway.mqtt.broker import BrokerUrl
+from hatchway.mqtt.topics import check_prefix, check_share_group
 
 
 def default_data_dir() -> Path:
@@ -70,10 +73,43 @@ class Settings:
     header_timeout: int = 10
     body_timeout: int = 30
     max_connections: int = 1000
+    #: Redis URL (``redis://``, ``rediss://`` or ``unix://``) for rate limits, attempt
+    #: counters and single-use ids shared by every replica; empty keeps them in memory.
+    redis_url: str = ""
+    #: Namespace of every Redis key hatchway writes (deployments sharing one server).
+    redis_prefix: str = "hatchway:"
+    #: MQTT transport (docs/mqtt.md): off while empty, else ``mqtt://user:pass@host:port``
+    #: (or ``mqtts://``) with the server's own broker credentials.
+    mqtt_url: str = ""
+    #: The MQTT 5 shared-subscription group every replica joins (``$share/<group>/…``).
+    mqtt_share_group: str = "hatchway"
+    #: Topics live under ``<prefix>/d/<device_id>/up|down``.
+    mqtt_topic_prefix: str = "hatchway/v1"
+    #: The broker URL devices are told; empty means ``mqtt_url`` without credentials.
+    mqtt_public_url: str = ""
+    #: This replica's MQTT client id (its persistent session); empty means derived
+    #: from the host name and the HTTPS port, so each replica on a host differs.
+    mqtt_client_id: str = ""
+    #: CA bundle the server trusts for an ``mqtts://`` broker; empty: the system's.
+    mqtt_ca_file: str = ""
 
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'hatchway.sqlite3'}"
+
+    @property
+    def mqtt_enabled(self) -> bool:
+        return bool(self.mqtt_url)
+
+    @property
+    def mqtt_broker(self) -> BrokerUrl:
+        """The broker the server connects to (only when ``mqtt_enabled``)."""
+        return BrokerUrl.parse(self.mqtt_url)
+
+    @property
+    def mqtt_device_broker(self) -> str:
+        """The broker URL (no credentials) that enrolment and metadata give devices."""
+        return BrokerUrl.parse(self.mqtt_public_url or self.mqtt_url).public
 
     @property
     def issuer(self) -> str:
@@ -189,6 +225,13 @@ def validate(settings: Settings) -> None:
         raise ConfigurationError("body_timeout must be between 1 and 600 seconds")
     if not 1 <= settings.max_connections <= 100_000:
         raise ConfigurationError("max_connections must be between 1 and 100000")
+    if settings.redis_url and not settings.redis_url.startswith(
+        ("redis://", "rediss://", "unix://")
+    ):
+        raise ConfigurationError("HATCHWAY_REDIS_URL must be a redis://, rediss:// or unix:// URL")
+    if not 1 <= len(settings.redis_prefix) <= 64:
+        raise ConfigurationError("HATCHWAY_REDIS_PREFIX must be 1 to 64 characters")
+    _validate_mqtt(settings)
     if not 1 <= settings.login_expires_in <= 3600:
         raise ConfigurationError("login_expires_in must be between 1 and 3600 seconds")
     if not 1 <= settings.login_interval <= 60:
@@ -223,3 +266,26 @@ def _validate_trusted_proxies(value: str) -> None:
                 f"HATCHWAY_TRUSTED_PROXIES: {entry!r} is not an IP address or network "
                 "(list your proxies explicitly; '*' is not accepted)"
             ) from None
+
+
+def _validate_mqtt(settings: Settings) -> None:
+    """Checked even while MQTT is off, so a typo fails at start, not at first use."""
+    try:
+        check_prefix(settings.mqtt_topic_prefix)
+        check_share_group(settings.mqtt_share_group)
+        for name in ("mqtt_url", "mqtt_public_url"):
+            value = getattr(settings, name)
+            if value:
+                BrokerUrl.parse(value)
+        if settings.mqtt_public_url and BrokerUrl.parse(settings.mqtt_public_url).password:
+            raise ValueError("HATCHWAY_MQTT_PUBLIC_URL is given to devices: no password in it")
+        if settings.mqtt_url:
+            user = BrokerUrl.parse(settings.mqtt_url).username
+            if user is not None:
+                check_server_user(user)
+        if settings.mqtt_ca_file and not Path(settings.mqtt_ca_file).is_file():
+            raise ValueError(f"HATCHWAY_MQTT_CA_FILE {settings.mqtt_ca_file!r} is not a file")
+        if settings.mqtt_client_id and not 1 <= len(settings.mqtt_client_id) <= 128:
+            raise ValueError("HATCHWAY_MQTT_CLIENT_ID is 1 to 128 characters")
+    except ValueError as exc:
+        raise ConfigurationError(f"MQTT settings: {exc}") from None

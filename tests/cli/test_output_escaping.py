@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import unicodedata
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,11 +51,7 @@ def _cli(*args: str) -> str:
 def _invoke(*args: str) -> Result:
     from hatchway.cli.main import app
 
-    with warnings.catch_warnings():
-        # Building the click command warns about cli/se.py's ``--pcsc``, which uses
-        # typer's deprecated is_flag/flag_value (the SE bridge's, not this test's).
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return CliRunner().invoke(app, list(args), catch_exceptions=False)
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
 def test_device_messages_escapes_c1_and_bidi_but_json_stays_exact(

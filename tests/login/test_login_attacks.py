@@ -335,10 +335,10 @@ def test_decoys_use_the_iteration_count_of_real_accounts(
     real = _salt_and_iterations(approval, ctx, "alice").split(",")[1]
     fake = _salt_and_iterations(approval, ctx, "nobody").split(",")[1]
     assert real == fake == "i=4096"
-    ctx.store.set_flag(SCRAM_ITERATIONS_FLAG, "", now=0)  # no record: the setting decides
-    assert _salt_and_iterations(approval, ctx, "nobody").endswith(
-        f"i={Settings().login_scram_iterations}"
-    )
+    # Neither the flag nor the setting (600000) decides: the accounts do (issue 8 §5.5).
+    ctx.store.set_flag(SCRAM_ITERATIONS_FLAG, "", now=0)
+    assert Settings().login_scram_iterations != 4096
+    assert _salt_and_iterations(approval, ctx, "nobody").endswith("i=4096")
 
 
 def test_wrong_proof_does_the_same_store_work_for_real_and_unknown(
@@ -372,7 +372,10 @@ def test_wrong_proof_does_the_same_store_work_for_real_and_unknown(
 def test_device_name_cannot_rewrite_the_approval_page(
     ctx: ServerContext, approval: ApprovalService
 ) -> None:
-    started = start(ctx, name="TV\u202e\u2066 verified by \u200bhatchway\u0007\n\n" + "x" * 80)
+    # Bidi controls are refused outright (issue 8 §5.6); other invisibles are dropped.
+    with pytest.raises(LoginRefused):
+        start(ctx, name="TV\u202e\u2066 verified by hatchway")
+    started = start(ctx, name="TV verified by \u200bhatchway\u0007\n\n" + "x" * 80)
     view = approval.page(started.user_code, ip=OWNER)
     assert view.session is not None
     name = view.session.device_name

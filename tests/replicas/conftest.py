@@ -25,6 +25,7 @@ import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,15 +129,18 @@ def database_url() -> Iterator[str]:
             )
 
 
-@pytest.fixture(scope="module")
-def replicas(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[Replicas]:
-    root = tmp_path_factory.mktemp("replicas")
+@contextmanager
+def start_replicas(
+    root: Path, database_url: str, extra_env: dict[str, str] | None = None
+) -> Iterator[Replicas]:
+    """Start A, copy its identity to B, start B; both with ``extra_env`` too."""
     a_https, a_http = free_port(), free_port()
     public_https, public_http = f"https://localhost:{a_https}", f"http://localhost:{a_http}"
     env = {
         "HATCHWAY_DATABASE_URL": database_url,
         "HATCHWAY_PUBLIC_HTTPS_URL": public_https,
         "HATCHWAY_PUBLIC_HTTP_URL": public_http,
+        **(extra_env or {}),
     }
     a = ServerProcess(root / "a", https_port=a_https, http_port=a_http, env=env)
     b = ServerProcess(root / "b", env=env)
@@ -160,6 +164,12 @@ def replicas(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Ite
     finally:
         b.stop()
         a.stop()
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[Replicas]:
+    with start_replicas(tmp_path_factory.mktemp("replicas"), database_url) as both:
+        yield both
 
 
 def _copy_identity(src: Path, dst: Path) -> None:

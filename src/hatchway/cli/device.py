@@ -1,7 +1,7 @@
 """``hatchway device …``: operator commands (on the server's data dir) and device commands.
 
 Operator: ``provision``, ``command``, ``list``, ``messages``.
-Device:   ``enroll``, ``send``, ``poll``, ``respond``, ``deregister``.
+Device:   ``enroll``, ``send``, ``poll``, ``listen``, ``respond``, ``deregister``.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -35,6 +35,33 @@ app = typer.Typer(
 )
 
 StateOption = Annotated[Path, typer.Option("--state", help="The device state file (JSON, 0600).")]
+TransportOption = Annotated[
+    str, typer.Option("--transport", help="http (plain HTTP) or mqtt (docs/mqtt.md).")
+]
+BrokerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--broker",
+        help="mqtt://[user[:password]@]host[:port]; default: the broker named at enrolment. "
+        "Username defaults to the device id, password to HATCHWAY_MQTT_PASSWORD.",
+    ),
+]
+
+
+def _load_device(
+    state: Path, transport: str, broker: str | None, *, persistent: bool = False
+) -> Any:
+    """``Device.load`` on the chosen transport. One-shot commands use a throw-away MQTT
+    session, so commands queued in the device's persistent session stay for ``listen``."""
+    from hatchway.device import Device, MqttTransport
+
+    if transport == "http":
+        if broker:
+            raise ValueError("--broker goes with --transport mqtt")
+        return Device.load(state)
+    if transport == "mqtt":
+        return Device.load(state, transport=MqttTransport(broker, persistent=persistent))
+    raise ValueError("--transport is http or mqtt")
 
 
 @app.command()
@@ -151,14 +178,14 @@ def _ca_file(explicit: Path | None) -> Path | None:
 def send(
     state: StateOption,
     data: Annotated[str, typer.Argument(help="Telemetry as a JSON object.")],
+    transport: TransportOption = "http",
+    broker: BrokerOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Send sealed telemetry over plain HTTP (no TLS) and check the sealed acknowledgement."""
-    from hatchway.device import Device
-
+    """Send sealed telemetry (plain HTTP or MQTT, no TLS) and check the sealed acknowledgement."""
     with errors_reported(as_json):
         payload = parse_json_object(data, "telemetry")
-        with Device.load(state) as device:
+        with _load_device(state, transport, broker) as device:
             ack = device.send(payload)
         emit(
             as_json,
@@ -175,14 +202,14 @@ def poll(
     result: Annotated[
         str | None, typer.Option("--result", help="Answer the command with this JSON result.")
     ] = None,
+    transport: TransportOption = "http",
+    broker: BrokerOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Poll for the next queued command (sealed), optionally answering it at once."""
-    from hatchway.device import Device
-
     with errors_reported(as_json):
         answer = parse_json_object(result, "result") if result else None
-        with Device.load(state) as device:
+        with _load_device(state, transport, broker) as device:
             command = device.poll()
             if command and answer is not None:
                 device.respond(command, answer)
@@ -244,7 +271,8 @@ def command(
     database_url: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Operator: queue a command; the device receives it sealed on its next poll."""
+    """Operator: queue a command; the device gets it sealed on its next poll, or at once
+    over MQTT when the server has a broker (pushed to the device's downlink topic)."""
     with errors_reported(as_json):
         from hatchway.flows.messaging import check_command
 
@@ -253,6 +281,7 @@ def command(
             if ctx.store.get_device(device_id) is None:
                 raise ValueError(f"no device {device_id!r}; provision it first")
             cid = ctx.store.queue_command(device_id, payload, now=ctx.enrolment.clock())
+            _wake_pushers(ctx, device_id)
         emit(
             as_json,
             {"device_id": device_id, "cid": cid},
@@ -305,3 +334,107 @@ def messages(
             ],
         }
         emit(as_json, data, lambda: print_json_safe(data))
+
+
+def _wake_pushers(ctx: Any, device_id: str) -> None:
+    """Wake the servers' MQTT push loops. Over a PostgreSQL store every replica hears it
+    and one pushes at once; with SQLite the bus is in-process, and the server's own
+    sweep finds the command within a second. Queueing never fails because of this."""
+    import asyncio
+    import logging
+
+    from hatchway.mqtt.gateway import wake_pushers
+
+    try:
+        wake_pushers(ctx.bus, device_id)
+    except Exception as exc:  # the command is queued; the sweep will push it
+        logging.getLogger("hatchway.cli").warning("could not wake the MQTT pushers: %s", exc)
+    finally:
+        asyncio.run(ctx.bus.close())
+
+
+@app.command()
+def listen(
+    state: StateOption,
+    result: Annotated[
+        str | None,
+        typer.Option("--result", help="Answer every command with this JSON result."),
+    ] = None,
+    exec_: Annotated[
+        str | None,
+        typer.Option(
+            "--exec",
+            help="Run this program per command (no shell): the command JSON on stdin, its "
+            "stdout (a JSON object) is the result; a non-zero exit answers with an error.",
+        ),
+    ] = None,
+    count: Annotated[
+        int, typer.Option("--count", min=0, help="Stop after this many commands (0: never).")
+    ] = 0,
+    catch_up: Annotated[
+        bool,
+        typer.Option(
+            "--catch-up/--no-catch-up",
+            help="Poll once at start for commands pushed before this device had a session.",
+        ),
+    ] = True,
+    transport: TransportOption = "mqtt",
+    broker: BrokerOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Wait for pushed commands (MQTT), print each as it arrives and answer it.
+
+    Uses the device's persistent session, so commands queued while it was offline
+    arrive when it connects. Stops cleanly on Ctrl-C or SIGTERM. With --json it prints a
+    stream: one object once subscribed ({"listening": ID, "downlink": TOPIC}), then one
+    per command ({"cid", "command", "ok", "result"}).
+    """
+    import signal
+
+    from hatchway.cli.listen import Listener
+    from hatchway.device import Device, MqttTransport
+
+    with errors_reported(as_json):
+        if transport != "mqtt":
+            raise ValueError("listen needs --transport mqtt (over HTTP, use `device poll`)")
+        if result and exec_:
+            raise ValueError("give --result or --exec, not both")
+        fixed = parse_json_object(result, "result") if result else None
+        stopping: list[int] = []
+
+        def stop(signum: int, _frame: object) -> None:
+            stopping.append(signum)
+
+        previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            mqtt = MqttTransport(broker, persistent=True)
+            with Device.load(state, transport=mqtt) as device:
+                mqtt.connect()  # fail fast on a wrong broker, credentials or ACL
+                hello = {"listening": device.device_id, "downlink": mqtt.downlink}
+                emit(
+                    as_json,
+                    hello,
+                    lambda: console.print(
+                        f"listening for commands to {device.device_id} on {mqtt.downlink} "
+                        "(Ctrl-C stops)",
+                        highlight=False,
+                    ),
+                )
+                sys.stdout.flush()
+                listener = Listener(
+                    device,
+                    fixed=fixed,
+                    program=exec_,
+                    count=count,
+                    report=lambda c, ok, answer: _print_command(as_json, c, ok, answer),
+                )
+                listener.run(stopping=lambda: bool(stopping), catch_up=catch_up)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+def _print_command(as_json: bool, command: Any, ok: bool, answer: Any) -> None:
+    line = {"cid": command.cid, "command": command.body, "ok": ok, "result": answer}
+    emit(as_json, line, lambda: print_json_safe(line))
+    sys.stdout.flush()  # a stream: each command is visible as it arrives

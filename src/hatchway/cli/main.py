@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from hatchway import __version__
-from hatchway.cli import clients, demo, device, login, se, serve, sessions, users
+from hatchway.cli import clients, demo, device, firmware, login, mqtt, se, serve, sessions, users
 from hatchway.cli.common import JsonOption
 from hatchway.cli.output import emit
 
@@ -18,7 +18,9 @@ app = typer.Typer(
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 app.add_typer(device.app, name="device")
+app.add_typer(firmware.app, name="firmware")
 app.add_typer(se.app, name="se")
+app.add_typer(mqtt.app, name="mqtt")
 app.add_typer(users.app, name="users")
 app.add_typer(sessions.app, name="sessions")
 app.add_typer(clients.app, name="clients")

@@ -97,7 +97,7 @@ def fail(as_json: bool, message: str, *, code: int = 1) -> NoReturn:
     if as_json:
         sys.stdout.write(json.dumps({"error": message}) + "\n")
     else:
-        err_console.print(f"[bold red]error:[/] {shown(message)}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {shown(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -111,11 +111,12 @@ def bridge(
     ] = None,
     pcsc: Annotated[
         str | None,
+        # A value is required: typer no longer supports an option whose value is
+        # optional (is_flag/flag_value), so "auto" stands for "the first reader".
         typer.Option(
             "--pcsc",
-            is_flag=False,
-            flag_value="",
-            help="Use a PC/SC reader: --pcsc (first), --pcsc 1 or --pcsc NAME.",
+            metavar="READER",
+            help="Use a PC/SC reader: auto (the first with a card), an index, or a name.",
             show_default=False,
         ),
     ] = None,
@@ -145,7 +146,7 @@ def bridge(
 
     with errors_reported(as_json):
         if (card is None) == (pcsc is None):
-            fail(as_json, "give exactly one of --card FILE or --pcsc [READER]", code=2)
+            fail(as_json, "give exactly one of --card FILE or --pcsc READER", code=2)
         try:
             policy = ApduPolicy.with_operator_rules(
                 [parse_aid(a) for a in allow_aid or ()],
@@ -160,7 +161,7 @@ def bridge(
         else:
             from hatchway.se.pcsc import PcscTransport
 
-            transport = PcscTransport(pcsc or None)
+            transport = PcscTransport(None if pcsc in ("", "auto") else pcsc)
         relay = Bridge(transport, allow_origin, port=port, idle_timeout=idle_timeout,
                        policy=policy)
         for origin in plaintext_origins(relay.allowed):

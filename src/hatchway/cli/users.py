@@ -86,6 +86,7 @@ def add(
         verifier = make_verifier(password, random=system_random, iterations=rounds)
         store = _store(data_dir, database_url)
         try:
+            _refuse_split_iterations(store, rounds, given=iterations is not None)
             user = store.add_user(username, verifier, now=time.time())
             # Decoy verifiers for unknown names copy this count, so the ``i=`` in
             # server-first does not tell real accounts from made-up ones.
@@ -96,6 +97,24 @@ def add(
             as_json,
             _user_json(user),
             lambda: console.print(f"added [bold]{shown(username)}[/]"),
+        )
+
+
+def _refuse_split_iterations(store: Store, rounds: int, *, given: bool) -> None:
+    """Every account shares one PBKDF2 count, or ``i=`` in SCRAM tells real names apart.
+
+    Decoys for unknown names copy the real accounts' counts (flows/login_approval.py),
+    so one account at another count would stand out among all the others. A
+    count can only change for everyone at once: SCRAM never shows the server a
+    password, so existing verifiers cannot be rehashed in place (docs/login.md).
+    """
+    existing = sorted({u.scram_verifier.iterations for u in store.list_users()})
+    if existing and rounds not in existing:
+        source = "--iterations" if given else "HATCHWAY_LOGIN_SCRAM_ITERATIONS"
+        raise ValueError(
+            f"{source} {rounds} differs from the PBKDF2 count existing accounts use "
+            f"({', '.join(map(str, existing))}); one account at another count would let "
+            f"anyone tell real names from unknown ones. Use --iterations {existing[-1]}."
         )
 
 

@@ -8,6 +8,7 @@ command = device.poll()
 
 from hatchway.device.client import Command, Device
 from hatchway.device.enrol import EnrolmentError
+from hatchway.device.mqtt import MqttTransport
 from hatchway.device.state import DeviceState, StateFile
 from hatchway.device.transport import HttpTransport, MessageRejected, Transport, TransportError
 
@@ -18,6 +19,7 @@ __all__ = [
     "EnrolmentError",
     "HttpTransport",
     "MessageRejected",
+    "MqttTransport",
     "StateFile",
     "Transport",
     "TransportError",

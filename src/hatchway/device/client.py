@@ -74,6 +74,10 @@ class Device:
             suite=Suite(sign=server_sig.alg, key=self._suite.key, enc=self._suite.enc),
         )
         self._url = st.endpoints["messages"]
+        # Transports that address by device rather than URL (MQTT topics) learn it here.
+        bind = getattr(self._transport, "bind", None)
+        if callable(bind):
+            bind(st.device_id, st.endpoints)
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -124,16 +128,51 @@ class Device:
         reply = self._exchange(MessageType.POLL, {}, {MessageType.ACK, MessageType.COMMAND})
         if reply.typ is not MessageType.COMMAND:
             return None
-        cid = str(reply.body["cid"])
+        return self._remember(reply)
+
+    def receive(self, timeout: float | None = None) -> Command | None:
+        """Wait up to ``timeout`` seconds for a command the server pushed.
+
+        Only transports that carry server pushes (MQTT) have them. Raises the opaque
+        ``InvalidMessage`` for a push that does not open (forged, replayed, or sealed
+        so long ago that it expired while queued); ``poll()`` then fetches it afresh.
+        """
+        receive = getattr(self._transport, "receive", None)
+        if not callable(receive):
+            raise TypeError("this transport carries no server pushes; use poll()")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        expected = frozenset({MessageType.COMMAND, MessageType.ACK})
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            raw = receive(left)
+            if raw is None:
+                return None
+            push, _ = open_message(
+                raw,
+                decryption_keys={self._decryption.kid: self._decryption},
+                resolve_sender=lambda kid: (
+                    self._server if kid == self._server.verifying_key.kid else None
+                ),
+                policy=OpenPolicy(audience=self.device_id, expected=expected),
+                now=self.clock(),
+            )
+            # Classified once opened, not by what the broker says: a reply (to a request
+            # that gave up, or one the broker redelivered) is no command; skip it.
+            if push.in_reply_to is None and push.typ is MessageType.COMMAND:
+                self._accept_inbound(push)
+                return self._remember(push)
+
+    def _remember(self, delivery: Message) -> Command:
+        cid = str(delivery.body["cid"])
         # Remember which delivery to answer (its jti goes in the result's `irt`), and
         # persist the inbound window before the caller acts on the command.
         delivered = dict(self._file.state.extra.get("commands", {}))
-        delivered[cid] = reply.jti
+        delivered[cid] = delivery.jti
         while len(delivered) > 32:
             delivered.pop(next(iter(delivered)))
         self._file.update(extra={**self._file.state.extra, "commands": delivered})
         self._file.save()
-        return Command(cid=cid, body=reply.body, message=reply)
+        return Command(cid=cid, body=delivery.body, message=delivery)
 
     def respond(
         self, command: Command | str, result: Any = None, *, error: str | None = None
@@ -232,12 +271,15 @@ class Device:
         )
         if reply.in_reply_to not in sent:
             raise InvalidMessage("reply does not answer our request")
+        self._accept_inbound(reply)
+        return reply
+
+    def _accept_inbound(self, message: Message) -> None:
         st = self._file.state
         window = ReplayWindow(highest=st.inbound_highest, bitmap=st.inbound_bitmap).accept(
-            reply.seq
+            message.seq
         )
         self._file.update(inbound_highest=window.highest, inbound_bitmap=window.bitmap)
-        return reply
 
 
 def _server_keys(jwks: dict[str, Any]) -> tuple[VerifyingKey, EncryptionKey]:

@@ -29,6 +29,7 @@ from joserfc.errors import JoseError
 from hatchway import strictjson
 from hatchway.config import Settings
 from hatchway.errors import HatchwayError, InvalidMessage
+from hatchway.mqtt.discovery import enrolment_endpoints
 from hatchway.msgsec import (
     EncryptionKey,
     KeyAlg,
@@ -219,7 +220,11 @@ class EnrolmentService:
             ),
             "suite": suite.to_json(),
             "server_suite": {"sign": SignAlg.ES256.value},
-            "endpoints": {"messages": self.settings.plain_base_url + MESSAGE_PATH},
+            "endpoints": {
+                "messages": self.settings.plain_base_url + MESSAGE_PATH,
+                # The broker and this device's own topics, when MQTT is configured.
+                **enrolment_endpoints(self.settings, device_id),
+            },
         }
 
     def _parse_keys(self, request: dict[str, Any]) -> tuple[VerifyingKey, EncryptionKey, Suite]:

@@ -30,6 +30,7 @@ the ASGI route calls it on the event loop. Every other method is synchronous
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 from typing import Any
@@ -39,9 +40,12 @@ from hatchway.config import Settings
 from hatchway.flows.clients import ClientCache, authenticate_client
 from hatchway.flows.login_common import (
     FLOW_FLAG,
+    MAX_FIELD,
     SCRAM_ITERATIONS_FLAG,
     LoginRefused,
     Notifier,
+    has_bidi_controls,
+    limits_or_503,
     login_channel,
     sanitize_device_name,
 )
@@ -50,12 +54,12 @@ from hatchway.flows.login_common import form_field as _field
 from hatchway.flows.login_polls import DECISIONS_CHANNEL, PendingPolls
 from hatchway.flows.login_tokens import ACCESS_TOKEN_TYP as ACCESS_TOKEN_TYP
 from hatchway.flows.login_tokens import REFRESH_GRANT as REFRESH_GRANT
-from hatchway.flows.login_tokens import TokenGrants
+from hatchway.flows.login_tokens import TokenGrants, _sha256
 from hatchway.flows.oauth.client_auth import authenticator_for
+from hatchway.limits import Bucket, Limits, MemoryLimits
 from hatchway.login import (
     GrantType,
     IssueTokens,
-    KeyedLimiter,
     LoginSession,
     PendingReason,
     SessionState,
@@ -75,7 +79,7 @@ from hatchway.login.polling import AuthorizationPending
 from hatchway.login.ratelimit import ip_key
 from hatchway.runtime import Clock, Random
 from hatchway.server.datadir import ServerIdentity
-from hatchway.store import Store
+from hatchway.store import MAX_USERNAME_LENGTH, Store
 from hatchway.store.login_errors import (
     StaleSession,
     UserCodeTaken,
@@ -89,10 +93,16 @@ TOKEN_PATH = "/oauth/token"  # noqa: S105 - a URL path
 WAIT_PATH = "/oauth/device/wait"
 VERIFICATION_PATH = "/login"
 WHOAMI_PATH = "/api/whoami"
-_MAX_FIELD = 256
+_MAX_FIELD = MAX_FIELD
 _CAS_RETRIES = 5
 _SWEEP_EVERY = 30.0
+_ITERATIONS_CACHE = 30.0
 _ACTIVE = frozenset({SessionState.PENDING, SessionState.APPROVED})
+
+
+def _poll_key(device_code_hash: bytes) -> str:
+    """The shared poll gate's key for one session (limits backend namespace ``poll:``)."""
+    return f"poll:{device_code_hash.hex()}"
 
 
 class LoginService(TokenGrants):
@@ -107,6 +117,7 @@ class LoginService(TokenGrants):
         clock: Clock,
         random: Random,
         bus: Notifier | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -117,6 +128,7 @@ class LoginService(TokenGrants):
         self._signing_jwk = identity.signing_key.to_jwk(private=True)
         self._verifying_jwk = identity.signing_key.public().to_jwk()
         self._last_sweep = 0.0
+        self._iteration_counts: tuple[float, dict[int, int]] | None = None
         self.pending = PendingPolls()
         self.clients = ClientCache(store)
         # RFC 7523 private_key_jwt (issue 8 §3); the registry's authenticate_client
@@ -135,10 +147,15 @@ class LoginService(TokenGrants):
         self._write_lock: threading.Lock | contextlib.nullcontext[None] = (
             threading.Lock() if store.engine.dialect.name == "sqlite" else contextlib.nullcontext()
         )
+        # Every budget of the flow (this one, the phone page's, the password
+        # guard's, single-use exchanges) lives here: memory, or Redis for replicas.
+        self.limits: Limits = MemoryLimits() if limits is None else limits
         per_minute = settings.login_start_per_minute
         # Each start costs a row for expires_in seconds: bound it per client IP.
-        self.start_limiter = KeyedLimiter(
-            TokenBucket(capacity=per_minute, refill_per_second=per_minute / 60)
+        self.start_limiter = Bucket(
+            self.limits,
+            "start",
+            TokenBucket(capacity=per_minute, refill_per_second=per_minute / 60),
         )
 
     # --- admin switch ---------------------------------------------------------
@@ -175,9 +192,15 @@ class LoginService(TokenGrants):
     def _start(
         self, form: dict[str, str], *, ip: str, user_agent: str, authorization: str | None
     ) -> DeviceAuthorization:
-        username = _field(form, "login_hint")
+        # A name longer than any account's is refused here, not by the database.
+        username = _field(form, "login_hint", max_length=MAX_USERNAME_LENGTH)
         requested_scope = _field(form, "scope", required=False)
         raw_name = _field(form, "device_name", required=False)
+        if raw_name and has_bidi_controls(raw_name):
+            # Nothing honest needs to reorder the page's sentence (issue 8 §5.6).
+            raise LoginRefused(
+                "invalid_request", "device_name must not contain bidirectional controls"
+            )
         now = self.clock()
         if not self.enabled():
             self.store.audit(
@@ -186,7 +209,8 @@ class LoginService(TokenGrants):
             raise LoginRefused(
                 "temporarily_unavailable", "sign-in from devices is turned off", status=503
             )
-        allowance = self.start_limiter.hit(f"ip:{ip_key(ip)}", now)
+        with limits_or_503():
+            allowance = self.start_limiter.hit(f"ip:{ip_key(ip)}", now)
         if not allowance.allowed:
             raise LoginRefused(
                 "slow_down",
@@ -341,11 +365,31 @@ class LoginService(TokenGrants):
         return user is not None and not user.disabled
 
     def scram_iterations(self) -> int:
-        """PBKDF2 count for decoy verifiers: what new accounts get (see the flag)."""
+        """PBKDF2 count ``users add`` last recorded, else the configured one."""
         recorded = self.store.get_flag(SCRAM_ITERATIONS_FLAG)
         if recorded is not None and recorded.isdigit():
             return int(recorded)
         return self.settings.login_scram_iterations
+
+    def iteration_counts(self) -> dict[int, int]:
+        """How many accounts use each PBKDF2 count, for decoys to match (cached briefly).
+
+        Read from the accounts themselves, not from settings or a flag, so a
+        decoy can never show a count no real account has. With no accounts
+        yet, the count the next ``users add`` would use.
+        """
+        now = self.clock()
+        cached = self._iteration_counts
+        if cached is not None and 0 <= now - cached[0] < _ITERATIONS_CACHE:
+            return cached[1]
+        counts: dict[int, int] = {}
+        for user in self.store.list_users():
+            i = user.scram_verifier.iterations
+            counts[i] = counts.get(i, 0) + 1
+        if not counts:
+            counts = {self.scram_iterations(): 1}
+        self._iteration_counts = (now, counts)
+        return counts
 
     def poll_from_memory(self, form: dict[str, str]) -> LoginRefused | None:
         """``authorization_pending`` for a poll that needs no store, else ``None``.
@@ -368,6 +412,47 @@ class LoginService(TokenGrants):
             )
         return None
 
+    @property
+    def shared_polls(self) -> bool:
+        """Poll timing is also kept in the shared limits (Redis), for every replica."""
+        return not isinstance(self.limits, MemoryLimits)
+
+    async def poll_fast(self, form: dict[str, str]) -> LoginRefused | None:
+        """:meth:`poll_from_memory`, plus the shared poll gate when there is one.
+
+        A poll memory accepts is answered only if the shared gate agrees it is
+        on time (another replica may have accepted one just now); otherwise the
+        store path decides, and answers ``slow_down``.
+        """
+        fast = self.poll_from_memory(form)
+        if fast is None or not self.shared_polls:
+            return fast
+        device_code_hash = hash_device_code(form["device_code"])
+        timing = self.pending.timing(device_code_hash)
+        if timing is None:
+            return None
+        interval, expires_at = timing
+        now = self.clock()
+        with limits_or_503():
+            last = await self.limits.agate(
+                _poll_key(device_code_hash), now=now, interval=interval, ttl=expires_at - now
+            )
+        return fast if last is None else None
+
+    def _shared_last_poll(self, session: LoginSession, now: float) -> float | None:
+        """The last poll as the shared gate says, marking this one if it is on time.
+
+        None (on time) means no earlier poll counts against this one; a time
+        (too soon) is the other poll that did, whichever replica accepted it.
+        """
+        with limits_or_503():
+            return self.limits.gate(
+                _poll_key(session.device_code_hash),
+                now=now,
+                interval=session.interval,
+                ttl=max(session.expires_at - now, float(session.interval)),
+            )
+
     def _device_grant(
         self, form: dict[str, str], *, ip: str, user_agent: str, client: ClientRecord
     ) -> dict[str, Any]:
@@ -376,11 +461,16 @@ class LoginService(TokenGrants):
         match_number = form.get("match_number") or None
         if match_number is not None and len(match_number) > 8:
             raise LoginRefused("invalid_request", "malformed match_number")
+        gate: list[float | None] = []  # the shared gate's answer; asked once per request
         for _ in range(_CAS_RETRIES):
             epoch = self.pending.epoch
             stored = self._load_hash(device_code_hash, client_id)
             session = self.pending.merge(stored)
             now = self.clock()
+            if self.shared_polls and stored.state in _ACTIVE:
+                if not gate:
+                    gate.append(self._shared_last_poll(session, now))
+                session = dataclasses.replace(session, last_poll_at=gate[0])
             result = poll(
                 session,
                 now=now,
@@ -394,6 +484,13 @@ class LoginService(TokenGrants):
                 # An accepted (or repeated) pending poll: nothing durable changed.
                 self.pending.remember(decided, epoch=epoch, now=now)
                 break
+            # Consuming and minting are one step: mint first (the tokens exist
+            # only in this response until it is sent), then CONSUME by
+            # compare-and-set. A mint that fails leaves the session APPROVED for
+            # the next poll; a lost race revokes what was minted.
+            issued = None
+            if isinstance(result.decision, IssueTokens):
+                issued = self._mint(result.decision, now=now, client=client)
             ended = decided.state is stored.state and stored.state not in _ACTIVE
             if decided != stored and not ended:  # an ended session keeps its last row
                 try:
@@ -401,17 +498,19 @@ class LoginService(TokenGrants):
                         decided, expected_state=stored.state, expected=stored
                     )
                 except StaleSession:
+                    if issued is not None:
+                        self._discard(issued, now)
                     continue  # another poll, replica or the phone moved it first: decide again
                 if decided.state is not stored.state:
                     self._audit_decision(decided, now, ip=ip, user_agent=user_agent)
                     self._publish(decided)
             self.pending.remember(decided, epoch=epoch, now=now)
+            if issued is not None:
+                return issued
             break
         else:
             raise LoginRefused("slow_down", interval=session.interval, reason="contention")
         decision = result.decision
-        if isinstance(decision, IssueTokens):
-            return self._mint(decision, now=now, client=client)
         if isinstance(decision, SlowDown):
             raise LoginRefused("slow_down", interval=decision.interval)
         description = ""
@@ -421,6 +520,12 @@ class LoginService(TokenGrants):
                 description += f"; attempts_left={decision.attempts_left}"
         error = decision.error.value if decision.error is not None else "server_error"
         raise LoginRefused(error, description)
+
+    def _discard(self, issued: dict[str, Any], now: float) -> None:
+        """Revoke the family of tokens minted for a consume that lost its race."""
+        record = self.store.get_refresh_token(_sha256(str(issued["refresh_token"])))
+        if record is not None:
+            self.store.revoke_session_family(record.family_id, now=now)
 
     # --- records --------------------------------------------------------------
 

@@ -13,8 +13,9 @@ password only (step 4) and proves it with SCRAM-SHA-256 bound to the session
   HMAC-sealed exchange token holding the client-first message and the server
   nonce, and ``scram_finish`` rebuilds the exchange from it, so the two
   requests may land on different replicas; each token is good for one finish
-  (its id is remembered for its 120 s life) and finish is limited per IP and
-  per code;
+  (its id is remembered for its 120 s life, in the shared limits backend, so on
+  every replica), only in the browser that started it (it carries a hash of
+  the page's CSRF cookie), and finish is limited per IP and per code;
 * for a confirm-code client (issue 8 §2, :mod:`hatchway.login.antiphishing`)
   asks a user who came by the QR link to pick the device's code first, and
   counts a wrong pick before any password work;
@@ -29,6 +30,7 @@ password only (step 4) and proves it with SCRAM-SHA-256 bound to the session
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import hmac
 import json
 import time
@@ -43,18 +45,20 @@ from hatchway.flows.login_common import (
     LoginRefused,
     account_key,
     b64url,
+    limits_or_503,
     server_secret,
     unb64url,
 )
-from hatchway.flows.login_guard import PasswordGuard, UsedOnce
+from hatchway.flows.login_guard import PasswordGuard
+from hatchway.limits import Bucket, Limits
 from hatchway.login import (
-    KeyedLimiter,
     LoginSession,
     ScramServerExchange,
     ScramVerifier,
     SessionState,
     TokenBucket,
     approve,
+    decoy_iterations,
     decoy_verifier,
     deny,
     expire_if_due,
@@ -90,8 +94,9 @@ class ApprovalResult:
     match_number: str | None
 
 
-def _bucket(per_minute: int) -> KeyedLimiter:
-    return KeyedLimiter(TokenBucket(capacity=2 * per_minute, refill_per_second=per_minute / 60))
+def _bucket(limits: Limits, name: str, per_minute: int) -> Bucket:
+    policy = TokenBucket(capacity=2 * per_minute, refill_per_second=per_minute / 60)
+    return Bucket(limits, name, policy)
 
 
 class ApprovalService:
@@ -107,20 +112,26 @@ class ApprovalService:
         # RFC 8628 §5.1: 34.6-bit codes stay out of reach when each address gets
         # ~10 lookups a minute, spent before the lookup, on every endpoint.
         per_minute = login.settings.login_attempts_per_minute
-        self.ip_limiter = _bucket(per_minute)
+        limits = login.limits
+        self.ip_limiter = _bucket(limits, "lookup", per_minute)
         # Password proofs: per address, and per code. The per-code bucket counts
         # proofs, not page views, so a shoulder-surfer who merely *reads* the
         # code cannot lock its owner out of the page.
-        self.finish_limiter = _bucket(per_minute)
-        self.code_limiter = KeyedLimiter(TokenBucket(capacity=10, refill_per_second=1 / 60))
-        self.guard = PasswordGuard(session_max_failures=login.settings.login_session_max_failures)
-        self.used_exchanges = UsedOnce()
+        self.finish_limiter = _bucket(limits, "finish", per_minute)
+        self.code_limiter = Bucket(
+            limits, "code", TokenBucket(capacity=10, refill_per_second=1 / 60)
+        )
+        self.guard = PasswordGuard(
+            session_max_failures=login.settings.login_session_max_failures, limits=limits
+        )
+        self.limits = limits
 
     # --- claim step 3: finding the session ------------------------------------
 
     @staticmethod
-    def _spend(limiter: KeyedLimiter, key: str, now: float) -> None:
-        allowance = limiter.hit(key, now)
+    def _spend(limiter: Bucket, key: str, now: float) -> None:
+        with limits_or_503():
+            allowance = limiter.hit(key, now)
         if not allowance.allowed:
             raise LoginRefused(
                 "slow_down",
@@ -136,6 +147,7 @@ class ApprovalService:
         try:
             self._spend(self.ip_limiter, f"ip:{ip_key(ip)}", now)
         except LoginRefused as exc:
+            # Over budget, or the shared limits cannot be asked: fail closed.
             return SessionPage("limited", retry_after=exc.retry_after or 60)
         try:
             code = normalize_user_code(typed_code)
@@ -168,24 +180,27 @@ class ApprovalService:
     # --- claim steps 4–5: the password proof ---------------------------------
 
     def _verifier(self, username: str) -> tuple[ScramVerifier, UserRecord | None]:
-        # Same store reads for real and unknown names: one user lookup, one flag.
+        # Same work for real and unknown names: one user lookup, the (cached) counts.
         user = self.store.get_user(username)
-        iterations = self.login.scram_iterations()
+        counts = self.login.iteration_counts()
         if user is None:
             key = account_key(username)
+            # The decoy's i= is drawn from the real accounts' counts (issue 8 §5.5).
+            iterations = decoy_iterations(key, secret=self._decoy_key, counts=counts)
             return decoy_verifier(key, secret=self._decoy_key, iterations=iterations), None
         return user.scram_verifier, user
 
     def _check_attempts(
         self, session: LoginSession, user: UserRecord | None, ip: str, now: float
     ) -> None:
-        allowance = self.guard.check(
-            account=account_key(session.username),
-            ip=ip,
-            session=session.reference,
-            now=now,
-            reset_since=None if user is None else user.unlocked_at,
-        )
+        with limits_or_503():
+            allowance = self.guard.check(
+                account=account_key(session.username),
+                ip=ip,
+                session=session.reference,
+                now=now,
+                reset_since=None if user is None else user.unlocked_at,
+            )
         if not allowance.allowed:
             raise LoginRefused(
                 "too_many_attempts",
@@ -203,12 +218,15 @@ class ApprovalService:
         typed: bool = False,
         picked: str | None = None,
         user_agent: str = "",
+        browser: str = "",
     ) -> tuple[str, str]:
         """client-first in; server-first and the sealed exchange token out.
 
         ``typed``: the user typed the code at ``verification_uri`` (the route
         checked the page's proof of that). Otherwise, for a confirm-code
-        client, ``picked`` must be the code the device shows.
+        client, ``picked`` must be the code the device shows. ``browser`` is the
+        page's CSRF cookie: the exchange is sealed with its hash, so only the
+        browser that started it can finish it.
         """
         now = self.clock()
         session = self._lookup(user_code, ip=ip, now=now)
@@ -231,20 +249,28 @@ class ApprovalService:
                 "code": session.user_code,
                 "cf": client_first,
                 "sn": nonce,
+                "br": _browser_binding(browser),
                 "exp": now + EXCHANGE_TTL,
             }
         )
         return server_first, sealed
 
     def scram_finish(
-        self, *, exchange: str, client_final: str, ip: str, user_agent: str
+        self, *, exchange: str, client_final: str, ip: str, user_agent: str, browser: str = ""
     ) -> ApprovalResult:
         """Verify the proof; on success approve the session (or deny it, if the
-        account is disabled) and announce the result to the device."""
+        account is disabled) and announce the result to the device.
+
+        ``browser`` must be the CSRF cookie the exchange was started with.
+        """
         now = self.clock()
         self.login.sweep_if_due(now)
         self._spend(self.finish_limiter, f"ip:{ip_key(ip)}", now)
         data = self._open(exchange, now)
+        # Before anything is spent: another browser holding a copy of the token
+        # must neither finish it nor burn it, nor drain the code's budget.
+        if not hmac.compare_digest(str(data.get("br", "")), _browser_binding(browser)):
+            raise LoginRefused("invalid_request", "exchange expired; start again")
         self._spend(self.code_limiter, f"code:{data['code']}", now)
         session = self.store.get_login_session_by_user_code(str(data["code"]))
         if (
@@ -255,7 +281,11 @@ class ApprovalService:
             raise LoginRefused("invalid_request", _GONE, status=404)
         # Recorded only for a live pending session: finishes against throw-away or
         # ended sessions cannot fill the single-use table and lock out real approvals.
-        if not self.used_exchanges.use(str(data["id"]), until=float(str(data["exp"])), now=now):
+        with limits_or_503():
+            first = self.limits.use_once(
+                f"exchange:{data['id']}", until=float(str(data["exp"])), now=now
+            )
+        if not first:
             raise LoginRefused("invalid_request", "exchange expired; start again")
         if not self.login.enabled():
             raise LoginRefused("temporarily_unavailable", "sign-in is turned off", status=503)
@@ -271,9 +301,10 @@ class ApprovalService:
             self._password_failed(session, user, now, ip=ip, user_agent=user_agent)
             raise LoginRefused("access_denied", "the password was not accepted") from None
         assert user is not None  # noqa: S101 - no proof verifies against a decoy
-        self.guard.record_success(
-            account=account_key(session.username), ip=ip, session=session.reference
-        )
+        with limits_or_503():
+            self.guard.record_success(
+                account=account_key(session.username), ip=ip, session=session.reference
+            )
         user = self.store.record_password_success(session.username, now=now)
         active = not user.disabled
         decided = self._decide(
@@ -299,13 +330,14 @@ class ApprovalService:
     ) -> None:
         # Real and unknown accounts take the same path: memory, one audit row,
         # and (on the last allowed failure) the same session write.
-        outcome = self.guard.record_failure(
-            account=account_key(session.username),
-            ip=ip,
-            session=session.reference,
-            now=now,
-            reset_since=None if user is None else user.unlocked_at,
-        )
+        with limits_or_503():
+            outcome = self.guard.record_failure(
+                account=account_key(session.username),
+                ip=ip,
+                session=session.reference,
+                now=now,
+                reset_since=None if user is None else user.unlocked_at,
+            )
         self.store.audit(
             AuditEvent.LOCKED if outcome.locked else AuditEvent.PASSWORD_FAILED,
             now=now,
@@ -451,6 +483,12 @@ class ApprovalService:
         if not isinstance(data, dict) or float(data.get("exp", 0)) <= now or "id" not in data:
             raise LoginRefused("invalid_request", "exchange expired; start again")
         return data
+
+
+def _browser_binding(cookie: str) -> str:
+    """What an exchange stores of the browser's CSRF cookie: a hash, not the cookie."""
+    digest = hashlib.sha256(b"hatchway scram exchange browser\x00" + cookie.encode()).digest()
+    return b64url(digest)
 
 
 def started_at_text(session: LoginSession) -> str:

@@ -12,13 +12,18 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from hatchway.errors import HatchwayError
+from hatchway.limits import LimitsUnavailable
 from hatchway.login.states import SessionState
 from hatchway.server.datadir import ServerIdentity
+from hatchway.store.schema import MAX_ID_LENGTH
 from hatchway.store.users import username_key
 
 FLOW_FLAG = "login_flow_disabled"
@@ -29,7 +34,11 @@ SCRAM_ITERATIONS_FLAG = "login_scram_iterations"
 use it, so an unknown name's server-first carries the same ``i=`` as a real one's."""
 
 DEVICE_NAME_MAX = 40
-_MAX_FIELD = 256
+MAX_FIELD = MAX_ID_LENGTH
+"""Longest form value (client_id, device_code, refresh_token …): the one limit the
+schema's columns and the store's ``check_id`` use too, so a value the form accepts
+is always one the store keeps (a 256-character client_id once passed the form,
+failed the store, and burned the approval)."""
 
 
 class LoginRefused(HatchwayError):
@@ -68,6 +77,18 @@ class LoginRefused(HatchwayError):
         return body
 
 
+@contextmanager
+def limits_or_503() -> Iterator[None]:
+    """Shared limits that cannot be asked refuse the request: fail closed, never open."""
+    try:
+        yield
+    except LimitsUnavailable as exc:
+        logging.getLogger("hatchway.login").error("shared limits unavailable: %s", exc)
+        raise LoginRefused(
+            "temporarily_unavailable", "try again shortly", status=503, retry_after=5
+        ) from None
+
+
 class Notifier(Protocol):
     """What the flow needs from the bus: publish from a worker thread."""
 
@@ -100,10 +121,18 @@ def unb64url(text: str) -> bytes:
 
 
 def mask_username(username: str) -> str:
-    """``alice`` → ``a•••e``: enough for the owner to recognise, little for a shoulder."""
-    if len(username) <= 2:
-        return username[:1] + "•••"
-    return f"{username[0]}•••{username[-1]}"
+    """``alice`` → ``a•••e``: enough for the owner to recognise, little for a shoulder.
+
+    Only visible characters are shown: a ``login_hint`` that begins with U+202E
+    (right-to-left override) or any other control or format character must not
+    put it on the page, where it would reorder the text after it.
+    """
+    visible = "".join(
+        ch for ch in username if unicodedata.category(ch) not in _DROPPED | {"Zl", "Zp"}
+    )
+    if len(visible) <= 2:
+        return visible[:1] + "•••"
+    return f"{visible[0]}•••{visible[-1]}"
 
 
 def account_key(username: str) -> str:
@@ -135,21 +164,52 @@ _QUOTES = frozenset(
 )
 
 
+# Words in the Unicode names of characters that read as quotation marks: ❝ ❞
+# (ornaments), ″ ‶ (primes), 〝 〞 〟 (CJK double-prime quotes), ＂ ＇ ʼ, ״ …
+_QUOTE_WORDS = (
+    "QUOTATION",
+    "PRIME",
+    "APOSTROPHE",
+    "GERESH",
+    "GERSHAYIM",
+    "DOUBLE ACUTE",
+    "TURNED COMMA",
+    "REVERSED COMMA",
+    "CORNER BRACKET",
+)
+
+
+def has_bidi_controls(text: str) -> bool:
+    """True if ``text`` holds an explicit bidi embedding, override, isolate or mark."""
+    return any(ch in _BIDI_CONTROLS for ch in text)
+
+
+def _reads_as_quote(ch: str) -> bool:
+    if unicodedata.category(ch) in ("Pi", "Pf") or ch in _QUOTES:
+        return True
+    name = unicodedata.name(ch, "")
+    return any(word in name for word in _QUOTE_WORDS)
+
+
 def sanitize_device_name(name: str) -> str:
     """What the approval page may show of a device's self-chosen name.
 
-    Drops control and format characters (Unicode Cc and Cf, which include the
-    bidi overrides and isolates that could reorder the sentence around it, and
-    zero-width characters), turns every kind of space or line break into one
-    space, and caps the length at :data:`DEVICE_NAME_MAX`. The page still
-    labels it as the name the device gave, not as a verified fact.
+    NFKC-normalises it (full-width and other compatibility look-alikes become
+    plain letters), drops control and format characters (Unicode Cc and Cf:
+    zero-width characters, and bidi controls, which the device authorization
+    endpoint refuses outright, see :func:`has_bidi_controls`) and everything
+    that reads as a quotation mark, turns every kind of space or line break into
+    one space, and caps the length at :data:`DEVICE_NAME_MAX`. Letters of
+    right-to-left scripts stay (a Hebrew or Arabic name is legitimate); the page
+    isolates the name in ``<bdi>`` so they cannot reorder the sentence around
+    it. The page still labels it as the name the device gave, not as a fact.
     """
     chars: list[str] = []
-    for ch in name:
+    for ch in unicodedata.normalize("NFKC", name):
         category = unicodedata.category(ch)
         if ch.isspace() or category in ("Zs", "Zl", "Zp"):
             chars.append(" ")
-        elif category in ("Pi", "Pf") or ch in _QUOTES:
+        elif _reads_as_quote(ch):
             # No quotation marks: the page quotes the name, and a name that closed
             # that quote could append its own "verified" wording after it.
             continue
@@ -178,8 +238,15 @@ class DeviceView:
         }
 
 
-def form_field(form: dict[str, str], name: str, *, required: bool = True, default: str = "") -> str:
+def form_field(
+    form: dict[str, str],
+    name: str,
+    *,
+    required: bool = True,
+    default: str = "",
+    max_length: int = MAX_FIELD,
+) -> str:
     value = form.get(name, default)
-    if not isinstance(value, str) or len(value) > _MAX_FIELD or (required and not value):
+    if not isinstance(value, str) or len(value) > max_length or (required and not value):
         raise LoginRefused("invalid_request", f"missing or malformed {name}")
     return value

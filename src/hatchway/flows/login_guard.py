@@ -1,4 +1,4 @@
-"""Password-attempt limits of the cross-device login, held in process memory.
+"""Password-attempt limits of the cross-device login, shared through one backend.
 
 The issue asks for per-account back-off and lockout (RFC 8628 §5.1 for the
 code, OWASP's authentication guidance for the password). A lock anyone can
@@ -22,17 +22,21 @@ trigger by knowing a username is also a denial of service, so the design is:
   it: a successful sign-in (which bumps ``updated_at``) must not end the
   locks other addresses earned (issue 8 defect 5.1).
 
-Per-process state, like the token buckets: N replicas give an attacker N times
-the budget; docs/login.md says so. Also here: :class:`UsedOnce`, which makes a
-sealed SCRAM exchange token single-use for its lifetime.
+The counters live behind :class:`~hatchway.limits.Limits`: process memory by
+default, Redis (``HATCHWAY_REDIS_URL``) when several replicas must share them,
+or N replicas would give an attacker N times every budget. The policy runs
+here, in Python, on a state read from the backend and written back with its
+compare-and-set, so both backends decide identically. :class:`UsedOnce` (the
+memory single-use table) is re-exported from :mod:`hatchway.limits.memory`.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 
+from hatchway.limits import Limits, LimitsUnavailable, MemoryLimits
+from hatchway.limits.memory import UsedOnce as UsedOnce
 from hatchway.login.ratelimit import Allowance, AttemptState, LockoutPolicy, ip_key
 
 SESSION_MAX_FAILURES = 5
@@ -57,6 +61,8 @@ attempts for 15 min, after which the count restarts from zero."""
 _ALLOW = Allowance(allowed=True, retry_after=0)
 
 
+
+
 @dataclass(frozen=True, slots=True)
 class FailureOutcome:
     """What one more wrong proof led to."""
@@ -67,64 +73,105 @@ class FailureOutcome:
     """The session has seen :data:`SESSION_MAX_FAILURES` wrong proofs: deny it."""
 
 
+_SWAP_RETRIES = 16
+SESSION_COUNT_TTL = 3600.0
+"""How long a login session's failure count is kept (sessions live at most an hour)."""
+
+
+def _dump(state: AttemptState) -> str:
+    return json.dumps(asdict(state), separators=(",", ":"), sort_keys=True)
+
+
+def _parse(text: str | None) -> AttemptState | None:
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+        return AttemptState(
+            failures=int(data["failures"]),
+            blocked_until=float(data["blocked_until"]),
+            locked=bool(data["locked"]),
+            last_failure_at=float(data["last_failure_at"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None  # not ours or damaged: counts as no history, and is overwritten
+
+
 class _Table:
-    """Bounded map of attempt states under one policy; least recently failed go first."""
+    """Attempt states under one policy, kept in a :class:`Limits` backend."""
 
-    def __init__(self, policy: LockoutPolicy, max_entries: int) -> None:
+    def __init__(self, name: str, policy: LockoutPolicy, limits: Limits) -> None:
+        self.name = name
         self.policy = policy
-        self.max_entries = max_entries
-        self._states: OrderedDict[str, AttemptState] = OrderedDict()
+        self.limits = limits
 
-    def get(self, key: str, now: float, reset_since: float | None) -> AttemptState:
-        state = self._states.get(key)
+    def _key(self, key: str) -> str:
+        return f"{self.name}:{key}"
+
+    def _current(
+        self, state: AttemptState | None, now: float, reset_since: float | None
+    ) -> AttemptState:
         if state is None:
             return AttemptState()
         if reset_since is not None and state.last_failure_at < reset_since:
             return AttemptState()
         return self.policy.current(state, now)
 
+    def get(self, key: str, now: float, reset_since: float | None) -> AttemptState:
+        return self._current(_parse(self.limits.load(self._key(key))), now, reset_since)
+
+    def _ttl(self, state: AttemptState, now: float) -> float:
+        # Kept while it can still matter: the block, or the forgetting window.
+        return max(state.blocked_until - now, 0.0) + self.policy.forget_after
+
     def fail(self, key: str, now: float, reset_since: float | None) -> AttemptState:
-        state = self.policy.record_failure(self.get(key, now, reset_since), now)
-        self._states.pop(key, None)
-        self._states[key] = state
-        while len(self._states) > self.max_entries:
-            self._states.popitem(last=False)
-        return state
+        name = self._key(key)
+        for _ in range(_SWAP_RETRIES):
+            raw = self.limits.load(name)
+            state = self.policy.record_failure(self._current(_parse(raw), now, reset_since), now)
+            if self.limits.swap(name, raw, _dump(state), ttl=self._ttl(state, now)):
+                return state
+        # Never drop a failure silently: the caller answers 503 (fail closed).
+        raise LimitsUnavailable(f"{self.name}: too much contention on one key")
 
     def clear(self, key: str) -> None:
-        self._states.pop(key, None)
+        self.limits.forget(self._key(key))
 
 
 class PasswordGuard:
     """Per-session, per-(account, IP) and per-account password-attempt limits."""
 
     def __init__(
-        self, *, session_max_failures: int = SESSION_MAX_FAILURES, max_entries: int = 100_000
+        self,
+        *,
+        session_max_failures: int = SESSION_MAX_FAILURES,
+        limits: Limits | None = None,
     ) -> None:
         self.session_max_failures = session_max_failures
-        self._lock = threading.Lock()
-        self._account = _Table(ACCOUNT_POLICY, max_entries)
-        self._account_ip = _Table(ACCOUNT_IP_POLICY, max_entries)
-        self._sessions: OrderedDict[str, int] = OrderedDict()
-        self._max_entries = max_entries
+        self.limits: Limits = MemoryLimits() if limits is None else limits
+        self._account = _Table("guard:account", ACCOUNT_POLICY, self.limits)
+        self._account_ip = _Table("guard:account-ip", ACCOUNT_IP_POLICY, self.limits)
 
     @staticmethod
     def _pair(account: str, ip: str) -> str:
         return f"{account}\x00{ip_key(ip)}"
 
+    @staticmethod
+    def _session(session: str) -> str:
+        return f"guard:session:{session}"
+
     def check(
         self, *, account: str, ip: str, session: str, now: float, reset_since: float | None = None
     ) -> Allowance:
         """May a proof be tried now? ``reset_since``: the account's last operator reset."""
-        with self._lock:
-            if self._sessions.get(session, 0) >= self.session_max_failures:
-                return Allowance(allowed=False, retry_after=int(ACCOUNT_POLICY.max_delay))
-            answers = (
-                self._account.policy.check(self._account.get(account, now, reset_since), now),
-                self._account_ip.policy.check(
-                    self._account_ip.get(self._pair(account, ip), now, reset_since), now
-                ),
-            )
+        if self.limits.count(self._session(session)) >= self.session_max_failures:
+            return Allowance(allowed=False, retry_after=int(ACCOUNT_POLICY.max_delay))
+        answers = (
+            self._account.policy.check(self._account.get(account, now, reset_since), now),
+            self._account_ip.policy.check(
+                self._account_ip.get(self._pair(account, ip), now, reset_since), now
+            ),
+        )
         refused = [a for a in answers if not a.allowed]
         # A lock answers like the longest back-off it is capped to (no oracle).
         return max(refused, key=lambda a: a.retry_after) if refused else _ALLOW
@@ -132,44 +179,17 @@ class PasswordGuard:
     def record_failure(
         self, *, account: str, ip: str, session: str, now: float, reset_since: float | None = None
     ) -> FailureOutcome:
-        with self._lock:
-            whole = self._account.fail(account, now, reset_since)
-            pair = self._account_ip.fail(self._pair(account, ip), now, reset_since)
-            count = self._sessions.pop(session, 0) + 1
-            self._sessions[session] = count
-            while len(self._sessions) > self._max_entries:
-                self._sessions.popitem(last=False)
+        whole = self._account.fail(account, now, reset_since)
+        pair = self._account_ip.fail(self._pair(account, ip), now, reset_since)
+        count = self.limits.bump(self._session(session), ttl=SESSION_COUNT_TTL)
         return FailureOutcome(
             locked=whole.locked or pair.locked,
             session_exhausted=count >= self.session_max_failures,
         )
 
     def record_success(self, *, account: str, ip: str, session: str) -> None:
-        with self._lock:
-            self._account.clear(account)
-            self._account_ip.clear(self._pair(account, ip))
-            self._sessions.pop(session, None)
+        self._account.clear(account)
+        self._account_ip.clear(self._pair(account, ip))
+        self.limits.forget(self._session(session))
 
 
-class UsedOnce:
-    """Identifiers seen within their lifetime; a second :meth:`use` is refused.
-
-    Bounded by construction: an entry lives only until its deadline, and the
-    callers are rate limited. When the table is full of live entries it refuses
-    new ones (fail closed) rather than forget one that could then be replayed.
-    """
-
-    def __init__(self, max_entries: int = 200_000) -> None:
-        self.max_entries = max_entries
-        self._until: OrderedDict[str, float] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def use(self, identifier: str, *, until: float, now: float) -> bool:
-        """Record ``identifier`` as used until ``until``; False if it was used already."""
-        with self._lock:
-            while self._until and next(iter(self._until.values())) <= now:
-                self._until.popitem(last=False)
-            if identifier in self._until or len(self._until) >= self.max_entries:
-                return False
-            self._until[identifier] = until
-            return True

@@ -24,11 +24,17 @@ changes nothing that must outlive the process. So, for PENDING sessions:
    can delay a device, never let one through. Expiry is checked against the
    snapshot's ``expires_at``, which never changes.
 
+With shared limits (``HATCHWAY_REDIS_URL``), the last accepted poll is also
+marked in Redis by one atomic gate per poll (:meth:`hatchway.limits.Limits.gate`,
+awaited on the event loop by the fast path), so a poll accepted by one replica
+makes the same device's next poll too soon on every replica.
+
 Trade-offs, documented in docs/login.md:
 
-* Each replica knows only the polls it accepted. A device that alternates
-  between R replicas can poll each at the interval, R times the rate overall,
-  before it is told ``slow_down`` (once it is, the grown interval is shared).
+* Without shared limits each replica knows only the polls it accepted. A device
+  that alternates between R replicas can poll each at the interval, R times the
+  rate overall, before it is told ``slow_down`` (once it is, the grown interval
+  is shared).
 * After a restart, or when the map evicts the session (more than
   ``max_entries`` pending sessions), the first poll is accepted whatever its
   timing: the stored ``last_poll_at`` dates from the last ``slow_down`` only.
@@ -125,6 +131,12 @@ class PendingPolls:
             entry.last_poll_at = now
             self._entries.move_to_end(device_code_hash)
             return True
+
+    def timing(self, device_code_hash: bytes) -> tuple[int, float] | None:
+        """The known session's current interval and deadline, if this process knows it."""
+        with self._lock:
+            entry = self._entries.get(device_code_hash)
+            return None if entry is None else (entry.interval, entry.expires_at)
 
     def merge(self, stored: LoginSession) -> LoginSession:
         """``stored`` with the poll timing this process knows, whichever is later/larger."""

@@ -25,7 +25,7 @@ from hatchway.clients import ClientRecord
 from hatchway.clients.model import ACCESS_TTL_RANGE
 from hatchway.config import Settings
 from hatchway.errors import InvalidMessage
-from hatchway.flows.login_common import LoginRefused, b64url
+from hatchway.flows.login_common import MAX_FIELD, LoginRefused, b64url
 from hatchway.flows.oauth.successor import open_successor, seal_successor
 from hatchway.login import IssueTokens
 from hatchway.runtime import Clock, Random
@@ -38,7 +38,7 @@ ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 - RFC 9068 §2.1 media type, not a sec
 REFRESH_GRANT = "refresh_token"
 #: Longest access token lifetime any setting or client may ask for (seconds).
 MAX_ACCESS_TOKEN_LIFETIME = ACCESS_TTL_RANGE[1]
-_MAX_FIELD = 256
+_MAX_FIELD = MAX_FIELD
 
 
 def _field(form: dict[str, str], name: str) -> str:

@@ -135,13 +135,22 @@ class MessageService:
             self._peers.pop(kid, None)
 
     # -- the pipeline -------------------------------------------------------------------
-    def handle(self, token: bytes) -> bytes:
+    def handle(self, token: bytes, *, sender: str | None = None) -> bytes:
+        """Open, check, store and answer one sealed message.
+
+        ``sender``: the device the transport says this came from (an MQTT uplink topic
+        names one). A message signed by any other device is refused before anything is
+        stored: it was forged or replayed onto that topic.
+        """
         now = self.clock()
         peers: dict[str, _Peer] = {}
 
         def resolve(kid: str) -> SenderInfo | None:
             peer = self._peer(kid)
             if peer is None:
+                return None
+            if sender is not None and peer.device_id != sender:
+                peers["misrouted"] = peer
                 return None
             peers["it"] = peer
             return peer.sender
@@ -159,7 +168,10 @@ class MessageService:
             accepted = self._accept(peer, message, now)
             reply = self._dispatch(peer, message, now, accepted)
         except InvalidMessage as exc:
-            log.warning("message rejected: %s", exc.reason or "unspecified")
+            reason = exc.reason or "unspecified"
+            if "misrouted" in peers:
+                reason = f"signed by {peers['misrouted'].device_id!r}, sent as {sender!r}"
+            log.warning("message rejected: %s", reason)
             raise
         self._purge_expired(now)
         return reply if isinstance(reply, bytes) else self._seal(peer, reply)
@@ -339,6 +351,38 @@ class MessageService:
             body=body,
         )
         return self._seal(peer, message)
+
+
+    def push_command(self, command: CommandRecord) -> bytes | None:
+        """Seal a queued command for a server-initiated push (MQTT downlink).
+
+        The command is claimed (queued -> delivered with the push's ``jti``) before it
+        is returned, so of several replicas racing to push it exactly one gets bytes;
+        the others, and a device no longer enrolled, get None.
+        """
+        record = self.store.get_device(command.device_id)
+        if record is None or record.status is not DeviceStatus.ENROLLED:
+            return None
+        peer = _peer_from_record(record)
+        now = self.clock()
+        message = Message(
+            typ=MessageType.COMMAND,
+            iss=self.server_id,
+            aud=peer.device_id,
+            iat=int(now),
+            exp=int(now) + self.settings.message_ttl,
+            jti=self.random(16).hex(),
+            seq=self.store.next_outbound_seq(peer.device_id),
+            body=command_body(command.command_id, command.body),
+        )
+        sealed = SealedDelivery(
+            jti=message.jti, exp=float(message.exp), reply=self._seal(peer, message)
+        )
+        if not self.store.claim_command_delivery(
+            command.command_id, peer.device_id, sealed=sealed, now=now
+        ):
+            return None
+        return sealed.reply
 
 
 def command_body(cid: str, queued: dict[str, Any]) -> dict[str, Any]:

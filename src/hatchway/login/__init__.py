@@ -50,6 +50,7 @@ from hatchway.login.scram import (
     ScramServerExchange,
     ScramVerifier,
     UnusablePassword,
+    decoy_iterations,
     decoy_verifier,
     make_verifier,
 )
@@ -94,6 +95,7 @@ __all__ = [
     "TokenError",
     "UnusablePassword",
     "approve",
+    "decoy_iterations",
     "decoy_verifier",
     "deny",
     "entropy_bits",

@@ -7,7 +7,8 @@ and lockout. Both are sans-I/O: the caller passes ``now`` and keeps the state.
 * :class:`TokenBucket` is the policy, :class:`BucketState` the per-key value, and
   :meth:`TokenBucket.take` the pure step. :class:`KeyedLimiter` is a bounded
   in-memory map of them for one process (keys such as ``"ip:203.0.113.7"`` or
-  ``"code:BDFG-HJKL"``).
+  ``"code:BDFG-HJKL"``); the login flow keeps its buckets behind
+  :mod:`hatchway.limits` instead, so that replicas can share them (Redis).
 * :class:`LockoutPolicy` with :class:`AttemptState` does exponential back-off
   after a few free failures, capped, and a timed lock after ``lockout_after``.
   When the lock ends, or after ``forget_after`` quiet seconds, the count starts

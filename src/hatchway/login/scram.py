@@ -41,6 +41,7 @@ import binascii
 import hashlib
 import hmac
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -60,6 +61,7 @@ __all__ = [
     "ScramServerExchange",
     "ScramVerifier",
     "UnusablePassword",
+    "decoy_iterations",
     "decoy_verifier",
     "make_verifier",
 ]
@@ -194,6 +196,33 @@ def decoy_verifier(
         stored_key=derive(b"stored key"),
         server_key=derive(b"server key"),
     )
+
+
+def decoy_iterations(account_name: str, *, secret: bytes, counts: Mapping[int, int]) -> int:
+    """The PBKDF2 count a decoy for ``account_name`` shows: drawn from the real ones.
+
+    ``counts`` maps each count real accounts use to how many use it. With one
+    count (what ``hatchway users add`` enforces) every decoy shows it. When
+    accounts are split anyway (data from before that rule), each unknown name
+    gets a count picked with the real accounts' weights by a keyed hash of the
+    name: stable for that name, like a real account's, and distributed like
+    the real ones, so ``i=`` says nothing a guesser did not already know from
+    the distribution. Ascending order keeps a name's pick where it was when the
+    weights shift a little. Raises ``ValueError`` on empty ``counts``.
+    """
+    live = sorted((i, n) for i, n in counts.items() if n > 0)
+    if not live:
+        raise ValueError("no iteration counts to match")
+    if len(live) == 1:
+        return live[0][0]
+    msg = b"hatchway scram decoy\x00iterations\x00" + account_name.encode()
+    point = int.from_bytes(hmac.new(secret, msg, hashlib.sha256).digest()[:8], "big")
+    target = point * sum(n for _, n in live) >> 64  # uniform in [0, total)
+    for iterations, n in live:
+        if target < n:
+            return iterations
+        target -= n
+    return live[-1][0]  # pragma: no cover - target < total by construction
 
 
 class ExchangeState(StrEnum):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from hatchway.bus import Bus, bus_from_url
@@ -11,6 +12,7 @@ from hatchway.flows.enrolment import EnrolmentService
 from hatchway.flows.login import LoginService
 from hatchway.flows.messaging import MessageService
 from hatchway.flows.sechannel import SecureChannelService, ensure_application_identity
+from hatchway.limits import limits_from_settings
 from hatchway.runtime import Clock, Random, system_clock, system_random
 from hatchway.se.appcert import web_origin
 from hatchway.server.datadir import ServerIdentity, ensure_data_dir
@@ -28,6 +30,8 @@ class ServerContext:
     login: LoginService
     #: The secure-element channel's OCE side (``None`` only when built by hand).
     sechannel: SecureChannelService | None = None
+    #: Set while the MQTT gateway holds its subscription (``None``: MQTT is off).
+    mqtt_connected: asyncio.Event | None = None
 
     @classmethod
     def create(
@@ -58,6 +62,8 @@ class ServerContext:
                 clock=clock,
                 random=random,
                 bus=bus,
+                # Redis when HATCHWAY_REDIS_URL is set: budgets every replica shares.
+                limits=limits_from_settings(settings),
             ),
             sechannel=SecureChannelService(
                 ensure_application_identity(
@@ -70,4 +76,5 @@ class ServerContext:
         )
 
     def close(self) -> None:
+        self.login.limits.close()
         self.store.close()

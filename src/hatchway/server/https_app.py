@@ -27,6 +27,7 @@ from hatchway.flows.oauth.client_auth import (
 from hatchway.flows.oauth.introspection import INTROSPECTION_PATH
 from hatchway.flows.oauth.revocation import REVOCATION_PATH
 from hatchway.login import GrantType
+from hatchway.mqtt.discovery import metadata_entries
 from hatchway.msgsec import EncAlg, KeyAlg, SignAlg, jwk_set
 from hatchway.server.context import ServerContext
 from hatchway.server.edge import HTTPS_SHAPE, install_edge
@@ -124,6 +125,7 @@ def metadata(ctx: ServerContext) -> dict[str, Any]:
         "hatchway_message_encryption_alg_values_supported": [a.value for a in KeyAlg],
         "hatchway_message_encryption_enc_values_supported": [a.value for a in EncAlg],
         "hatchway_max_message_size": s.max_message_size,
+        **metadata_entries(s),
     }
 
 

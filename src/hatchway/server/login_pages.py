@@ -4,7 +4,8 @@ The page tells the truth about the request (who, which device, when, from
 where), asks for the password only, and gives Approve and Deny the same size
 and weight. No inline script or style: the CSP allows only ``'self'``, so the
 session reference and the CSRF token reach ``login-page.js`` as data attributes.
-Every value from the store or the network goes through :func:`html.escape`.
+Every value from the store or the network goes through :func:`html.escape`, and
+every value the requester chose (name, device, address) sits in its own ``<bdi>``.
 
 Issue 8: the page names the registered client (its operator-given name, not
 only the device's self-chosen one) and lists its scopes in plain words; for a
@@ -183,12 +184,14 @@ def approval_page(view: SessionPage, csrf: str, *, typed_token: str = "") -> str
             "<p class=note>If it shows none of these, or you did not start this yourself, "
             "press Deny.</p></section>"
         )
+    # Every value the requester chose is escaped *and* isolated in <bdi>: right-
+    # to-left letters in it then cannot reorder the page's own words around it.
     return _layout(
         "Approve sign-in",
-        f"<h1>Sign in as <span id=who>{who}</span> on a device calling itself "
-        f"“<span id=device>{device}</span>”</h1>"
-        f"<p id=origin>Sign in as {who} on a device calling itself “{device}” — "
-        f"started {when} from {where}</p>"
+        f"<h1>Sign in as <bdi id=who>{who}</bdi> on a device calling itself "
+        f"“<bdi id=device>{device}</bdi>”</h1>"
+        f"<p id=origin>Sign in as <bdi>{who}</bdi> on a device calling itself "
+        f"“<bdi>{device}</bdi>” — started {when} from <bdi>{where}</bdi></p>"
         f"{_client_facts(view)}"
         "<p>Only continue if you started this yourself on that device, just now.</p>"
         f"{confirm}"

@@ -217,7 +217,7 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
         try:
             form = await _form(request)
             authorization = request.headers.get("authorization")
-            fast = None if authorization else login.poll_from_memory(form)
+            fast = None if authorization else await login.poll_fast(form)
             if fast is not None:
                 return _refused(fast)
             await ensure_feed()
@@ -236,15 +236,7 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
     async def wait(request: Request) -> JSONResponse:
         try:
             form = await _form(request)
-            try:
-                timeout = float(form.get("timeout") or 25)
-            except ValueError:
-                timeout = math.nan
-            # NaN passes min/max unclamped and made the wait loop spin on the store
-            # for as long as the client held the request.
-            if not math.isfinite(timeout):
-                raise LoginRefused("invalid_request", "malformed timeout")
-            timeout = min(max(timeout, 0.0), MAX_WAIT)
+            timeout = _wait_timeout(form.get("timeout"))
             view = await run_in_threadpool(login.device_view, form)
             if view.state is SessionState.PENDING:
                 await ctx.bus.start()  # no-op after serve(); starts it for in-process apps
@@ -285,7 +277,10 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
         if view.status == "approved":
             return _page(approved_page(view, token), cookie)
         status = 429 if view.status == "limited" else 200 if view.session else 404
-        return _page(ended_page(view.status), cookie, status)
+        response = _page(ended_page(view.status), cookie, status)
+        if view.status == "limited":  # RFC 6585 §4: say when to come back
+            response.headers["Retry-After"] = str(view.retry_after or 60)
+        return response
 
     @app.post("/login/scram/start")
     async def scram_start(request: Request) -> JSONResponse:
@@ -305,6 +300,7 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
                 ),
                 picked=picked if isinstance(picked, str) and len(picked) <= 64 else None,
                 user_agent=_ua(request),
+                browser=request.cookies.get(CSRF_COOKIE, ""),
             )
         except LoginRefused as exc:
             return _refused(exc)
@@ -323,6 +319,7 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
                 client_final=_str(data, "client_final"),
                 ip=_ip(request),
                 user_agent=_ua(request),
+                browser=request.cookies.get(CSRF_COOKIE, ""),
             )
         except LoginRefused as exc:
             return _refused(exc)
@@ -417,9 +414,53 @@ async def _wait_for_decision(
     return view
 
 
-async def _json(request: Request) -> dict[str, Any]:
+def _wait_timeout(raw: str | None) -> float:
+    """Seconds to hold a push request: a finite, non-negative number, capped.
+
+    ``float()`` also reads "nan", "inf" and "1e999"; NaN compares false with
+    everything, so min/max clamping would let it through uncapped.
+    """
     try:
-        return strictjson.loads_object(await _body(request))
+        timeout = float(raw or 25)
+    except ValueError:
+        timeout = math.nan
+    if not math.isfinite(timeout) or timeout < 0:
+        raise LoginRefused("invalid_request", "malformed timeout")
+    return min(timeout, MAX_WAIT)
+
+
+MAX_JSON_DEPTH = 8
+"""The phone's requests are flat objects of strings; anything deeper is refused."""
+
+
+def _json_depth(body: bytes) -> int:
+    """Deepest nesting of arrays and objects, outside strings (bytes, not parsed)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    body = await _body(request)
+    # The project's strict reader (I-JSON: no lone surrogates, NaN or duplicate
+    # names), depth-bounded before anything recurses.
+    try:
+        return strictjson.loads_object(body, max_depth=MAX_JSON_DEPTH)
     except strictjson.JsonError:
         raise LoginRefused("invalid_request", "expected a JSON object") from None
 

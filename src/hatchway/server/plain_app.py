@@ -61,6 +61,9 @@ def build_plain_app(ctx: ServerContext) -> FastAPI:
 
     @app.get("/healthz")
     async def health() -> JSONResponse:
-        return JSONResponse({"status": "ok"})
+        body = {"status": "ok"}
+        if ctx.mqtt_connected is not None:
+            body["mqtt"] = "connected" if ctx.mqtt_connected.is_set() else "connecting"
+        return JSONResponse(body)
 
     return RequestLog(app, listener="plain")  # type: ignore[return-value]

@@ -12,7 +12,7 @@ import logging
 import signal
 import ssl
 from collections.abc import Callable, Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -29,6 +29,9 @@ from hatchway.server.edge.protocol import KEEP_ALIVE, MAX_HEAD_BYTES
 from hatchway.server.https_app import build_https_app
 from hatchway.server.logs import configure_logging
 from hatchway.server.plain_app import build_plain_app
+
+if TYPE_CHECKING:
+    from hatchway.mqtt.gateway import MqttGateway
 
 log = logging.getLogger("hatchway.server")
 
@@ -93,6 +96,20 @@ def _configs(ctx: ServerContext) -> tuple[uvicorn.Config, uvicorn.Config]:
     return https, plain
 
 
+def _start_mqtt(ctx: ServerContext) -> MqttGateway | None:
+    """The MQTT client runs beside the listeners when ``HATCHWAY_MQTT_URL`` is set; it
+    connects (and reconnects, with back-off) in the background, so a broker that is
+    down delays MQTT only, never HTTP."""
+    if not ctx.settings.mqtt_enabled:
+        return None
+    from hatchway.mqtt.gateway import MqttGateway
+
+    gateway = MqttGateway(ctx)
+    ctx.mqtt_connected = gateway.connected
+    gateway.start()
+    return gateway
+
+
 async def serve(
     settings: Settings, *, on_ready: Callable[[ServerContext], None] | None = None
 ) -> None:
@@ -109,10 +126,12 @@ async def serve(
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop, signum)
+    gateway: MqttGateway | None = None
     try:
         # The bus listens (PostgreSQL: LISTEN on one connection) before any request
         # can wait on it, and is closed with the server rather than left to the GC.
         await ctx.bus.start()
+        gateway = _start_mqtt(ctx)
         tasks = [asyncio.create_task(server.serve()) for server in servers]
         while not all(server.started for server in servers):
             if any(task.done() for task in tasks):
@@ -138,6 +157,8 @@ async def serve(
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+        if gateway is not None:
+            await gateway.stop()
         await ctx.bus.close()
         ctx.close()
         log.info("stopped")

@@ -27,6 +27,7 @@ from hatchway.store.records import (
     CommandRecord,
     CommandStatus,
     Delivery,
+    DeviceStatus,
     JsonObject,
     SealedDelivery,
     sources_of,
@@ -90,6 +91,72 @@ class CommandRepository(RepositoryBase):
         )
         with self._read() as conn:
             return [_command_from_row(row) for row in conn.execute(query)]
+
+    def queued_commands(self, *, limit: int = 100) -> list[CommandRecord]:
+        """Never-delivered commands of enrolled devices, oldest first (MQTT push sweep)."""
+        query = (
+            select(commands)
+            .join(devices, devices.c.device_id == commands.c.device_id)
+            .where(
+                commands.c.status == CommandStatus.QUEUED.value,
+                devices.c.status == DeviceStatus.ENROLLED.value,
+            )
+            .order_by(commands.c.id)
+            .limit(limit)
+        )
+        with self._read() as conn:
+            return [_command_from_row(row) for row in conn.execute(query)]
+
+    def claim_command_delivery(
+        self, command_id: str, device_id: str, *, sealed: SealedDelivery, now: float
+    ) -> bool:
+        """Record a server-initiated delivery (an MQTT push) of a never-delivered command.
+
+        queued -> delivered, only from queued, so of every replica racing to push the
+        same command exactly one gets True and publishes it. The push is recorded as a
+        delivery without a poll ``mid``, so a result may name its ``jti``; its ``exp``
+        is the time of the push, not of the message: a push never holds a poll back,
+        because the device may not be listening on MQTT at all (a poll then delivers
+        the command again, and the first result wins). The device's replay-window row
+        is locked first, as ``deliver_command`` does, so a poll and a push of one device
+        never interleave.
+        """
+        check_id("jti", sealed.jti)
+        with self._write() as conn:
+            locked = conn.execute(
+                select(replay_windows.c.device_id)
+                .where(replay_windows.c.device_id == device_id)
+                .with_for_update()
+            ).one_or_none()
+            if locked is None:
+                return False
+            claimed = conn.execute(
+                update(commands)
+                .where(
+                    commands.c.command_id == command_id,
+                    commands.c.device_id == device_id,
+                    commands.c.status == CommandStatus.QUEUED.value,
+                )
+                .values(
+                    status=CommandStatus.DELIVERED.value,
+                    delivered_at=now,
+                    delivery_jti=sealed.jti,
+                )
+            )
+            if claimed.rowcount != 1:
+                return False
+            conn.execute(
+                insert(command_deliveries).values(
+                    command_id=command_id,
+                    jti=sealed.jti,
+                    device_id=device_id,
+                    poll_mid=None,
+                    delivered_at=now,
+                    exp=now,
+                    reply=sealed.reply.decode("ascii"),
+                )
+            )
+            return True
 
     def get_command(self, command_id: str) -> CommandRecord | None:
         with self._read() as conn:

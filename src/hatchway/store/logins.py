@@ -26,9 +26,9 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
 from hatchway.login.states import TRANSITIONS, LoginSession, SessionState
-from hatchway.store._base import RepositoryBase
+from hatchway.store._base import RepositoryBase, check_id
 from hatchway.store.login_errors import LoginSessionExists, StaleSession, UserCodeTaken
-from hatchway.store.schema import ACTIVE_LOGIN_STATES, login_sessions
+from hatchway.store.schema import ACTIVE_LOGIN_STATES, MAX_USERNAME_LENGTH, login_sessions
 
 _HASH_BYTES = 32
 # Columns that never change after creation; update_login_session refuses to
@@ -120,6 +120,10 @@ class LoginRepository(RepositoryBase):
         user code (the caller draws another), :class:`LoginSessionExists` when the
         device code hash is not new.
         """
+        # The same limits on both engines (SQLite ignores VARCHAR lengths).
+        check_id("client_id", session.client_id)
+        if not 0 < len(session.username) <= MAX_USERNAME_LENGTH:
+            raise ValueError(f"username must be 1..{MAX_USERNAME_LENGTH} characters")
         values = _session_values(session)
         try:
             with self._write() as conn:
