@@ -68,6 +68,11 @@ class Settings:
     #: Comma-separated proxy IP addresses or networks whose X-Forwarded-For / -Proto is
     #: believed; empty means the client IP is the TCP peer, whatever headers say.
     trusted_proxies: str = ""
+    #: Seconds a client has to send a whole request head, then its body (issue 7:
+    #: slow senders), and how many connections each listener keeps open at most.
+    header_timeout: int = 10
+    body_timeout: int = 30
+    max_connections: int = 1000
     #: Redis URL (``redis://``, ``rediss://`` or ``unix://``) for rate limits, attempt
     #: counters and single-use ids shared by every replica; empty keeps them in memory.
     redis_url: str = ""
@@ -153,6 +158,9 @@ _INT_FIELDS = {
     "login_attempts_per_minute",
     "login_session_max_failures",
     "login_scram_iterations",
+    "header_timeout",
+    "body_timeout",
+    "max_connections",
 }
 _BOOL_FIELDS: set[str] = set()
 #: Variables that no longer do anything, and what replaced them.
@@ -211,6 +219,12 @@ def validate(settings: Settings) -> None:
     if not 10 <= settings.message_ttl <= 600:
         raise ConfigurationError("message_ttl must be between 10 and 600 seconds")
     _validate_trusted_proxies(settings.trusted_proxies)
+    if not 1 <= settings.header_timeout <= 300:
+        raise ConfigurationError("header_timeout must be between 1 and 300 seconds")
+    if not 1 <= settings.body_timeout <= 600:
+        raise ConfigurationError("body_timeout must be between 1 and 600 seconds")
+    if not 1 <= settings.max_connections <= 100_000:
+        raise ConfigurationError("max_connections must be between 1 and 100000")
     if settings.redis_url and not settings.redis_url.startswith(
         ("redis://", "rediss://", "unix://")
     ):

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 from joserfc import jws
 
+from hatchway import strictjson
 from hatchway.device.state import (
     FORMAT,
     PENDING,
@@ -251,8 +252,8 @@ def _post_json(
 
 def _decode(response: httpx.Response) -> dict[str, Any]:
     try:
-        data = response.json()
-    except ValueError:
+        data = strictjson.loads(response.content)
+    except strictjson.JsonError:
         raise EnrolmentError(
             f"{response.url} answered HTTP {response.status_code}, not JSON"
         ) from None

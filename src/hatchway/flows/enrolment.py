@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from joserfc import jws
 from joserfc.errors import JoseError
 
+from hatchway import strictjson
 from hatchway.config import Settings
 from hatchway.errors import HatchwayError, InvalidMessage
 from hatchway.mqtt.discovery import enrolment_endpoints
@@ -262,7 +262,7 @@ class EnrolmentService:
             with eddsa_allowed():
                 key = import_jwk(verifying.to_jwk())
                 obj = jws.deserialize_compact(proof, key, algorithms=[alg])
-            payload = json.loads(obj.payload)
+            payload = strictjson.loads(obj.payload)
         except (JoseError, ValueError, TypeError, RecursionError, InvalidMessage) as exc:
             raise EnrolmentRejected("invalid_proof", f"proof rejected: {exc!r}") from None
         ok = (

@@ -7,9 +7,9 @@ Appendix C and RFC 4648 §3.5 allow rejecting non-canonical encodings. We do all
 of that here, because two parsers that disagree on what a token *says* are how
 signature-wrapping attacks start.
 
-JSON goes through ``orjson`` when its result is provably the same as the strict
-standard-library path below, and through that path otherwise (see ``dumps`` and
-``loads_object``): the fast path changes speed, never what is accepted.
+JSON is read by ``hatchway.strictjson`` (which also refuses lone UTF-16
+surrogates, as RFC 7493 §2.1 asks) and written through ``orjson`` when its result
+is provably what the standard library would write (see ``dumps``).
 
 Every failure raises ``CodecError``; the caller turns it into the opaque
 ``InvalidMessage`` so no parser detail reaches the peer.
@@ -22,6 +22,8 @@ import json
 from typing import Any
 
 import orjson
+
+from hatchway import strictjson
 
 __all__ = ["CodecError", "b64d", "b64e", "dumps", "loads_object"]
 
@@ -62,79 +64,14 @@ def b64d(text: bytes) -> bytes:
     return binascii.a2b_base64(text.translate(_TO_STD) + _PAD[rem])
 
 
-def _reject_constant(name: str) -> Any:
-    raise CodecError(f"non-standard JSON constant {name}")
-
-
-def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise CodecError("duplicate JSON member")
-    return obj
-
-
-_DECODER = json.JSONDecoder(
-    object_pairs_hook=_unique_pairs,
-    parse_constant=_reject_constant,
-)
-
-
-def _depth_ok(text: str) -> bool:
-    # Counting brackets outside strings is cheap and bounds recursion before
-    # the C decoder (which recurses per level) ever sees the input.
-    depth = 0
-    in_str = False
-    escaped = False
-    for ch in text:
-        if in_str:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in "[{":
-            depth += 1
-            if depth > MAX_DEPTH:
-                return False
-        elif ch in "]}":
-            depth -= 1
-    return True
-
-
 def loads_object(data: bytes) -> dict[str, Any]:
-    """Parse UTF-8 JSON that must be an object, with duplicate keys rejected."""
-    if data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
-        try:
-            value = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            value = None
-        # Byte for byte orjson's own encoding of the value: so no duplicate
-        # member, no escape or number spelling that parsers read differently,
-        # no NaN, nothing after the object. The peer is usually hatchway.
-        if type(value) is dict and orjson.dumps(value) == data:
-            return value
-    return _strict_loads(data)
-
-
-def _strict_loads(data: bytes) -> dict[str, Any]:
+    """Parse UTF-8 JSON that must be an object: the project's strict reader
+    (``hatchway.strictjson``: duplicate names, lone surrogates, NaN and deep
+    nesting refused), so a header means the same here as to every other reader."""
     try:
-        text = data.decode("utf-8", errors="strict")
-    except UnicodeDecodeError as exc:
-        raise CodecError("not UTF-8") from exc
-    if not text.startswith("{"):
-        raise CodecError("JSON is not an object")
-    if text.count("[") + text.count("{") > MAX_DEPTH and not _depth_ok(text):
-        raise CodecError("JSON nested too deeply")
-    try:
-        value, end = _DECODER.raw_decode(text)
-    except (ValueError, RecursionError) as exc:
-        raise CodecError("malformed JSON") from exc
-    if text[end:].strip(" \t\r\n") or not isinstance(value, dict):
-        raise CodecError("trailing data after JSON object")
-    return value
+        return strictjson.loads_object(data, max_depth=MAX_DEPTH)
+    except strictjson.JsonError as exc:
+        raise CodecError(str(exc)) from None
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)

@@ -54,12 +54,13 @@ import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Protocol
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from hatchway import strictjson
 from hatchway.errors import ConfigurationError, HatchwayError
 
 from .apdu import get_response
@@ -147,15 +148,11 @@ class RelayError(HatchwayError):
     """The page sent a request the bridge will not relay."""
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def parse_request(text: str | bytes) -> tuple[int, list[bytes]]:
     """``{"id", "apdus": [hex…]}`` → (id, APDUs). Every other key is ignored on purpose:
     an ``origin`` field in a message has no effect on anything."""
     try:
-        doc = json.loads(text, parse_constant=_no_constant)
+        doc = strictjson.loads(text)  # one reader for all peer JSON (refuses NaN too)
         if not isinstance(doc, dict):
             raise ValueError("not an object")
         request_id = doc.get("id")

@@ -6,7 +6,6 @@ OAuth-style JSON errors. Later flows (login, secure-element web app) mount here 
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -16,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hatchway import strictjson
 from hatchway.flows.enrolment import KEYS_PATH, MESSAGE_PATH, TOKEN_PATH, EnrolmentRejected
 from hatchway.flows.login import DEVICE_AUTHORIZATION_PATH, REFRESH_GRANT, WAIT_PATH, WHOAMI_PATH
 from hatchway.flows.login import TOKEN_PATH as LOGIN_TOKEN_PATH
@@ -30,6 +30,7 @@ from hatchway.login import GrantType
 from hatchway.mqtt.discovery import metadata_entries
 from hatchway.msgsec import EncAlg, KeyAlg, SignAlg, jwk_set
 from hatchway.server.context import ServerContext
+from hatchway.server.edge import HTTPS_SHAPE, install_edge
 from hatchway.server.login_routes import add_login_routes
 from hatchway.server.logs import RequestLog
 from hatchway.server.oauth_routes import add_oauth_routes
@@ -67,10 +68,10 @@ async def read_json(request: Request) -> dict[str, Any] | None:
         if len(body) > MAX_JSON_BODY:
             return None
     try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):  # deep nesting is refused, not a 500
+        # Strict: a lone surrogate here once reached hashlib and sqlite3 as a 500.
+        return strictjson.loads_object(body)
+    except strictjson.JsonError:
         return None
-    return data if isinstance(data, dict) else None
 
 
 class StrictTransportSecurity:
@@ -130,6 +131,7 @@ def metadata(ctx: ServerContext) -> dict[str, Any]:
 
 def build_https_app(ctx: ServerContext) -> FastAPI:
     app = FastAPI(title="hatchway", docs_url=None, redoc_url=None, openapi_url=None)
+    install_edge(app, HTTPS_SHAPE, body_timeout=ctx.settings.body_timeout)
 
     @app.get("/.well-known/oauth-authorization-server")
     async def discovery() -> JSONResponse:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import math
 import secrets
@@ -41,6 +40,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from hatchway import strictjson
 from hatchway.errors import InvalidMessage
 from hatchway.flows.login import (
     DEVICE_AUTHORIZATION_PATH,
@@ -55,6 +55,7 @@ from hatchway.flows.login_common import LoginRefused, login_channel, server_secr
 from hatchway.flows.login_polls import start_decision_feed
 from hatchway.login import STATIC_DIR, SessionState
 from hatchway.server.context import ServerContext
+from hatchway.server.edge import HTTPS_SHAPE
 from hatchway.server.login_pages import (
     PAGE_HEADERS,
     STATIC_PREFIX,
@@ -157,7 +158,10 @@ class _Csrf:
         if origin is not None and origin != self._origin:
             raise LoginRefused("invalid_request", "cross-origin request refused", status=403)
         cookie = request.cookies.get(CSRF_COOKIE, "")
-        if not cookie or not token or not hmac.compare_digest(token, self.token_for(cookie)):
+        # Bytes: compare_digest raises TypeError (a 500) on a str with non-ASCII text,
+        # and the token is whatever the client put in a form field or header.
+        sent = (token or "").encode("utf-8", "replace")
+        if not cookie or not sent or not hmac.compare_digest(sent, self.token_for(cookie).encode()):
             raise LoginRefused("invalid_request", "missing or wrong CSRF token", status=403)
 
 
@@ -355,7 +359,7 @@ def add_login_routes(app: FastAPI, ctx: ServerContext) -> None:
     async def static(name: str) -> Response:
         path = _STATIC_FILES.get(name)
         if path is None:
-            return Response(status_code=404)
+            return HTTPS_SHAPE.response(404)
         return Response(
             path.read_bytes(),
             media_type=_STATIC_TYPES[path.suffix],
@@ -453,15 +457,12 @@ def _json_depth(body: bytes) -> int:
 
 async def _json(request: Request) -> dict[str, Any]:
     body = await _body(request)
+    # The project's strict reader (I-JSON: no lone surrogates, NaN or duplicate
+    # names), depth-bounded before anything recurses.
     try:
-        # Depth first: json.loads recurses, and a deep enough body raises
-        # RecursionError (a 500), not ValueError.
-        data = json.loads(body) if _json_depth(body) <= MAX_JSON_DEPTH else None
-    except (ValueError, RecursionError):
-        data = None
-    if not isinstance(data, dict):
-        raise LoginRefused("invalid_request", "expected a JSON object")
-    return data
+        return strictjson.loads_object(body, max_depth=MAX_JSON_DEPTH)
+    except strictjson.JsonError:
+        raise LoginRefused("invalid_request", "expected a JSON object") from None
 
 
 def _str(data: dict[str, Any], name: str) -> str:

@@ -18,6 +18,14 @@ import uvicorn
 
 from hatchway.config import Settings
 from hatchway.server.context import ServerContext
+from hatchway.server.edge import (
+    HTTPS_SHAPE,
+    PLAIN_SHAPE,
+    Limits,
+    bound_tls_handshakes,
+    guarded_protocol,
+)
+from hatchway.server.edge.protocol import KEEP_ALIVE, MAX_HEAD_BYTES
 from hatchway.server.https_app import build_https_app
 from hatchway.server.logs import configure_logging
 from hatchway.server.plain_app import build_plain_app
@@ -51,15 +59,26 @@ def proxy_options(settings: Settings) -> dict[str, Any]:
 
 def _configs(ctx: ServerContext) -> tuple[uvicorn.Config, uvicorn.Config]:
     s = ctx.settings
+    limits = Limits(
+        header_timeout=s.header_timeout,
+        body_timeout=s.body_timeout,
+        max_connections=s.max_connections,
+    )
     common = {
         "log_config": None,
         "access_log": False,
         "server_header": False,
         "lifespan": "off",
+        # Slow senders and malformed HTTP are handled by the h11 protocol in
+        # server/edge: deadlines, the connection cap and JSON error bodies.
+        "ws": "none",
+        "timeout_keep_alive": KEEP_ALIVE,
+        "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
         **proxy_options(s),
     }
     https = uvicorn.Config(
         build_https_app(ctx),
+        http=guarded_protocol(limits, HTTPS_SHAPE, "https"),
         host=s.host,
         port=s.https_port,
         ssl_certfile=str(ctx.identity.tls_cert_path),
@@ -67,7 +86,13 @@ def _configs(ctx: ServerContext) -> tuple[uvicorn.Config, uvicorn.Config]:
         ssl_version=ssl.PROTOCOL_TLS_SERVER,
         **common,
     )
-    plain = uvicorn.Config(build_plain_app(ctx), host=s.host, port=s.http_port, **common)
+    plain = uvicorn.Config(
+        build_plain_app(ctx),
+        host=s.host,
+        port=s.http_port,
+        http=guarded_protocol(limits, PLAIN_SHAPE, "plain"),
+        **common,
+    )
     return https, plain
 
 
@@ -92,6 +117,7 @@ async def serve(
     ctx = ServerContext.create(settings)
     servers = [_Server(config) for config in _configs(ctx)]
     loop = asyncio.get_running_loop()
+    bound_tls_handshakes(loop, settings.header_timeout)
 
     def stop(signum: int) -> None:
         log.info("shutting down", extra={"signal": signal.Signals(signum).name})

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
@@ -34,6 +33,7 @@ from typing import Any, TypeGuard
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 
+from hatchway import strictjson
 from hatchway.clients import AuthMethod, ClientRecord
 from hatchway.errors import InvalidMessage
 from hatchway.flows.clients.registry import REALM, parse_basic_authorization
@@ -256,7 +256,9 @@ def _unverified_sub(assertion: str, form_id: str) -> str:
         return form_id
     try:
         payload = jws.extract_compact(assertion.encode("ascii")).payload
-        claims = json.loads(payload)
+        # Strict and depth-bounded: json.loads let 2,500 nested brackets, which fit
+        # the form cap, raise RecursionError (a 500) before any key was checked.
+        claims = strictjson.loads(payload)
     except (JoseError, ValueError, TypeError, UnicodeError):
         return ""
     sub = claims.get("sub") if isinstance(claims, dict) else None
