@@ -6,8 +6,10 @@ No browser: the phone is hatchway's own phone-side client (SCRAM in Python).
 from __future__ import annotations
 
 import re
+import ssl
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +18,7 @@ import pytest
 from hatchway.login.device_client import DeviceLoginClient, LoginFailed
 from hatchway.login.phone import ApprovalFailed, PhoneClient
 from hatchway.server.process import ServerProcess
-from tests.login_e2e.conftest import PASSWORD, add_user, hatchway
+from tests.login_e2e.conftest import PASSWORD, add_user, hatchway, start_server
 
 pytestmark = pytest.mark.e2e
 
@@ -210,12 +212,20 @@ def test_page_never_posts_the_password(https: httpx.Client, server: ServerProces
     assert PhoneClient(https).open(started["verification_uri_complete"]).user_code
 
 
-def test_user_code_guessing_is_rate_limited(https: httpx.Client) -> None:
-    # A fresh client IP is not available on loopback, so this exhausts the
-    # per-IP bucket for the rest of the module: keep it last in the file.
-    statuses = [
-        https.get("/login", params={"user_code": "BCDF-GHJK"}).status_code for _ in range(30)
-    ]
+def test_user_code_guessing_is_rate_limited(tmp_path: Path) -> None:
+    # A fresh client IP is not available on loopback, and exhausting the per-IP
+    # bucket of the module's shared server would starve whichever tests the random
+    # order runs after this one: so this test has a server of its own.
+    own = start_server(tmp_path)
+    try:
+        context = ssl.create_default_context(cafile=str(own.ca_file))
+        with httpx.Client(base_url=own.https_url, verify=context, timeout=30) as https:
+            statuses = [
+                https.get("/login", params={"user_code": "BCDF-GHJK"}).status_code
+                for _ in range(30)
+            ]
+    finally:
+        own.stop()
     assert 429 in statuses
     assert statuses[0] == 404
 
