@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import median_us
-from hatchway.flows.login_guard import PasswordGuard
+from hatchway.flows.login.guard import PasswordGuard
 from hatchway.limits import Limits, MemoryLimits
 from hatchway.limits.redis_limits import RedisLimits
 from hatchway.login.ratelimit import TokenBucket

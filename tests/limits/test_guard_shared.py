@@ -6,7 +6,7 @@ replicas. With memory that is one process; with Redis, two clients on one server
 
 from __future__ import annotations
 
-from hatchway.flows.login_guard import ACCOUNT_IP_POLICY, PasswordGuard
+from hatchway.flows.login.guard import ACCOUNT_IP_POLICY, PasswordGuard
 from hatchway.runtime import FrozenClock
 from tests.limits.conftest import LimitsFactory
 

@@ -65,7 +65,7 @@ def test_a_dead_redis_fails_closed() -> None:
 
 
 def test_damaged_values_count_as_no_history(backend: LimitsFactory) -> None:
-    from hatchway.flows.login_guard import PasswordGuard
+    from hatchway.flows.login.guard import PasswordGuard
 
     limits = backend()
     guard = PasswordGuard(limits=limits)
@@ -141,9 +141,9 @@ def test_serve_without_the_package_stops_with_one_line_naming_the_extra(tmp_path
 
 def test_the_login_flow_fails_closed_when_redis_is_down(tmp_path: Path) -> None:
     """Starts answer 503, page lookups 'too many attempts': never an unlimited yes."""
-    from hatchway.flows.login import LoginService
-    from hatchway.flows.login_approval import ApprovalService
-    from hatchway.flows.login_common import LoginRefused
+    from hatchway.flows.login.approval import ApprovalService
+    from hatchway.flows.login.common import LoginRefused
+    from hatchway.flows.login.service import LoginService
     from hatchway.runtime import FrozenClock, SeededRandom
     from tests.login.world import login_world
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from hatchway.flows.login import LoginService
-from hatchway.flows.login_common import LoginRefused
-from hatchway.flows.login_polls import start_decision_feed
+from hatchway.flows.login.common import LoginRefused
+from hatchway.flows.login.polls import start_decision_feed
+from hatchway.flows.login.service import LoginService
 from hatchway.limits import Limits, MemoryLimits
 from hatchway.limits.redis_limits import RedisLimits
 from hatchway.runtime import FrozenClock, SeededRandom

@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hatchway.config import Settings
-from hatchway.flows.login_approval import ApprovalService
+from hatchway.flows.login.approval import ApprovalService
 from hatchway.login import ScramClient, decoy_iterations, make_verifier
 from hatchway.runtime import FrozenClock, SeededRandom
 from hatchway.server.context import ServerContext

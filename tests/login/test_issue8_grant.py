@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from hatchway.clients import AntiPhishing, new_client
-from hatchway.flows.login import DeviceAuthorization, LoginService
-from hatchway.flows.login_approval import ApprovalService
-from hatchway.flows.login_common import MAX_FIELD, LoginRefused
+from hatchway.flows.login.approval import ApprovalService
+from hatchway.flows.login.common import MAX_FIELD, LoginRefused
+from hatchway.flows.login.service import DeviceAuthorization, LoginService
 from hatchway.login import ScramClient
 from hatchway.runtime import FrozenClock, SeededRandom
 from hatchway.server.context import ServerContext

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hatchway.flows.login_approval import ApprovalService
-from hatchway.flows.login_common import LoginRefused, has_bidi_controls, sanitize_device_name
+from hatchway.flows.login.approval import ApprovalService
+from hatchway.flows.login.common import LoginRefused, has_bidi_controls, sanitize_device_name
 from hatchway.runtime import FrozenClock
 from hatchway.server.context import ServerContext
 from hatchway.server.login_pages import approval_page

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from hatchway.clients import ClientRecord, ScopeRefused, grant_scope, parse_scope
 from hatchway.flows.clients import parse_basic_authorization
-from hatchway.flows.login_common import LoginRefused
+from hatchway.flows.login.common import LoginRefused
 from hatchway.login import SessionState, new_session, new_user_code, normalize_user_code
 from hatchway.login.antiphishing import (
     CONFIRM_CODE_CHOICES,

@@ -13,10 +13,10 @@ from sqlalchemy import event
 
 from hatchway.config import Settings
 from hatchway.errors import InvalidMessage
-from hatchway.flows.login import DeviceAuthorization
-from hatchway.flows.login_approval import ApprovalService, started_at_text
-from hatchway.flows.login_common import SCRAM_ITERATIONS_FLAG, LoginRefused
-from hatchway.flows.login_guard import ACCOUNT_IP_POLICY, ACCOUNT_POLICY, SESSION_MAX_FAILURES
+from hatchway.flows.login.approval import ApprovalService, started_at_text
+from hatchway.flows.login.common import SCRAM_ITERATIONS_FLAG, LoginRefused
+from hatchway.flows.login.guard import ACCOUNT_IP_POLICY, ACCOUNT_POLICY, SESSION_MAX_FAILURES
+from hatchway.flows.login.service import DeviceAuthorization
 from hatchway.login import ScramClient
 from hatchway.runtime import FrozenClock, SeededRandom
 from hatchway.server.context import ServerContext

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from hatchway.clients import AntiPhishing, AuthMethod, new_client
-from hatchway.flows.login import DeviceAuthorization, LoginService
-from hatchway.flows.login_approval import ApprovalService
-from hatchway.flows.login_common import LoginRefused
+from hatchway.flows.login.approval import ApprovalService
+from hatchway.flows.login.common import LoginRefused
+from hatchway.flows.login.service import DeviceAuthorization, LoginService
 from hatchway.login import ScramClient, SessionState, hash_device_code
 from hatchway.login.codes import USER_CODE_ALPHABET, normalize_user_code
 from hatchway.runtime import FrozenClock, SeededRandom

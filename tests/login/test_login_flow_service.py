@@ -11,11 +11,11 @@ import pytest
 from hatchway.clients import AntiPhishing
 from hatchway.config import settings_from_env
 from hatchway.errors import InvalidMessage
-from hatchway.flows.login import DeviceAuthorization, LoginService
-from hatchway.flows.login_approval import ApprovalService
-from hatchway.flows.login_common import LoginRefused, login_channel, mask_username
-from hatchway.flows.login_guard import ACCOUNT_IP_POLICY, SESSION_MAX_FAILURES
-from hatchway.flows.login_polls import DECISIONS_CHANNEL
+from hatchway.flows.login.approval import ApprovalService
+from hatchway.flows.login.common import LoginRefused, login_channel, mask_username
+from hatchway.flows.login.guard import ACCOUNT_IP_POLICY, SESSION_MAX_FAILURES
+from hatchway.flows.login.polls import DECISIONS_CHANNEL
+from hatchway.flows.login.service import DeviceAuthorization, LoginService
 from hatchway.login import ScramClient
 from hatchway.runtime import FrozenClock, SeededRandom
 from hatchway.server.context import ServerContext

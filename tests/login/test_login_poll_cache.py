@@ -1,4 +1,4 @@
-"""Polls of PENDING sessions answered from memory (flows/login_polls.py): RFC 8628
+"""Polls of PENDING sessions answered from memory (flows/login/polls.py): RFC 8628
 §3.5 slow_down arithmetic through the service, no store write for an accepted
 poll, the eviction bound, decisions seen after caching (same and other replica),
 and what a restart keeps."""
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from hatchway.flows.login import DeviceAuthorization, LoginService
-from hatchway.flows.login_approval import ApprovalService
-from hatchway.flows.login_common import LoginRefused
-from hatchway.flows.login_polls import PendingPolls, start_decision_feed
+from hatchway.flows.login.approval import ApprovalService
+from hatchway.flows.login.common import LoginRefused
+from hatchway.flows.login.polls import PendingPolls, start_decision_feed
+from hatchway.flows.login.service import DeviceAuthorization, LoginService
 from hatchway.login import ScramClient, hash_device_code, new_session
 from hatchway.login.states import LoginSession
 from hatchway.runtime import FrozenClock, SeededRandom

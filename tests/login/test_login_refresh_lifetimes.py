@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from hatchway.errors import InvalidMessage
-from hatchway.flows.login_common import LoginRefused
+from hatchway.flows.login.common import LoginRefused
 from hatchway.flows.oauth.successor import open_successor, seal_successor
 from hatchway.login import IssueTokens
 from hatchway.runtime import FrozenClock, SeededRandom

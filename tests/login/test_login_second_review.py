@@ -8,8 +8,8 @@ import pytest
 
 from hatchway.config import Settings, validate
 from hatchway.errors import ConfigurationError
-from hatchway.flows.login_approval import ApprovalService
-from hatchway.flows.login_common import sanitize_device_name
+from hatchway.flows.login.approval import ApprovalService
+from hatchway.flows.login.common import sanitize_device_name
 from hatchway.login.ratelimit import ip_key
 from hatchway.runtime import FrozenClock
 from tests.login.test_login_flow_service import _approve, _start, _token

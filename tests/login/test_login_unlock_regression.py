@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from hatchway.flows.login import DeviceAuthorization, LoginService
-from hatchway.flows.login_approval import ApprovalService
-from hatchway.flows.login_common import LoginRefused
-from hatchway.flows.login_guard import ACCOUNT_IP_POLICY
+from hatchway.flows.login.approval import ApprovalService
+from hatchway.flows.login.common import LoginRefused
+from hatchway.flows.login.guard import ACCOUNT_IP_POLICY
+from hatchway.flows.login.service import DeviceAuthorization, LoginService
 from hatchway.login import ScramClient
 from hatchway.runtime import FrozenClock, SeededRandom
 from hatchway.server.context import ServerContext

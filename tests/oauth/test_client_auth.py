@@ -21,7 +21,7 @@ from jwcrypto import jwk as jc_jwk
 from jwcrypto import jwt as jc_jwt
 
 from hatchway.clients import AuthMethod, new_client
-from hatchway.flows.login_common import LoginRefused
+from hatchway.flows.login.common import LoginRefused
 from hatchway.flows.oauth.client_auth import (
     JWT_BEARER_ASSERTION,
     MAX_ASSERTION_LIFETIME,

@@ -14,7 +14,7 @@ import pytest
 
 from hatchway.clients import AuthMethod, new_client
 from hatchway.errors import InvalidMessage
-from hatchway.flows.login_common import LoginRefused
+from hatchway.flows.login.common import LoginRefused
 from hatchway.flows.oauth.client_auth import AuthenticatedClient, authenticator_for
 from hatchway.flows.oauth.introspection import TokenIntrospection
 from hatchway.flows.oauth.revocation import TokenRevocation

@@ -45,7 +45,7 @@ def _read_password(from_stdin: bool) -> str:
 
 
 def _user_json(user: UserRecord) -> dict[str, object]:
-    # Password back-off lives in the server's memory (flows/login_guard.py), so
+    # Password back-off lives in the server's memory (flows/login/guard.py), so
     # the store has no live "locked" state to show; `unlock` resets it anyway.
     return {
         "username": user.username,
@@ -74,7 +74,7 @@ def add(
     as_json: JsonOption = False,
 ) -> None:
     """Create an account; stores a SCRAM verifier, never the password."""
-    from hatchway.flows.login_common import SCRAM_ITERATIONS_FLAG
+    from hatchway.flows.login.common import SCRAM_ITERATIONS_FLAG
     from hatchway.login.scram import make_verifier
     from hatchway.runtime import system_random
     from hatchway.store.users import check_username
@@ -103,7 +103,7 @@ def add(
 def _refuse_split_iterations(store: Store, rounds: int, *, given: bool) -> None:
     """Every account shares one PBKDF2 count, or ``i=`` in SCRAM tells real names apart.
 
-    Decoys for unknown names copy the real accounts' counts (flows/login_approval.py),
+    Decoys for unknown names copy the real accounts' counts (flows/login/approval.py),
     so one account at another count would stand out among all the others. A
     count can only change for everyone at once: SCRAM never shows the server a
     password, so existing verifiers cannot be rehashed in place (docs/login.md).

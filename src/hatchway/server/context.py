@@ -9,7 +9,7 @@ from hatchway.bus import Bus, bus_from_url
 from hatchway.config import Settings
 from hatchway.flows.clients import ensure_default_clients
 from hatchway.flows.enrolment import EnrolmentService
-from hatchway.flows.login import LoginService
+from hatchway.flows.login.service import LoginService
 from hatchway.flows.messaging import MessageService
 from hatchway.flows.sechannel import SecureChannelService, ensure_application_identity
 from hatchway.limits import limits_from_settings

@@ -17,8 +17,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hatchway import strictjson
 from hatchway.flows.enrolment import KEYS_PATH, MESSAGE_PATH, TOKEN_PATH, EnrolmentRejected
-from hatchway.flows.login import DEVICE_AUTHORIZATION_PATH, REFRESH_GRANT, WAIT_PATH, WHOAMI_PATH
-from hatchway.flows.login import TOKEN_PATH as LOGIN_TOKEN_PATH
+from hatchway.flows.login.service import (
+    DEVICE_AUTHORIZATION_PATH,
+    REFRESH_GRANT,
+    WAIT_PATH,
+    WHOAMI_PATH,
+)
+from hatchway.flows.login.service import TOKEN_PATH as LOGIN_TOKEN_PATH
 from hatchway.flows.oauth.client_auth import (
     ASSERTION_ALGS,
     AUTH_METHODS,

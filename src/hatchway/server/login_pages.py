@@ -18,8 +18,8 @@ from __future__ import annotations
 from html import escape
 
 from hatchway.clients import describe_scope
-from hatchway.flows.login_approval import SessionPage, started_at_iso, started_at_text
-from hatchway.flows.login_common import mask_username
+from hatchway.flows.login.approval import SessionPage, started_at_iso, started_at_text
+from hatchway.flows.login.common import mask_username
 
 STATIC_PREFIX = "/login/static/"
 

@@ -1,12 +1,12 @@
 """HTTPS routes of the cross-device login (RFC 8628 and the phone's approval page).
 
 Thin adapter over :mod:`hatchway.flows.login` (device side) and
-:mod:`hatchway.flows.login_approval` (phone side): parse, call in a worker
+:mod:`hatchway.flows.login.approval` (phone side): parse, call in a worker
 thread, map :class:`LoginRefused` to RFC 6749 §5.2 / RFC 8628 §3.5 JSON.
 
 * ``POST /oauth/device_authorization`` — RFC 8628 §3.1 (form-encoded).
 * ``POST /oauth/token`` — §3.4 device_code grant, RFC 6749 §6 refresh. A poll
-  of a pending session that memory can answer (``flows/login_polls.py``) is
+  of a pending session that memory can answer (``flows/login/polls.py``) is
   answered on the event loop, with no worker thread and no store; the first
   token request starts the bus feed that makes those answers safe.
 * ``POST /oauth/device/wait`` — push as a long poll: answers the moment the
@@ -42,7 +42,10 @@ from starlette.concurrency import run_in_threadpool
 
 from hatchway import strictjson
 from hatchway.errors import InvalidMessage
-from hatchway.flows.login import (
+from hatchway.flows.login.approval import ApprovalService
+from hatchway.flows.login.common import LoginRefused, login_channel, server_secret
+from hatchway.flows.login.polls import start_decision_feed
+from hatchway.flows.login.service import (
     DEVICE_AUTHORIZATION_PATH,
     TOKEN_PATH,
     VERIFICATION_PATH,
@@ -50,9 +53,6 @@ from hatchway.flows.login import (
     WHOAMI_PATH,
     DeviceView,
 )
-from hatchway.flows.login_approval import ApprovalService
-from hatchway.flows.login_common import LoginRefused, login_channel, server_secret
-from hatchway.flows.login_polls import start_decision_feed
 from hatchway.login import STATIC_DIR, SessionState
 from hatchway.server.context import ServerContext
 from hatchway.server.edge import HTTPS_SHAPE

@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from hatchway.flows.login_common import LoginRefused
+from hatchway.flows.login.common import LoginRefused
 from hatchway.flows.oauth.client_auth import AuthenticatedClient, ClientAuthenticator
 from hatchway.flows.oauth.introspection import INTROSPECTION_PATH, TokenIntrospection
 from hatchway.flows.oauth.revocation import REVOCATION_PATH, TokenRevocation

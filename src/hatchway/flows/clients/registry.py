@@ -29,7 +29,7 @@ from urllib.parse import unquote_plus
 
 from hatchway.clients import CLI_CLIENT_ID, AntiPhishing, AuthMethod, ClientRecord
 from hatchway.clients.model import check_client_id
-from hatchway.flows.login_common import LoginRefused
+from hatchway.flows.login.common import LoginRefused
 from hatchway.store import ClientExists, Store
 
 __all__ = [

@@ -37,7 +37,7 @@ from hatchway import strictjson
 from hatchway.clients import AuthMethod, ClientRecord
 from hatchway.errors import InvalidMessage
 from hatchway.flows.clients.registry import REALM, parse_basic_authorization
-from hatchway.flows.login_common import LoginRefused
+from hatchway.flows.login.common import LoginRefused
 from hatchway.runtime import Clock
 from hatchway.tokens import eddsa_allowed, import_jwk
 

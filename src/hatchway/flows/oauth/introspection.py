@@ -22,12 +22,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from hatchway.errors import InvalidMessage
-from hatchway.flows.login_tokens import refresh_token_hash
+from hatchway.flows.login.tokens import refresh_token_hash
 from hatchway.flows.oauth.client_auth import AuthenticatedClient
 from hatchway.flows.oauth.revocation import MAX_TOKEN, REFRESH_HINT, looks_like_jwt, same_client
 
-if TYPE_CHECKING:  # flows/login.py imports this package
-    from hatchway.flows.login import LoginService
+if TYPE_CHECKING:  # flows/login/service.py imports this package
+    from hatchway.flows.login.service import LoginService
 
 INTROSPECTION_PATH = "/oauth/introspect"
 INACTIVE: dict[str, Any] = {"active": False}

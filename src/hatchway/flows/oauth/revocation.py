@@ -22,12 +22,12 @@ import logging
 from typing import TYPE_CHECKING
 
 from hatchway.errors import InvalidMessage
-from hatchway.flows.login_tokens import refresh_token_hash
+from hatchway.flows.login.tokens import refresh_token_hash
 from hatchway.flows.oauth.client_auth import AuthenticatedClient
 from hatchway.store.login_records import AuditEvent
 
-if TYPE_CHECKING:  # flows/login.py imports this package
-    from hatchway.flows.login import LoginService
+if TYPE_CHECKING:  # flows/login/service.py imports this package
+    from hatchway.flows.login.service import LoginService
 
 log = logging.getLogger("hatchway.oauth")
 

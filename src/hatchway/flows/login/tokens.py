@@ -25,7 +25,7 @@ from hatchway.clients import ClientRecord
 from hatchway.clients.model import ACCESS_TTL_RANGE
 from hatchway.config import Settings
 from hatchway.errors import InvalidMessage
-from hatchway.flows.login_common import MAX_FIELD, LoginRefused, b64url
+from hatchway.flows.login.common import MAX_FIELD, LoginRefused, b64url
 from hatchway.flows.oauth.successor import open_successor, seal_successor
 from hatchway.login import IssueTokens
 from hatchway.runtime import Clock, Random

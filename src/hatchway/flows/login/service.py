@@ -20,7 +20,7 @@ Both endpoints serve registered clients only (issue 8 §1,
 (:class:`hatchway.clients.AntiPhishing`) and its token lifetimes.
 
 Polls of a PENDING session are answered without a store write, and usually
-without the store at all: :mod:`hatchway.flows.login_polls` keeps their timing
+without the store at all: :mod:`hatchway.flows.login.polls` keeps their timing
 and snapshots in memory (see there for the trade-offs across replicas).
 :meth:`LoginService.poll_from_memory` is that fast path; it never blocks, so
 the ASGI route calls it on the event loop. Every other method is synchronous
@@ -38,7 +38,7 @@ from typing import Any
 from hatchway.clients import AntiPhishing, ClientRecord, ScopeRefused, grant_scope
 from hatchway.config import Settings
 from hatchway.flows.clients import ClientCache, authenticate_client
-from hatchway.flows.login_common import (
+from hatchway.flows.login.common import (
     FLOW_FLAG,
     MAX_FIELD,
     SCRAM_ITERATIONS_FLAG,
@@ -49,12 +49,12 @@ from hatchway.flows.login_common import (
     login_channel,
     sanitize_device_name,
 )
-from hatchway.flows.login_common import DeviceView as DeviceView
-from hatchway.flows.login_common import form_field as _field
-from hatchway.flows.login_polls import DECISIONS_CHANNEL, PendingPolls
-from hatchway.flows.login_tokens import ACCESS_TOKEN_TYP as ACCESS_TOKEN_TYP
-from hatchway.flows.login_tokens import REFRESH_GRANT as REFRESH_GRANT
-from hatchway.flows.login_tokens import TokenGrants, _sha256
+from hatchway.flows.login.common import DeviceView as DeviceView
+from hatchway.flows.login.common import form_field as _field
+from hatchway.flows.login.polls import DECISIONS_CHANNEL, PendingPolls
+from hatchway.flows.login.tokens import ACCESS_TOKEN_TYP as ACCESS_TOKEN_TYP
+from hatchway.flows.login.tokens import REFRESH_GRANT as REFRESH_GRANT
+from hatchway.flows.login.tokens import TokenGrants, _sha256
 from hatchway.flows.oauth.client_auth import authenticator_for
 from hatchway.limits import Bucket, Limits, MemoryLimits
 from hatchway.login import (
@@ -359,7 +359,7 @@ class LoginService(TokenGrants):
 
     def _account_active(self, username: str, now: float) -> bool:
         # Only the operator's "disabled" ends sessions. Password-attempt limits
-        # (flows/login_guard.py) stop new attempts only: anyone who knows a
+        # (flows/login/guard.py) stop new attempts only: anyone who knows a
         # username can trip them, and must not sign its owner's devices out.
         user = self.store.get_user(username)
         return user is not None and not user.disabled

@@ -21,7 +21,7 @@ password only (step 4) and proves it with SCRAM-SHA-256 bound to the session
   counts a wrong pick before any password work;
 * lets Deny withdraw an approval until the device has collected its tokens,
   and says plainly when it is too late;
-* applies the password-attempt limits of :mod:`hatchway.flows.login_guard`
+* applies the password-attempt limits of :mod:`hatchway.flows.login.guard`
   (unknown accounts behave, and cost, the same as real ones), then approves
   through the one transition table with a compare-and-set that also guards the
   poll counters, announces the result on the bus and writes the audit log.
@@ -40,8 +40,7 @@ from typing import NoReturn
 
 from hatchway.clients import ClientRecord
 from hatchway.errors import InvalidMessage, LocalProtocolError, RemoteProtocolError
-from hatchway.flows.login import LoginService
-from hatchway.flows.login_common import (
+from hatchway.flows.login.common import (
     LoginRefused,
     account_key,
     b64url,
@@ -49,7 +48,8 @@ from hatchway.flows.login_common import (
     server_secret,
     unb64url,
 )
-from hatchway.flows.login_guard import PasswordGuard
+from hatchway.flows.login.guard import PasswordGuard
+from hatchway.flows.login.service import LoginService
 from hatchway.limits import Bucket, Limits
 from hatchway.login import (
     LoginSession,

@@ -1,7 +1,7 @@
 """Shared pieces of the cross-device login flow adapters (US 9,635,022 B2, RFC 8628).
 
 Holds what both the device side (:mod:`hatchway.flows.login`) and the phone side
-(:mod:`hatchway.flows.login_approval`) need: the refusal type every endpoint maps
+(:mod:`hatchway.flows.login.approval`) need: the refusal type every endpoint maps
 to an OAuth-style error, the server-held secret that keys CSRF tokens, decoy
 verifiers and SCRAM exchange tokens, the admin switch, and the bus channel name.
 """
