@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from hatchway.cli.common import DatabaseOption, DataDirOption, JsonOption
-from hatchway.cli.output import console, emit, err_console, errors_reported
+from hatchway.cli.output import console, emit, err_console, errors_reported, shown
 from hatchway.clients import AntiPhishing, AuthMethod
 
 if TYPE_CHECKING:
@@ -49,10 +49,10 @@ def _store(data_dir: Path | None, database_url: str | None) -> Store:
 def _human(client: ClientRecord) -> None:
     state = "enabled" if client.enabled else "disabled"
     console.print(
-        f"[bold]{escape(client.client_id)}[/] “{escape(client.name)}” ({state}, "
+        f"[bold]{shown(client.client_id)}[/] “{shown(client.name)}” ({state}, "
         f"{client.client_type}, {client.token_endpoint_auth_method})"
     )
-    console.print(f"  scopes: {escape(' '.join(client.scopes)) or '(none)'}")
+    console.print(f"  scopes: {shown(' '.join(client.scopes)) or '(none)'}")
     console.print(f"  anti-phishing: {client.anti_phishing}")
     ttl = [
         f"access {client.access_ttl} s" if client.access_ttl else "access: server default",
@@ -131,17 +131,14 @@ def add(
             auth_method=method,
             jwks=_read_jwks(jwks),
         )
-        store = _store(data_dir, database_url)
-        try:
+        with closing(_store(data_dir, database_url)) as store:
             store.add_client(record)
-        finally:
-            store.close()
         data = record.to_json()
         if secret is not None:
             data["client_secret"] = secret
 
         def human() -> None:
-            console.print(f"added [bold]{escape(client_id)}[/]")
+            console.print(f"added [bold]{shown(client_id)}[/]")
             if secret is not None:
                 # soft_wrap: the secret must never be split across lines.
                 console.print(
@@ -161,22 +158,19 @@ def list_clients(
 ) -> None:
     """List registered clients."""
     with errors_reported(as_json):
-        store = _store(data_dir, database_url)
-        try:
+        with closing(_store(data_dir, database_url)) as store:
             clients = store.list_clients()
-        finally:
-            store.close()
 
         def human() -> None:
             table = Table("client_id", "name", "state", "type", "anti-phishing", "scopes")
             for c in clients:
                 table.add_row(
-                    escape(c.client_id),
-                    escape(c.name),
+                    shown(c.client_id),
+                    shown(c.name),
                     "enabled" if c.enabled else "disabled",
                     c.client_type.value,
                     c.anti_phishing.value,
-                    escape(" ".join(c.scopes)),
+                    shown(" ".join(c.scopes)),
                 )
             console.print(table)
 
@@ -186,11 +180,8 @@ def list_clients(
 def _one(client_id: str, data_dir: Path | None, database_url: str | None) -> ClientRecord:
     from hatchway.store import UnknownClient
 
-    store = _store(data_dir, database_url)
-    try:
+    with closing(_store(data_dir, database_url)) as store:
         client = store.get_client(client_id)
-    finally:
-        store.close()
     if client is None:
         raise UnknownClient(f"no client {client_id!r}")
     return client
@@ -213,14 +204,11 @@ def _set_enabled(
     client_id: str, enabled: bool, data_dir: Path | None, database_url: str | None, as_json: bool
 ) -> None:
     with errors_reported(as_json):
-        store = _store(data_dir, database_url)
-        try:
+        with closing(_store(data_dir, database_url)) as store:
             client = store.set_client_enabled(client_id, enabled, now=time.time())
-        finally:
-            store.close()
         word = "enabled" if enabled else "disabled"
         emit(
-            as_json, client.to_json(), lambda: console.print(f"{word} [bold]{escape(client_id)}[/]")
+            as_json, client.to_json(), lambda: console.print(f"{word} [bold]{shown(client_id)}[/]")
         )
 
 
@@ -255,13 +243,10 @@ def remove(
 ) -> None:
     """Forget a client; its devices cannot refresh any more."""
     with errors_reported(as_json):
-        store = _store(data_dir, database_url)
-        try:
+        with closing(_store(data_dir, database_url)) as store:
             store.remove_client(client_id)
-        finally:
-            store.close()
         emit(
             as_json,
             {"client_id": client_id, "removed": True},
-            lambda: console.print(f"removed [bold]{escape(client_id)}[/]"),
+            lambda: console.print(f"removed [bold]{shown(client_id)}[/]"),
         )

@@ -8,6 +8,7 @@ access token fail at ``/api/whoami`` at once.
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from typing import Annotated, Any
 
 import typer
@@ -29,11 +30,8 @@ def list_sessions(
 ) -> None:
     """List live sessions (one per signed-in device)."""
     with errors_reported(as_json):
-        store = _store(data_dir, database_url)
-        try:
+        with closing(_store(data_dir, database_url)) as store:
             families = store.list_sessions(username, now=time.time())
-        finally:
-            store.close()
         rows: list[dict[str, Any]] = [
             {
                 "session": f.family_id,

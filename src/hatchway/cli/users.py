@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -84,15 +85,12 @@ def add(
         password = _read_password(password_stdin)
         rounds = iterations or load_settings(data_dir, database_url).login_scram_iterations
         verifier = make_verifier(password, random=system_random, iterations=rounds)
-        store = _store(data_dir, database_url)
-        try:
+        with closing(_store(data_dir, database_url)) as store:
             _refuse_split_iterations(store, rounds, given=iterations is not None)
             user = store.add_user(username, verifier, now=time.time())
             # Decoy verifiers for unknown names copy this count, so the ``i=`` in
             # server-first does not tell real accounts from made-up ones.
             store.set_flag(SCRAM_ITERATIONS_FLAG, str(rounds), now=time.time())
-        finally:
-            store.close()
         emit(
             as_json,
             _user_json(user),
@@ -126,11 +124,8 @@ def list_users(
 ) -> None:
     """List accounts with their state."""
     with errors_reported(as_json):
-        store = _store(data_dir, database_url)
-        try:
+        with closing(_store(data_dir, database_url)) as store:
             users = store.list_users()
-        finally:
-            store.close()
         rows = [_user_json(u) for u in users]
 
         def human() -> None:
