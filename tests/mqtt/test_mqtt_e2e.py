@@ -15,7 +15,6 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -24,29 +23,13 @@ import pytest
 from hatchway.device import Device, MqttTransport
 from hatchway.server.process import ServerProcess
 from hatchway.store import CommandStatus
-from tests.mqtt.brokers import mqtt_server, require_system_broker, unique_prefix, wait_mqtt
+from tests.mqtt.brokers import mqtt_server, require_system_broker, wait_mqtt
 from tests.mqtt.helpers import Spy, cli, eventually, is_compact_jwe, open_store
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.e2e]
 
 METADATA = "/.well-known/oauth-authorization-server"
 
-
-@pytest.fixture
-def prefix() -> str:
-    return unique_prefix()
-
-
-@pytest.fixture
-def server(tmp_path: Path, prefix: str) -> Iterator[ServerProcess]:
-    url = require_system_broker()
-    proc = mqtt_server(tmp_path / "data", url=url, prefix=prefix)
-    proc.start()
-    try:
-        wait_mqtt(proc)
-        yield proc
-    finally:
-        proc.stop()
 
 
 def command_status(server: ServerProcess, cid: str) -> CommandStatus | None:

@@ -12,7 +12,6 @@ import json
 import secrets
 import sqlite3
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -24,26 +23,10 @@ from paho.mqtt.properties import Properties
 from hatchway.device import Device, MqttTransport
 from hatchway.msgsec import MessageType, seal
 from hatchway.server.process import ServerProcess
-from tests.mqtt.brokers import mqtt_server, require_system_broker, unique_prefix, wait_mqtt
 from tests.mqtt.helpers import Spy, cli, eventually, open_store
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.e2e]
 
-
-@pytest.fixture
-def prefix() -> str:
-    return unique_prefix()
-
-
-@pytest.fixture
-def server(tmp_path: Path, prefix: str) -> Iterator[ServerProcess]:
-    proc = mqtt_server(tmp_path / "data", url=require_system_broker(), prefix=prefix)
-    proc.start()
-    try:
-        wait_mqtt(proc)
-        yield proc
-    finally:
-        proc.stop()
 
 
 def errors_logged(server: ServerProcess) -> int:

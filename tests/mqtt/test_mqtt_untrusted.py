@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import signal
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -24,27 +23,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from hatchway.device import Device, MqttTransport
 from hatchway.msgsec import MessageType, seal
 from hatchway.server.process import ServerProcess
-from tests.mqtt.brokers import mqtt_server, require_system_broker, unique_prefix, wait_mqtt
+from tests.mqtt.brokers import wait_mqtt
 from tests.mqtt.helpers import Spy, cli, eventually, open_store
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.e2e]
 
-
-@pytest.fixture
-def prefix() -> str:
-    return unique_prefix()
-
-
-@pytest.fixture
-def server(tmp_path: Path, prefix: str) -> Iterator[ServerProcess]:
-    url = require_system_broker()
-    proc = mqtt_server(tmp_path / "data", url=url, prefix=prefix)
-    proc.start()
-    try:
-        wait_mqtt(proc)
-        yield proc
-    finally:
-        proc.stop()
 
 
 def enrol(server: ServerProcess, device_id: str, tmp_path: Path) -> Device:
