@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
 
+from bench_e2e import tls_post_new_connection  # same baseline, one implementation
 from hatchway.config import settings_from_env
 from hatchway.device import Device
 from hatchway.msgsec import MessageType, SenderInfo, open_message, seal
@@ -197,58 +197,6 @@ def measure(pid: int, load: object) -> Run:
     return run
 
 
-def _complete(data: bytes) -> bool:
-    head, sep, body = data.partition(b"\r\n\r\n")
-    if not sep:
-        return False
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            return len(body) >= int(line.split(b":", 1)[1])
-    return True
-
-
-def tls_wire_bytes(port: int, context: ssl.SSLContext, token: bytes) -> int:
-    """Bytes on the wire for one message over a new TLS connection (handshake included)."""
-
-    sock = socket.create_connection(("127.0.0.1", port))
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
-    wire = 0
-
-    def flush() -> None:
-        nonlocal wire
-        data = outgoing.read()
-        wire += len(data)
-        sock.sendall(data)
-
-    def pump() -> None:
-        nonlocal wire
-        data = sock.recv(65536)
-        if not data:
-            raise ConnectionError("closed")
-        wire += len(data)
-        incoming.write(data)
-
-    while True:
-        try:
-            tls.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            flush()
-            pump()
-    flush()
-    tls.write(request_bytes(port, token))
-    flush()
-    reply = b""
-    while not _complete(reply):
-        try:
-            reply += tls.read(65536)
-        except ssl.SSLWantReadError:
-            pump()
-    sock.close()
-    return wire
-
-
 def start_profile(
     pid: int, root: Path, connections: int, seconds: float
 ) -> subprocess.Popen[bytes] | None:
@@ -371,7 +319,7 @@ def main() -> None:
         context.options |= ssl.OP_NO_TICKET  # a brand-new session every time
         connections = max(int(c) for c in args.connections.split(","))
         per_device = [preseal(d, args.tls_messages) for d in devices]
-        wire = tls_wire_bytes(server.https_port, context, per_device[0].pop(0))
+        _, wire = tls_post_new_connection(server.https_port, context, per_device[0].pop(0))
         lanes = lanes_for([t for t in per_device if t], connections)
         deadline = time.monotonic() + args.max_seconds
 
