@@ -12,34 +12,21 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
-from sqlalchemy.engine import make_url
 
 from hatchway.device import Device, MqttTransport
 from hatchway.server.process import ServerProcess, free_port
 from tests.mqtt.brokers import require_system_broker, unique_prefix, wait_mqtt
 from tests.mqtt.helpers import cli
-from tests.replicas.conftest import ADMIN_CONNINFO, PG_URL, _copy_identity, _pg_reachable
-from tests.services import require
+from tests.replicas.conftest import _copy_identity, fresh_database
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.postgres, pytest.mark.e2e]
 
 
 @pytest.fixture
 def database_url() -> Iterator[str]:
-    require(_pg_reachable(), f"PostgreSQL at {ADMIN_CONNINFO}")
-    name = f"hw_mqtt_{secrets.token_hex(6)}"
-    with psycopg.connect(ADMIN_CONNINFO, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(ADMIN_CONNINFO, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    with fresh_database("hw_mqtt") as url:
+        yield url
 
 
 @pytest.fixture

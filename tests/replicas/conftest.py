@@ -112,11 +112,11 @@ def _pg_reachable() -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
-def database_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this module; dropped afterwards."""
+@contextmanager
+def fresh_database(prefix: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database named ``prefix_<random>``; dropped afterwards."""
     require(_pg_reachable(), f"PostgreSQL at {ADMIN_CONNINFO}")
-    name = f"hw_replicas_{secrets.token_hex(6)}"
+    name = f"{prefix}_{secrets.token_hex(6)}"
     with psycopg.connect(ADMIN_CONNINFO, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
@@ -127,6 +127,13 @@ def database_url() -> Iterator[str]:
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+@pytest.fixture(scope="module")
+def database_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this module."""
+    with fresh_database("hw_replicas") as url:
+        yield url
 
 
 @contextmanager
