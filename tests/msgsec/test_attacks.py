@@ -345,10 +345,18 @@ def test_kind_rule_violated(world: World, kind: MessageType, claims: dict[str, A
 DEVICE_KIND_ATTACKS: list[tuple[MessageType, dict[str, Any]]] = [
     (MessageType.COMMAND, {"dat": {"cid": "c"}}),
     (MessageType.COMMAND, {"dat": {"cid": "c", "op": "x", "extra": 1}}),
-    (MessageType.FIRMWARE_UPDATE, {"dat": {"version": "1", "url": "u"}}),
+    (MessageType.FIRMWARE_UPDATE, {"dat": {"release": "1", "manifest": "m", "key": "k"}}),
     (
         MessageType.FIRMWARE_UPDATE,
-        {"dat": {"version": "1", "url": "u", "sha256": "h", "size": True}},
+        {
+            "dat": {
+                "release": "1",
+                "manifest": "m",
+                "key": "k",
+                "chunks": "/",
+                "confirm_within": True,
+            }
+        },
     ),
     (MessageType.ACK, {"dat": {}}),  # irt missing
     (MessageType.ACK, {"dat": {"cid": "c", "op": "x"}, "irt": "x"}),  # a command as an ack

@@ -82,7 +82,13 @@ def test_every_kind_round_trips_at_an_endpoint_for_its_direction(kind: MessageTy
         MessageType.DEREGISTER: {"reason": "retired"},
         MessageType.COMMAND_RESULT: {"cid": "c1", "ok": True, "result": [1]},
         MessageType.COMMAND: {"cid": "c1", "op": "reboot", "args": {}},
-        MessageType.FIRMWARE_UPDATE: {"version": "2", "url": "u", "sha256": "h", "size": 1},
+        MessageType.FIRMWARE_UPDATE: {
+            "release": "r1",
+            "manifest": "m",
+            "key": "k",
+            "chunks": "/fw/r1/",
+        },
+        MessageType.FIRMWARE_REPORT: {"release": "r1", "state": "downloading", "progress": 40},
         MessageType.ACK: {"status": "ok"},
     }
     irt = "req-1" if RULES[kind].irt is Presence.REQUIRED else None

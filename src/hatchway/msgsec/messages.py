@@ -38,6 +38,7 @@ class MessageType(StrEnum):
     COMMAND_RESULT = "hatchway-command-result+jwt"
     ACK = "hatchway-ack+jwt"
     FIRMWARE_UPDATE = "hatchway-firmware+jwt"
+    FIRMWARE_REPORT = "hatchway-firmware-report+jwt"
     DEREGISTER = "hatchway-deregister+jwt"
 
 
@@ -102,8 +103,18 @@ RULES: Mapping[MessageType, Rule] = {
         TO_SERVER, REQ, {"cid": STR, "ok": BOOL}, {"result": ANY, "error": STR, "mid": STR}
     ),
     MessageType.COMMAND: Rule(TO_DEVICE, OPT, {"cid": STR, "op": STR}, {"args": OBJ}),
+    # The firmware offer and the device's report (firmware/wire.py says what each key holds).
     MessageType.FIRMWARE_UPDATE: Rule(
-        TO_DEVICE, OPT, {"version": STR, "url": STR, "sha256": STR}, {"size": INT}
+        TO_DEVICE,
+        OPT,
+        {"release": STR, "manifest": STR, "key": STR, "chunks": STR},
+        {"confirm_within": INT},
+    ),
+    MessageType.FIRMWARE_REPORT: Rule(
+        TO_SERVER,
+        FORBID,
+        {"release": STR, "state": STR},
+        {"reason": STR, "progress": INT, "mid": STR},
     ),
     MessageType.ACK: Rule(TO_DEVICE, REQ, {}, {"status": STR}),
 }
