@@ -20,6 +20,10 @@ Many transport threads call ``handle`` at once: each opens and verifies its mess
 itself, then the store step goes through one :class:`GroupCommitter`, which commits
 the messages queued meanwhile in one transaction and wakes each caller only after
 that commit (issue 10 §1). ``handle`` keeps its signature and its semantics.
+
+A device the operator revoked (:mod:`hatchway.flows.deregistration`) is answered,
+once, with a sealed ``DEREGISTERED`` notice instead; nothing of its message is stored,
+and everything after the notice is refused.
 """
 
 from __future__ import annotations
@@ -29,11 +33,12 @@ import logging
 import re
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeGuard
 
 from hatchway.config import Settings
 from hatchway.errors import HatchwayError, InvalidMessage
+from hatchway.flows.deregistration import notice_body
 from hatchway.flows.ingest.committer import DEFAULT_MAX_BATCH, GroupCommitter
 from hatchway.msgsec import (
     EncryptionKey,
@@ -88,11 +93,21 @@ class _NotCached(Exception):
     """The sender's key is not cached: finish in a thread, which may ask the store."""
 
 
+class _Revoked(Exception):
+    """The store refused a cached sender that has been revoked meanwhile: answer it."""
+
+    def __init__(self, peer: _Peer) -> None:
+        super().__init__(peer.device_id)
+        self.peer = peer
+
+
 @dataclass(frozen=True, slots=True)
 class _Peer:
     device_id: str
     sender: SenderInfo
     encryption_key: EncryptionKey
+    #: Revoked by the operator: its messages get the de-registration notice.
+    revoked: bool = False
 
 
 class MessageService:
@@ -139,6 +154,8 @@ class MessageService:
                 self._peers.move_to_end(kid)
                 return peer
         record = self.store.find_device_by_signing_kid(kid)
+        if record is not None and record.status is DeviceStatus.REVOKED:
+            return replace(_peer_from_record(record), revoked=True)  # never cached
         if record is None or record.status is not DeviceStatus.ENROLLED:
             return None
         peer = _peer_from_record(record)
@@ -229,6 +246,12 @@ class MessageService:
         if message.typ is not MessageType.TELEMETRY:
             return await asyncio.to_thread(self._finish, peer, message, now)
         try:
+            return await self._telemetry_async(peer, message, now)
+        except _Revoked as revoked:  # _finish answers it, and logs a refusal
+            return await asyncio.to_thread(self._finish, revoked.peer, message, now)
+
+    async def _telemetry_async(self, peer: _Peer, message: Message, now: float) -> bytes:
+        try:
             self._precheck(peer, message)
             try:
                 future = self.committer.submit(self._accept_request(peer, message, now))
@@ -247,8 +270,13 @@ class MessageService:
     def _finish(self, peer: _Peer, message: Message, now: float) -> bytes:
         """``handle`` after the message was opened."""
         try:
+            if peer.revoked:
+                return self._notice(peer, message, now)
             self._precheck(peer, message)
-            accepted = self._accept(peer, message, now)
+            try:
+                accepted = self._accept(peer, message, now)
+            except _Revoked as revoked:
+                return self._notice(revoked.peer, message, now)
             reply = self._dispatch(peer, message, now, accepted)
         except InvalidMessage as exc:
             log.warning("message rejected: %s", exc.reason or "unspecified")
@@ -258,9 +286,7 @@ class MessageService:
 
     def _precheck(self, peer: _Peer, message: Message) -> None:
         """Refuse before anything is stored: a refused message must leave no trace."""
-        mid = message.body.get("mid")
-        if mid is not None and not (isinstance(mid, str) and 0 < len(mid) <= MAX_MID_LENGTH):
-            raise InvalidMessage("mid missing, empty or too long")
+        _check_mid(message)
         if message.typ is MessageType.COMMAND_RESULT:
             cid, irt = message.body.get("cid"), message.in_reply_to
             # Both are identifiers this server minted; anything else (over-long, not
@@ -307,12 +333,18 @@ class MessageService:
             signing_kid=peer.sender.verifying_key.kid,
         )
 
-    def _refused(self, peer: _Peer, exc: HatchwayError | ValueError) -> InvalidMessage:
+    def _refused(self, peer: _Peer, exc: HatchwayError | ValueError) -> Exception:
         if isinstance(exc, InvalidMessage):
             return exc
         # Reset, re-enrolled or de-registered meanwhile (possibly on another replica):
         # drop the cached key and give the same opaque answer as any other refusal.
         self.forget(peer.sender.verifying_key.kid)
+        if isinstance(exc, UnknownDevice):
+            # Revoked meanwhile, with this key: the message was not stored (the accept
+            # rolled back), and gets the notice instead.
+            current = self._peer(peer.sender.verifying_key.kid)
+            if current is not None and current.revoked and current.device_id == peer.device_id:
+                return _Revoked(current)
         return InvalidMessage(f"store refused: {type(exc).__name__}: {exc}")
 
     def _accepted(self, peer: _Peer, message: Message, result: AcceptResult) -> AcceptResult:
@@ -350,6 +382,46 @@ class MessageService:
             self.forget(peer.sender.verifying_key.kid)
             return ack("deregistered")
         return ack("duplicate" if accepted.duplicate else "stored")
+
+    # -- revoked devices (flows/deregistration.py) -----------------------------------------
+    def _notice(self, peer: _Peer, message: Message, now: float) -> bytes:
+        """The sealed de-registration notice for a revoked device's message."""
+        _check_mid(message)
+        revocation = self.store.get_revocation(peer.device_id)
+        if revocation is None:  # re-provisioned meanwhile
+            raise InvalidMessage(f"{peer.device_id} is no longer revoked")
+        body = notice_body(revocation)
+
+        def seal_notice(seq: int) -> SealedDelivery:
+            reply = self._message(peer, MessageType.DEREGISTERED, message, now, body, seq)
+            return SealedDelivery(
+                jti=reply.jti, exp=float(reply.exp), reply=self._seal(peer, reply)
+            )
+
+        try:
+            sealed = self.store.answer_revoked(
+                self._accept_request(peer, message, now), seal_notice
+            )
+        except InvalidMessage:
+            raise
+        except (HatchwayError, ValueError) as exc:
+            raise InvalidMessage(f"revoked device {peer.device_id!r} refused: {exc}") from None
+        log.info("revoked device %s answered with its de-registration notice", peer.device_id)
+        return sealed
+
+    def push_notice(self, device_id: str) -> bytes | None:
+        """Seal the de-registration notice for an MQTT push, claimed once (None: not ours)."""
+        record = self.store.get_device(device_id)
+        revocation = self.store.get_revocation(device_id)
+        if record is None or record.status is not DeviceStatus.REVOKED or revocation is None:
+            return None
+        if record.signing_jwk is None or not self.store.claim_notice_push(
+            device_id, now=self.clock()
+        ):
+            return None
+        return self._server_message(
+            _peer_from_record(record), MessageType.DEREGISTERED, notice_body(revocation)
+        )
 
     def _deliver(
         self, peer: _Peer, message: Message, now: float, seq: int, retransmission: bool
@@ -429,20 +501,22 @@ class MessageService:
         record = self.store.get_device(device_id)
         if record is None or record.status is not DeviceStatus.ENROLLED:
             raise LookupError(f"device {device_id!r} is not enrolled")
-        peer = _peer_from_record(record)
+        return self._server_message(_peer_from_record(record), kind, body)
+
+    def _server_message(self, peer: _Peer, kind: MessageType, body: dict[str, Any]) -> bytes:
+        """A server-initiated message (no ``irt``) for ``peer``, sealed."""
         now = self.clock()
         message = Message(
             typ=kind,
             iss=self.server_id,
-            aud=device_id,
+            aud=peer.device_id,
             iat=int(now),
             exp=int(now) + self.settings.message_ttl,
             jti=self.random(16).hex(),
-            seq=self.store.next_outbound_seq(device_id),
+            seq=self.store.next_outbound_seq(peer.device_id),
             body=body,
         )
         return self._seal(peer, message)
-
 
     def push_command(self, command: CommandRecord) -> bytes | None:
         """Seal a queued command for a server-initiated push (MQTT downlink).
@@ -490,6 +564,12 @@ def check_command(queued: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(queued.get("op"), str) or not queued["op"]:
         raise ValueError('a command needs an "op" string, e.g. {"op": "reboot"}')
     return queued
+
+
+def _check_mid(message: Message) -> None:
+    mid = message.body.get("mid")
+    if mid is not None and not (isinstance(mid, str) and 0 < len(mid) <= MAX_MID_LENGTH):
+        raise InvalidMessage("mid missing, empty or too long")
 
 
 def _is_server_id(value: object) -> TypeGuard[str]:

@@ -40,6 +40,7 @@ class MessageType(StrEnum):
     FIRMWARE_UPDATE = "hatchway-firmware+jwt"
     FIRMWARE_REPORT = "hatchway-firmware-report+jwt"
     DEREGISTER = "hatchway-deregister+jwt"
+    DEREGISTERED = "hatchway-deregistered+jwt"
 
 
 class Direction(StrEnum):
@@ -117,6 +118,9 @@ RULES: Mapping[MessageType, Rule] = {
         {"reason": STR, "progress": INT, "mid": STR},
     ),
     MessageType.ACK: Rule(TO_DEVICE, REQ, {}, {"status": STR}),
+    # The operator revoked the device (fig. 7 from the server's side): a reply to the
+    # device's next message, or pushed over MQTT. ``revoked_at`` is POSIX seconds.
+    MessageType.DEREGISTERED: Rule(TO_DEVICE, OPT, {"reason": STR, "revoked_at": INT}),
 }
 
 _KINDS = {k.value: k for k in MessageType}  # a dict hit; MessageType(typ) is ~1 µs
