@@ -174,6 +174,8 @@ class StateFile:
     def load(cls, path: Path) -> StateFile:
         try:
             data = json.loads(path.read_text())
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
             return cls(path, DeviceState.from_json(data))
         except FileNotFoundError:
             raise ConfigurationError(f"no device state at {path}; enrol first") from None
