@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,12 @@ from tests.e2e.revocation_helpers import (
 from tests.mqtt.helpers import eventually, open_store
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.e2e]
+
+
+def unique(name: str) -> str:
+    """A device id (and so an MQTT client id) no concurrent run on the shared broker uses:
+    a persistent session taken over by another run's client would eat our pushes."""
+    return f"{name}-{secrets.token_hex(4)}"
 
 
 def enrolled(server: ServerProcess, device_id: str, tmp_path: Path) -> Path:
@@ -62,7 +69,8 @@ def pushed(server: ServerProcess, device_id: str) -> bool:
 def test_a_listening_device_gets_the_pushed_notice_and_exits(
     server: ServerProcess, tmp_path: Path
 ) -> None:
-    state = enrolled(server, "meter-l", tmp_path)
+    dev = unique("meter-l")
+    state = enrolled(server, dev, tmp_path)
     cert = certificate_of(state)
     listener = subprocess.Popen(
         [sys.executable, "-m", "hatchway", "device", "listen", "--state", str(state), "--json"],
@@ -73,8 +81,8 @@ def test_a_listening_device_gets_the_pushed_notice_and_exits(
     )
     try:
         assert listener.stdout is not None
-        assert json.loads(listener.stdout.readline())["listening"] == "meter-l"
-        revoke(server, "meter-l")
+        assert json.loads(listener.stdout.readline())["listening"] == dev
+        revoke(server, dev)
         assert listener.wait(30) == EXIT_REVOKED
         lines = listener.stdout.read().strip().splitlines()
         assert len(lines) == 1 and "revoked" in json.loads(lines[0])["error"]
@@ -92,9 +100,10 @@ def test_a_listening_device_gets_the_pushed_notice_and_exits(
 def test_an_offline_device_gets_the_notice_from_its_session_on_reconnect(
     server: ServerProcess, tmp_path: Path
 ) -> None:
-    state = enrolled(server, "meter-p", tmp_path)
-    revoke(server, "meter-p")
-    eventually(lambda: pushed(server, "meter-p"), what="the notice push")
+    dev = unique("meter-p")
+    state = enrolled(server, dev, tmp_path)
+    revoke(server, dev)
+    eventually(lambda: pushed(server, dev), what="the notice push")
     device = Device.load(state, transport=MqttTransport())
     try:
         with pytest.raises(DeviceRevoked, match="stolen"):
@@ -103,18 +112,19 @@ def test_an_offline_device_gets_the_notice_from_its_session_on_reconnect(
             device.send({"kwh": 2})  # never sends again
     finally:
         device.close()
-    assert json.loads(state.read_text())["revoked"]["device_id"] == "meter-p"
+    assert json.loads(state.read_text())["revoked"]["device_id"] == dev
 
 
 def test_a_device_that_missed_the_push_is_told_in_the_reply_then_refused(
     server: ServerProcess, tmp_path: Path
 ) -> None:
-    state = enrolled(server, "meter-r", tmp_path)
+    dev = unique("meter-r")
+    state = enrolled(server, dev, tmp_path)
     cert = certificate_of(state)
     thief = tmp_path / "thief.json"
     shutil.copy(state, thief)
-    revoke(server, "meter-r")
-    eventually(lambda: pushed(server, "meter-r"), what="the notice push")
+    revoke(server, dev)
+    eventually(lambda: pushed(server, dev), what="the notice push")
     # A one-shot session: the push went to the persistent session, not to this one.
     done = hatchway(
         "device",
@@ -137,5 +147,5 @@ def test_a_device_that_missed_the_push_is_told_in_the_reply_then_refused(
     finally:
         copy.close()
     with open_store(server.data_dir) as store:
-        assert store.count_messages("meter-r") == 1
+        assert store.count_messages(dev) == 1
     assert_crl_lists(server, cert.serial_number, reason=x509.ReasonFlags.key_compromise)
