@@ -179,7 +179,9 @@ class MqttGateway:
                     self._store_ok = False
                 log.warning(
                     "mqtt: connection to %s lost or refused (%s); retry in %.1fs",
-                    self.broker, exc, delay,
+                    self.broker,
+                    exc,
+                    delay,
                 )
             finally:
                 self.connected.clear()
