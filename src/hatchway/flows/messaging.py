@@ -94,7 +94,8 @@ class _NotCached(Exception):
 
 
 class _Revoked(Exception):
-    """The store refused a cached sender that has been revoked meanwhile: answer it."""
+    """The store refused a cached sender as not enrolled: it may have been revoked
+    meanwhile, and then gets the notice (``_after_refusal``, in a worker thread)."""
 
     def __init__(self, peer: _Peer) -> None:
         super().__init__(peer.device_id)
@@ -247,8 +248,12 @@ class MessageService:
             return await asyncio.to_thread(self._finish, peer, message, now)
         try:
             return await self._telemetry_async(peer, message, now)
-        except _Revoked as revoked:  # _finish answers it, and logs a refusal
-            return await asyncio.to_thread(self._finish, revoked.peer, message, now)
+        except _Revoked as refused:
+            try:
+                return await asyncio.to_thread(self._after_refusal, refused.peer, message, now)
+            except InvalidMessage as exc:
+                log.warning("message rejected: %s", exc.reason or "unspecified")
+                raise
 
     async def _telemetry_async(self, peer: _Peer, message: Message, now: float) -> bytes:
         try:
@@ -275,8 +280,8 @@ class MessageService:
             self._precheck(peer, message)
             try:
                 accepted = self._accept(peer, message, now)
-            except _Revoked as revoked:
-                return self._notice(revoked.peer, message, now)
+            except _Revoked:
+                return self._after_refusal(peer, message, now)
             reply = self._dispatch(peer, message, now, accepted)
         except InvalidMessage as exc:
             log.warning("message rejected: %s", exc.reason or "unspecified")
@@ -340,11 +345,7 @@ class MessageService:
         # drop the cached key and give the same opaque answer as any other refusal.
         self.forget(peer.sender.verifying_key.kid)
         if isinstance(exc, UnknownDevice):
-            # Revoked meanwhile, with this key: the message was not stored (the accept
-            # rolled back), and gets the notice instead.
-            current = self._peer(peer.sender.verifying_key.kid)
-            if current is not None and current.revoked and current.device_id == peer.device_id:
-                return _Revoked(current)
+            return _Revoked(peer)  # perhaps: the store decides, off the event loop
         return InvalidMessage(f"store refused: {type(exc).__name__}: {exc}")
 
     def _accepted(self, peer: _Peer, message: Message, result: AcceptResult) -> AcceptResult:
@@ -384,6 +385,14 @@ class MessageService:
         return ack("duplicate" if accepted.duplicate else "stored")
 
     # -- revoked devices (flows/deregistration.py) -----------------------------------------
+    def _after_refusal(self, peer: _Peer, message: Message, now: float) -> bytes:
+        """A cached sender the store refused (the accept rolled back, nothing stored):
+        revoked meanwhile with this key, it gets the notice; otherwise the refusal."""
+        current = self._peer(peer.sender.verifying_key.kid)
+        if current is None or not current.revoked or current.device_id != peer.device_id:
+            raise InvalidMessage(f"store refused: {peer.device_id} is not enrolled")
+        return self._notice(current, message, now)
+
     def _notice(self, peer: _Peer, message: Message, now: float) -> bytes:
         """The sealed de-registration notice for a revoked device's message."""
         _check_mid(message)
