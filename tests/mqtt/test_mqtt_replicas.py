@@ -7,7 +7,6 @@ the PostgreSQL bus; the timer sweep alone would take 30 s) by exactly one replic
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from hatchway.device import Device, MqttTransport
 from hatchway.server.process import ServerProcess, free_port
 from tests.mqtt.brokers import require_system_broker, unique_prefix, wait_mqtt
 from tests.mqtt.helpers import cli, mqtt_lines
-from tests.replicas.conftest import _copy_identity, fresh_database
+from tests.replicas.conftest import _copy_identity, fresh_database, replica_pair
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.postgres, pytest.mark.e2e]
 
@@ -39,15 +38,7 @@ def replicas(tmp_path: Path, database_url: str) -> Iterator[tuple[ServerProcess,
         "HATCHWAY_MQTT_URL": broker,
         "HATCHWAY_MQTT_TOPIC_PREFIX": unique_prefix(),
     }
-    a = ServerProcess(
-        tmp_path / "a",
-        https_port=https,
-        http_port=http,
-        env={**env, "HATCHWAY_MQTT_CLIENT_ID": f"hw-a-{secrets.token_hex(4)}"},
-    )
-    b = ServerProcess(
-        tmp_path / "b", env={**env, "HATCHWAY_MQTT_CLIENT_ID": f"hw-b-{secrets.token_hex(4)}"}
-    )
+    a, b = replica_pair(tmp_path, env, name="hw", a_ports=(https, http))
     try:
         a.start()
         _copy_identity(a.data_dir, b.data_dir)

@@ -48,12 +48,12 @@ from hatchway.errors import InvalidMessage
 from hatchway.mqtt.gateway import wake_pushers
 from hatchway.mqtt.topics import Topics
 from hatchway.server.context import ServerContext
-from hatchway.server.process import ServerProcess, free_port
+from hatchway.server.process import free_port
 from hatchway.store import CommandStatus, Store
 from tests.mqtt.brokers import require_system_broker, unique_prefix, wait_mqtt
 from tests.mqtt.helpers import Spy, eventually, mqtt_lines
 from tests.replicas.balancer import Balancer
-from tests.replicas.conftest import _copy_identity, fresh_database
+from tests.replicas.conftest import _copy_identity, fresh_database, replica_pair
 from tests.replicas.fleet import Meter, Progress, RecordingHttp, RecordingMqtt
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.mqtt]
@@ -91,18 +91,8 @@ class Site:
             "HATCHWAY_MQTT_TOPIC_PREFIX": self.prefix,
             "HATCHWAY_MQTT_SESSION_EXPIRY": "2",
         }
-        tag = secrets.token_hex(4)
-        self.a = ServerProcess(
-            root / "a",
-            https_port=a_https,
-            http_port=a_http,
-            env={**env, "HATCHWAY_MQTT_CLIENT_ID": f"hw-kill-a-{tag}"},
-        )
-        self.b = ServerProcess(
-            root / "b",
-            https_port=b_https,
-            http_port=b_http,
-            env={**env, "HATCHWAY_MQTT_CLIENT_ID": f"hw-kill-b-{tag}"},
+        self.a, self.b = replica_pair(
+            root, env, name="hw-kill", a_ports=(a_https, a_http), b_ports=(b_https, b_http)
         )
         stack.callback(self.b.stop)
         stack.callback(self.a.stop)
