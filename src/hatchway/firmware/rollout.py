@@ -117,7 +117,10 @@ def check_report(state: object, reason: object, progress: object) -> FwState:
     if allowed is not None and (not isinstance(reason, str) or reason not in allowed):
         raise ValueError(f"a {target} report needs a known reason, not {reason!r}")
     if progress is not None and (
-        target is not FwState.DOWNLOADING or type(progress) is not int or not 0 <= progress <= 100  # type: ignore[operator]
+        target is not FwState.DOWNLOADING
+        or not isinstance(progress, int)
+        or isinstance(progress, bool)
+        or not 0 <= progress <= 100
     ):
         raise ValueError("progress is a whole percent, and only while downloading")
     return target

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
@@ -100,12 +100,16 @@ class FirmwareRepository(RepositoryBase):
                 raise ValueError(f"firmware keys cannot be forgotten: {missing}")
         return after
 
-    def import_firmware_trust(self, trust: TrustStore, *, now: float) -> bool:
-        """Load a legacy ``firmware-trust.json`` into an empty table; False if not empty."""
+    def import_firmware_trust(self, trust: TrustStore, *, now: float) -> int:
+        """Merge a legacy ``firmware-trust.json``: keys the store does not know are added
+        as they were (a revoked key stays revoked); returns how many. Keys the store
+        knows keep the store's decision."""
         with self._write() as conn:
-            if conn.scalar(select(func.count()).select_from(firmware_keys)):
-                return False
+            known = set(conn.scalars(select(firmware_keys.c.kid)))
+            added = 0
             for entry in trust:
+                if entry.kid in known:
+                    continue
                 conn.execute(
                     insert(firmware_keys).values(
                         kid=entry.kid,
@@ -114,7 +118,8 @@ class FirmwareRepository(RepositoryBase):
                         updated_at=now,
                     )
                 )
-        return True
+                added += 1
+        return added
 
     # -- releases -------------------------------------------------------------------------
     def add_release(self, release: ReleaseRecord) -> None:
