@@ -106,8 +106,6 @@ def test_rollout_waves_offers_and_completion(store: Store) -> None:
     # The offer is a queued command carrying the marker, resolvable for sealing.
     (command,) = store.pending_commands("d00")
     assert command.body == {OFFER_KEY: "r1"}
-    offer = store.firmware_offer(command.command_id)
-    assert offer is not None and offer.device_id == "d00" and offer.release.release_id == "r1"
     with pytest.raises(RolloutExists):
         store.start_rollout("r1", "pilot", now=21.0)
 
@@ -173,8 +171,9 @@ def test_auto_pause_resume_and_cancel(store: Store) -> None:
 def test_delivered_offer_is_not_withdrawn(store: Store) -> None:
     fleet(store, 1)
     store.add_release(release())
-    store.start_rollout("r1", "pilot", now=20.0)
+    store.start_rollout("r1", "pilot", confirm_within=60, now=20.0)
     (command,) = store.pending_commands("d00")
+    assert command.body == {OFFER_KEY: "r1", "confirm_within": 60}
     from hatchway.store import SealedDelivery
 
     sealed = SealedDelivery(jti="j1", exp=100.0, reply=b"x")
