@@ -5,7 +5,19 @@ from __future__ import annotations
 import typer
 
 from hatchway import __version__
-from hatchway.cli import clients, demo, device, firmware, login, mqtt, se, serve, sessions, users
+from hatchway.cli import (
+    clients,
+    demo,
+    device,
+    firmware,
+    groups,
+    login,
+    mqtt,
+    se,
+    serve,
+    sessions,
+    users,
+)
 from hatchway.cli.common import JsonOption
 from hatchway.cli.output import emit
 
@@ -19,6 +31,7 @@ app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 app.add_typer(device.app, name="device")
 app.add_typer(firmware.app, name="firmware")
+app.add_typer(groups.app, name="groups")
 app.add_typer(se.app, name="se")
 app.add_typer(mqtt.app, name="mqtt")
 app.add_typer(users.app, name="users")
