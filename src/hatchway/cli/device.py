@@ -110,6 +110,24 @@ def enroll(
     sign_alg: Annotated[str, typer.Option(help="ES256 (P-256) or EdDSA (Ed25519).")] = "ES256",
     enc_curve: Annotated[str, typer.Option(help="P-256 or X25519.")] = "P-256",
     key_alg: Annotated[str, typer.Option(help="ECDH-ES or ECDH-ES+A256KW.")] = "ECDH-ES",
+    device_class: Annotated[
+        str | None,
+        typer.Option("--class", help="Firmware device class, e.g. acme-meter-v2."),
+    ] = None,
+    firmware_version: Annotated[
+        str, typer.Option("--firmware-version", help="Installed firmware version.")
+    ] = "0",
+    firmware_sequence: Annotated[
+        int, typer.Option("--firmware-sequence", min=0, help="Installed manifest sequence.")
+    ] = 0,
+    firmware_keys: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--firmware-key",
+            help="Trust this firmware public key (.pub.jwk; repeatable) instead of the "
+            "keys the server names at enrolment.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Enrol over TLS: secret -> first token -> key exchange; then TLS is closed.
@@ -118,9 +136,14 @@ def enroll(
 
     Never overwrites another device's state; resumes a pending enrolment with its keys."""
     from hatchway.device import Device
+    from hatchway.device.firmware import FirmwareIdentity
+    from hatchway.firmware import TrustStore
+    from hatchway.firmware.files import read_public_key
     from hatchway.msgsec import KeyAlg, SignAlg
 
     with errors_reported(as_json):
+        pinned = TrustStore.of(*(read_public_key(p) for p in firmware_keys or []))
+        position = FirmwareIdentity(device_class, firmware_version, firmware_sequence, pinned)
         secret = os.environ.get("HATCHWAY_ENROLMENT_SECRET") or _read_secret()
         ca_file = _ca_file(ca)
         device = Device.enroll(
@@ -132,8 +155,10 @@ def enroll(
             sign_alg=SignAlg(sign_alg),
             enc_curve=enc_curve,
             key_alg=KeyAlg(key_alg),
+            firmware=position,
         )
         st = device.state
+        fw = st.firmware
         emit(
             as_json,
             {
@@ -141,6 +166,8 @@ def enroll(
                 "state": str(state),
                 "suite": st.suite,
                 "endpoints": st.endpoints,
+                "firmware": {k: fw[k] for k in ("class", "version", "sequence")}
+                | {"keys": [e["jwk"]["kid"] for e in fw["trust"]["keys"]]},
             },
             lambda: console.print(
                 f"enrolled [bold]{shown(device_id)}[/]; TLS closed. "

@@ -5,7 +5,19 @@ from __future__ import annotations
 import typer
 
 from hatchway import __version__
-from hatchway.cli import clients, demo, device, firmware, login, mqtt, se, serve, sessions, users
+from hatchway.cli import (
+    clients,
+    demo,
+    device,
+    firmware,
+    login,
+    mqtt,
+    se,
+    serve,
+    sessions,
+    update,
+    users,
+)
 from hatchway.cli.common import JsonOption
 from hatchway.cli.output import emit
 
@@ -17,6 +29,7 @@ app = typer.Typer(
 )
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
+device.app.command("update")(update.update)
 app.add_typer(device.app, name="device")
 app.add_typer(firmware.app, name="firmware")
 app.add_typer(se.app, name="se")

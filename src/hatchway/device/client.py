@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hatchway.device.enrol import enroll
+from hatchway.device.firmware.identity import FirmwareIdentity
 from hatchway.device.state import DeviceState, StateFile
 from hatchway.device.transport import HttpTransport, MessageRejected, Transport, TransportError
 from hatchway.errors import InvalidMessage
@@ -74,6 +76,8 @@ class Device:
             suite=Suite(sign=server_sig.alg, key=self._suite.key, enc=self._suite.enc),
         )
         self._url = st.endpoints["messages"]
+        #: Firmware offers received (poll replies, pushes), newest last; see device/firmware.
+        self.offers: deque[Message] = deque(maxlen=4)
         # Transports that address by device rather than URL (MQTT topics) learn it here.
         bind = getattr(self._transport, "bind", None)
         if callable(bind):
@@ -92,6 +96,7 @@ class Device:
         sign_alg: SignAlg = SignAlg.ES256,
         enc_curve: str = "P-256",
         key_alg: KeyAlg = KeyAlg.ECDH_ES,
+        firmware: FirmwareIdentity | None = None,
         **options: Any,
     ) -> Device:
         state = enroll(
@@ -103,6 +108,7 @@ class Device:
             sign_alg=sign_alg,
             enc_curve=enc_curve,
             key_alg=key_alg,
+            firmware=firmware,
         )
         return cls(state, **options)
 
@@ -124,11 +130,34 @@ class Device:
         return self._exchange(MessageType.TELEMETRY, {"readings": data}, {MessageType.ACK})
 
     def poll(self) -> Command | None:
-        """Ask for the next queued command; ``None`` when there is none."""
-        reply = self._exchange(MessageType.POLL, {}, {MessageType.ACK, MessageType.COMMAND})
-        if reply.typ is not MessageType.COMMAND:
-            return None
-        return self._remember(reply)
+        """Ask for the next queued command; ``None`` when there is none.
+
+        A firmware offer answering the poll is kept in ``offers`` and the poll repeated
+        (a few times at most), so commands still come through while an update is offered.
+        """
+        for _ in range(3):
+            reply = self._exchange(MessageType.POLL, {}, _POLL_REPLIES)
+            if reply.typ is MessageType.FIRMWARE_UPDATE:
+                self.offers.append(reply)
+                continue
+            return self._remember(reply) if reply.typ is MessageType.COMMAND else None
+        return None
+
+    def poll_offer(self) -> Message | None:
+        """Poll once for a firmware offer; a command answering instead stays queued."""
+        reply = self._exchange(MessageType.POLL, {}, _POLL_REPLIES)
+        if reply.typ is MessageType.COMMAND:
+            self._remember(reply)  # answerable later; the server redelivers it until answered
+        return reply if reply.typ is MessageType.FIRMWARE_UPDATE else None
+
+    def report_firmware(self, body: dict[str, Any]) -> Message:
+        """Send a FIRMWARE_REPORT (firmware/wire.py) and check the acknowledgement."""
+        return self._exchange(MessageType.FIRMWARE_REPORT, body, {MessageType.ACK})
+
+    def save_firmware(self, firmware: dict[str, Any]) -> None:
+        """Persist the firmware position and trust (device/firmware/identity.py)."""
+        self._file.update(firmware=firmware)
+        self._file.save()
 
     def receive(self, timeout: float | None = None) -> Command | None:
         """Wait up to ``timeout`` seconds for a command the server pushed.
@@ -141,7 +170,7 @@ class Device:
         if not callable(receive):
             raise TypeError("this transport carries no server pushes; use poll()")
         deadline = None if timeout is None else time.monotonic() + timeout
-        expected = frozenset({MessageType.COMMAND, MessageType.ACK})
+        expected = frozenset(_POLL_REPLIES)
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             raw = receive(left)
@@ -161,6 +190,10 @@ class Device:
             if push.in_reply_to is None and push.typ is MessageType.COMMAND:
                 self._accept_inbound(push)
                 return self._remember(push)
+            if push.in_reply_to is None and push.typ is MessageType.FIRMWARE_UPDATE:
+                self._accept_inbound(push)
+                self.offers.append(push)
+                return None
 
     def _remember(self, delivery: Message) -> Command:
         cid = str(delivery.body["cid"])
@@ -280,6 +313,9 @@ class Device:
             message.seq
         )
         self._file.update(inbound_highest=window.highest, inbound_bitmap=window.bitmap)
+
+
+_POLL_REPLIES = {MessageType.ACK, MessageType.COMMAND, MessageType.FIRMWARE_UPDATE}
 
 
 def _server_keys(jwks: dict[str, Any]) -> tuple[VerifyingKey, EncryptionKey]:
