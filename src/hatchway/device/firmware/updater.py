@@ -175,13 +175,14 @@ class Updater:
     # -- the phases ---------------------------------------------------------------------------
     def _run(self, pending: Pending) -> UpdateResult:
         while True:
+            self.flush()
             manifest = self._manifest(pending)
             if isinstance(manifest, UpdateResult):
                 return manifest
             step = {
                 Phase.DOWNLOADING: self._download,
                 Phase.VERIFIED: self._install,
-                Phase.INSTALLING: self._boot,
+                Phase.INSTALLING: self._install_and_boot,
                 Phase.BOOTED: self._check_health,
                 Phase.CONFIRMED: self._confirmed,
             }[pending.phase]
@@ -235,7 +236,9 @@ class Updater:
                     percent = assembler.received() * 100 // total
                     if percent // 10 > reported // 10 and percent < 100:
                         reported = percent
-                        self._send(_body(release, State.DOWNLOADING, progress=percent))
+                        # Best effort, and never ahead of a report still in the outbox.
+                        if not self.record.outbox:
+                            self._send(_body(release, State.DOWNLOADING, progress=percent))
                 try:
                     assembler.finish()
                 except ChunkRefused as exc:
@@ -276,7 +279,7 @@ class Updater:
             assembler = ChunkAssembler(manifest, image, self.slots.load_download())
             try:
                 assembler.finish()
-            except (ChunkRefused, ManifestRefused, HatchwayError) as exc:
+            except HatchwayError as exc:  # ChunkRefused, DIGEST_MISMATCH, chunks missing
                 log.warning("firmware %s: slot changed since download (%s)", pending, exc)
                 self.slots.save_download(assembler.state)
                 again = replace(pending, phase=Phase.DOWNLOADING)
@@ -284,24 +287,24 @@ class Updater:
                 return again
         installing = replace(pending, phase=Phase.INSTALLING)
         self._save(self.record.move(installing))
+        return installing
+
+    def _install_and_boot(self, pending: Pending, manifest: Manifest) -> Pending | UpdateResult:
+        # Run again after a kill anywhere in here: the install step must be idempotent.
         try:
             self._installer.install(self._target(pending, manifest))
         except InstallError as exc:
             log.warning("firmware %s: install failed: %s", pending.offer.release, exc)
             return self._rollback(pending, manifest, RollbackReason.INSTALL_FAILED, boot=False)
-        return installing
-
-    def _boot(self, pending: Pending, manifest: Manifest) -> Pending | UpdateResult:
         # booted_at is saved before the boot step runs: a boot that reboots the machine
         # comes back here in phase "booted", and the confirm deadline already runs.
         booted = replace(pending, phase=Phase.BOOTED, booted_at=int(self._clock()))
-        self._save(self.record.move(booted))
+        self._outbox(self.record.move(booted), pending.offer.release, State.INSTALLED)
         try:
             self._installer.boot(self._target(booted, manifest))
         except InstallError as exc:
             log.warning("firmware %s: boot failed: %s", pending.offer.release, exc)
             return self._rollback(booted, manifest, RollbackReason.INSTALL_FAILED, boot=True)
-        self._outbox(self.record, pending.offer.release, State.INSTALLED)
         return booted
 
     def _check_health(self, pending: Pending, manifest: Manifest) -> Pending | UpdateResult:
