@@ -159,16 +159,14 @@ class IdentityFile:
 
     def __init__(self, path: Path, initial: FirmwareIdentity | None = None) -> None:
         self.path = path
-        if initial is not None:
+        if initial is not None and not path.exists():  # a restarted device keeps its own
             self.commit(initial)
-        self.commits = 0
 
     def __call__(self) -> FirmwareIdentity:
         return FirmwareIdentity.from_json(json.loads(self.path.read_text()))
 
     def commit(self, identity: FirmwareIdentity) -> None:
         write_private(self.path, json.dumps(identity.to_json()).encode())
-        self.commits = getattr(self, "commits", 0) + 1
 
 
 class Reports:
