@@ -10,6 +10,7 @@ from hatchway.cli import (
     demo,
     device,
     firmware,
+    groups,
     login,
     mqtt,
     se,
@@ -32,6 +33,7 @@ app.command("demo")(demo.demo)
 device.app.command("update")(update.update)
 app.add_typer(device.app, name="device")
 app.add_typer(firmware.app, name="firmware")
+app.add_typer(groups.app, name="groups")
 app.add_typer(se.app, name="se")
 app.add_typer(mqtt.app, name="mqtt")
 app.add_typer(users.app, name="users")

@@ -29,6 +29,7 @@ from joserfc.errors import JoseError
 from hatchway import strictjson
 from hatchway.config import Settings
 from hatchway.errors import HatchwayError, InvalidMessage
+from hatchway.flows.firmware import firmware_keys
 from hatchway.mqtt.discovery import enrolment_endpoints
 from hatchway.msgsec import (
     EncryptionKey,
@@ -220,6 +221,8 @@ class EnrolmentService:
             ),
             "suite": suite.to_json(),
             "server_suite": {"sign": SignAlg.ES256.value},
+            # Issue 9: the device's first firmware trust store (flows/firmware.py).
+            "firmware": {"keys": firmware_keys(self.store)},
             "endpoints": {
                 "messages": self.settings.plain_base_url + MESSAGE_PATH,
                 # The broker and this device's own topics, when MQTT is configured.

@@ -34,6 +34,7 @@ from typing import Any, TypeGuard
 
 from hatchway.config import Settings
 from hatchway.errors import HatchwayError, InvalidMessage
+from hatchway.flows import firmware as fw
 from hatchway.flows.ingest.committer import DEFAULT_MAX_BATCH, GroupCommitter
 from hatchway.msgsec import (
     EncryptionKey,
@@ -80,6 +81,7 @@ INBOUND = frozenset(
         MessageType.POLL,
         MessageType.COMMAND_RESULT,
         MessageType.DEREGISTER,
+        MessageType.FIRMWARE_REPORT,
     }
 )
 
@@ -270,6 +272,8 @@ class MessageService:
             # The result must answer a delivery of that command this device received.
             if not self.store.answers_delivery(peer.device_id, cid, irt):
                 raise InvalidMessage(f"result for {cid!r} does not answer its delivery")
+        elif message.typ is MessageType.FIRMWARE_REPORT:
+            fw.check_report_body(message.body)
 
     def _accept(self, peer: _Peer, message: Message, now: float) -> AcceptResult:
         """Replay-check and store the message, reserving the reply's sequence number."""
@@ -344,6 +348,10 @@ class MessageService:
                 except (UnknownCommand, InvalidTransition) as exc:
                     raise InvalidMessage(f"result for command {cid!r} refused: {exc}") from None
             return ack("duplicate" if accepted.duplicate else "recorded")
+        if kind is MessageType.FIRMWARE_REPORT:
+            if accepted.duplicate:
+                return ack("duplicate")
+            return ack(fw.record_report(self.store, peer.device_id, message.body, now))
         if kind is MessageType.DEREGISTER:
             # Idempotent, so a retransmission after a failure completes it.
             self.store.deregister_device(peer.device_id, now=now)
@@ -355,8 +363,8 @@ class MessageService:
         self, peer: _Peer, message: Message, now: float, seq: int, retransmission: bool
     ) -> bytes | None:
         def seal_command(command: CommandRecord) -> SealedDelivery:
-            body = command_body(command.command_id, command.body)
-            reply = self._message(peer, MessageType.COMMAND, message, now, body, seq)
+            kind, body = self._outbound(peer, command)
+            reply = self._message(peer, kind, message, now, body, seq)
             sealed = self._seal(peer, reply)
             return SealedDelivery(jti=reply.jti, exp=float(reply.exp), reply=sealed)
 
@@ -383,6 +391,20 @@ class MessageService:
                 delivery.command_id,
             )
         return delivery.reply
+
+    def _outbound(self, peer: _Peer, command: CommandRecord) -> tuple[MessageType, dict[str, Any]]:
+        """A queued row as the message it is sent as: a firmware offer or a command."""
+        offer = fw.offer_body(
+            self.store,
+            command.command_id,
+            command.body,
+            peer.device_id,
+            peer.encryption_key,
+            self.random,
+        )
+        if offer is not None:
+            return MessageType.FIRMWARE_UPDATE, offer
+        return MessageType.COMMAND, command_body(command.command_id, command.body)
 
     def _purge_expired(self, now: float) -> None:
         """Forget replay-cache entries whose message has expired, at most once a minute."""
@@ -443,9 +465,8 @@ class MessageService:
         )
         return self._seal(peer, message)
 
-
     def push_command(self, command: CommandRecord) -> bytes | None:
-        """Seal a queued command for a server-initiated push (MQTT downlink).
+        """Seal a queued command (or firmware offer) for a server-initiated push (MQTT).
 
         The command is claimed (queued -> delivered with the push's ``jti``) before it
         is returned, so of several replicas racing to push it exactly one gets bytes;
@@ -456,15 +477,16 @@ class MessageService:
             return None
         peer = _peer_from_record(record)
         now = self.clock()
+        kind, body = self._outbound(peer, command)
         message = Message(
-            typ=MessageType.COMMAND,
+            typ=kind,
             iss=self.server_id,
             aud=peer.device_id,
             iat=int(now),
             exp=int(now) + self.settings.message_ttl,
             jti=self.random(16).hex(),
             seq=self.store.next_outbound_seq(peer.device_id),
-            body=command_body(command.command_id, command.body),
+            body=body,
         )
         sealed = SealedDelivery(
             jti=message.jti, exp=float(message.exp), reply=self._seal(peer, message)
