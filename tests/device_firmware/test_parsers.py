@@ -183,6 +183,17 @@ def test_enrolment_trust_takes_only_ed25519_public_keys() -> None:
     assert [e.kid for e in trust_from_enrolment(answer, 100, pinned=[pinned])] == [pinned.kid]
 
 
+def test_enrolment_trust_keeps_the_servers_status_of_each_key() -> None:
+    active, revoked = fw_key(), fw_key(b"gone")
+    server = TrustStore.of(active.public(), revoked.public()).revoke(revoked.kid, 50, "stolen")
+    listed = [{k: v for k, v in e.to_json().items() if k != "reason"} for e in server]
+    store = trust_from_enrolment({"firmware": {"keys": listed}}, 100)
+    assert [(e.kid, e.status.value) for e in store] == [
+        (active.kid, "active"),
+        (revoked.kid, "revoked"),
+    ]
+
+
 @settings(max_examples=200, deadline=None)
 @given(answer=json_values)
 def test_enrolment_trust_never_raises(answer: object) -> None:

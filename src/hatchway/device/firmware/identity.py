@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hatchway.firmware import DevicePosition, TrustStore, load_public_jwk, parse_version
+from hatchway.firmware.keys import KeyStatus, TrustedKey
 from hatchway.firmware.manifest import Manifest
 from hatchway.msgsec.keys import VerifyingKey
 
@@ -106,24 +107,32 @@ def trust_from_enrolment(
     ``pinned`` keys (``--firmware-key``, provisioned out of band) win: when given, the
     server's list is ignored, so a server compromised at enrolment time cannot choose
     the device's firmware signer. Otherwise the keys come from the answer's
-    ``"firmware": {"keys": [JWK, ...]}``; a missing member means no trust at all (every
-    manifest is refused as ``untrusted_key``). Anything in it that is not an Ed25519
-    public key is left out, never half-trusted.
+    ``"firmware": {"keys": [...]}``: each a trust entry as the server keeps it
+    (``{"jwk", "status", "added", "not_after"?, "revoked_at"?}``, so a revoked or
+    retired key keeps that status here) or a bare public JWK (trusted as active). A
+    missing member means no trust at all (every manifest is refused as
+    ``untrusted_key``). An entry that is not an Ed25519 public key is left out, never
+    half-trusted.
     """
-    store = TrustStore()
-    keys = list(pinned)
-    if not keys:
-        section = answer.get("firmware") if isinstance(answer, Mapping) else None
-        listed = section.get("keys") if isinstance(section, Mapping) else None
-        if not isinstance(listed, list):
-            return store
-        for jwk in listed[:MAX_ENROLMENT_KEYS]:
-            if not isinstance(jwk, Mapping):
-                continue
-            try:
-                keys.append(load_public_jwk(jwk))
-            except (ValueError, TypeError, KeyError) as exc:
-                log.warning("enrolment: ignored a firmware key that is not Ed25519: %s", exc)
-    for key in keys:
-        store = store.add(key, now)
-    return store
+    pinned_keys = list(pinned)
+    if pinned_keys:
+        return TrustStore.of(*pinned_keys, now=now)
+    section = answer.get("firmware") if isinstance(answer, Mapping) else None
+    listed = section.get("keys") if isinstance(section, Mapping) else None
+    if not isinstance(listed, list):
+        return TrustStore()
+    entries: dict[str, TrustedKey] = {}
+    for raw in listed[:MAX_ENROLMENT_KEYS]:
+        if not isinstance(raw, Mapping):
+            continue
+        try:
+            if "jwk" in raw:
+                entry = TrustedKey.from_json({k: v for k, v in raw.items() if k != "reason"})
+            else:
+                entry = TrustedKey(load_public_jwk(raw), KeyStatus.ACTIVE, added=now)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            log.warning("enrolment: ignored a firmware key entry: %s", exc)
+            continue
+        if entry.kid not in entries:
+            entries[entry.kid] = entry
+    return TrustStore(entries)
