@@ -140,7 +140,7 @@ def test_a_manifest_signed_by_the_servers_message_key_is_refused(fleet: Fleet) -
                 count,
                 content_key,
                 float(now),
-            )  # fmt: skip
+            )
         )
     cli("firmware", "rollout", "6.6.6", "--group", "pilot", "--max-failures", "5", *fleet.data)
     out = one.update(code=1)
