@@ -138,17 +138,38 @@ class Device:
         for _ in range(3):
             reply = self._exchange(MessageType.POLL, {}, _POLL_REPLIES)
             if reply.typ is MessageType.FIRMWARE_UPDATE:
-                self.offers.append(reply)
+                self._offered(reply)
                 continue
             return self._remember(reply) if reply.typ is MessageType.COMMAND else None
         return None
 
-    def poll_offer(self) -> Message | None:
-        """Poll once for a firmware offer; a command answering instead stays queued."""
-        reply = self._exchange(MessageType.POLL, {}, _POLL_REPLIES)
-        if reply.typ is MessageType.COMMAND:
-            self._remember(reply)  # answerable later; the server redelivers it until answered
-        return reply if reply.typ is MessageType.FIRMWARE_UPDATE else None
+    def poll_offer(self) -> dict[str, Any] | None:
+        """The newest firmware offer's body: one received before, else a poll's answer.
+
+        A command answering the poll instead is remembered (answerable later; the
+        server delivers it again until answered).
+        """
+        if not self.offers and "firmware_offer" not in self._file.state.extra:
+            reply = self._exchange(MessageType.POLL, {}, _POLL_REPLIES)
+            if reply.typ is MessageType.COMMAND:
+                self._remember(reply)
+            elif reply.typ is MessageType.FIRMWARE_UPDATE:
+                self._offered(reply)
+        extra = dict(self._file.state.extra)
+        kept = extra.pop("firmware_offer", None)
+        body = self.offers.pop().body if self.offers else kept
+        self.offers.clear()
+        if kept is not None:
+            self._file.update(extra=extra)
+            self._file.save()
+        return body if isinstance(body, dict) else None
+
+    def _offered(self, message: Message) -> None:
+        # An offer is delivered once: keep it on disk until an updater takes it, so a
+        # `device poll` that met it does not lose it.
+        self.offers.append(message)
+        self._file.update(extra={**self._file.state.extra, "firmware_offer": message.body})
+        self._file.save()
 
     def report_firmware(self, body: dict[str, Any]) -> Message:
         """Send a FIRMWARE_REPORT (firmware/wire.py) and check the acknowledgement."""
@@ -192,7 +213,7 @@ class Device:
                 return self._remember(push)
             if push.in_reply_to is None and push.typ is MessageType.FIRMWARE_UPDATE:
                 self._accept_inbound(push)
-                self.offers.append(push)
+                self._offered(push)
                 return None
 
     def _remember(self, delivery: Message) -> Command:

@@ -11,6 +11,7 @@ need no TLS.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from hatchway.device.firmware.offer import BadOffer, FirmwareOffer
 from hatchway.device.firmware.slots import SlotDir
 from hatchway.device.firmware.updater import FetchError, Updater, UpdateResult
 from hatchway.device.transport import MessageRejected, TransportError
+from hatchway.errors import InvalidMessage
 from hatchway.firmware.manifest import CHUNK_SIZE
 from hatchway.firmware.wire import DeviceFirmwareState
 from hatchway.msgsec.keys import DecryptionKey
@@ -108,28 +110,30 @@ def make_updater(
     )
 
 
-def next_offer(device: Device, *, wait: float = 0.0, poll: bool = True) -> FirmwareOffer | None:
+def next_offer(device: Device, *, wait: float = 0.0) -> FirmwareOffer | None:
     """An offer: one already received, else a poll's answer, else a push within ``wait``."""
     deadline = time.monotonic() + wait
-    if not device.offers and poll:
-        offer = device.poll_offer()
-        if offer is not None:
-            device.offers.append(offer)
-    while not device.offers and wait > 0 and time.monotonic() < deadline:
+    body = device.poll_offer()
+    while body is None and wait > 0 and time.monotonic() < deadline:
         try:
             device.receive(timeout=max(0.0, deadline - time.monotonic()))
         except TypeError:
             break  # HTTP carries no pushes
+        except InvalidMessage:
+            continue  # a push that does not open: not an offer we can act on
         except TransportError:
             time.sleep(0.2)
-    while device.offers:
-        message = device.offers.pop()  # the newest; older ones are superseded
-        try:
-            return FirmwareOffer.from_body(message.body)
-        except BadOffer as exc:
-            log.warning("unusable firmware offer: %s", exc)
-            if exc.release is not None:
-                body = {"release": exc.release, "state": DeviceFirmwareState.REFUSED.value}
+        if device.offers:
+            body = device.poll_offer()
+    if body is None:
+        return None
+    try:
+        return FirmwareOffer.from_body(body)
+    except BadOffer as exc:
+        log.warning("unusable firmware offer: %s", exc)
+        if exc.release is not None:
+            body = {"release": exc.release, "state": DeviceFirmwareState.REFUSED.value}
+            with contextlib.suppress(TransportError, MessageRejected):
                 device.report_firmware({**body, "reason": "invalid"})
     return None
 
