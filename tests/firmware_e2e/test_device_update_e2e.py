@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -195,3 +197,24 @@ def test_enrolment_records_the_position_and_the_servers_firmware_keys(
     # The enrolment answer's firmware keys became the device's trust.
     pub = json.loads((tmp_path / "fw.pub.jwk").read_text())
     assert [k["jwk"]["kid"] for k in fw["trust"]["keys"]] == [pub["kid"]]
+
+
+def test_an_offer_met_by_device_poll_is_kept_for_device_update(fleet: Fleet) -> None:
+    one, _ = fleet.add_devices("meter-1", "meter-2")
+    _, image = fleet.publish("2.1.0", 21, 65536 + 3)
+    cli("firmware", "rollout", "2.1.0", "--group", "pilot", "--max-failures", "5", *fleet.data)
+    polled = subprocess.run(
+        [sys.executable, "-m", "hatchway", "device", "poll", "--state", str(one.state), "--json"],
+        env=one.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert polled.returncode == 0, polled.stderr
+    assert json.loads(polled.stdout)["command"] is None  # an offer is no command
+    assert "firmware_offer" in json.loads(one.state.read_text())["extra"]
+    out = one.update()  # the server will not deliver it again; the state file kept it
+    assert out["state"] == "confirmed"
+    assert (one.dir / "flashed.bin").read_bytes() == image
+    assert "firmware_offer" not in json.loads(one.state.read_text()).get("extra", {})
