@@ -201,7 +201,7 @@ def test_enrolment_records_the_position_and_the_servers_firmware_keys(
 
 def test_an_offer_met_by_device_poll_is_kept_for_device_update(fleet: Fleet) -> None:
     one, _ = fleet.add_devices("meter-1", "meter-2")
-    _, image = fleet.publish("2.1.0", 21, 65536 + 3)
+    release, image = fleet.publish("2.1.0", 21, 65536 + 3)
     cli("firmware", "rollout", "2.1.0", "--group", "pilot", "--max-failures", "5", *fleet.data)
     polled = subprocess.run(
         [sys.executable, "-m", "hatchway", "device", "poll", "--state", str(one.state), "--json"],
@@ -213,8 +213,15 @@ def test_an_offer_met_by_device_poll_is_kept_for_device_update(fleet: Fleet) -> 
     )
     assert polled.returncode == 0, polled.stderr
     assert json.loads(polled.stdout)["command"] is None  # an offer is no command
-    assert "firmware_offer" in json.loads(one.state.read_text())["extra"]
-    out = one.update()  # the server will not deliver it again; the state file kept it
-    assert out["state"] == "confirmed"
+    kept = json.loads(one.state.read_text())["extra"]["firmware_offer"]
+    assert kept["manifest"] == (fleet.root / "2.1.0.manifest").read_text().strip()
+    # The server will not deliver it again; the state file kept it. Piped, without
+    # --json: a plain line per 10% and a closing sentence.
+    cmd = [c for c in one.update_cmd() if c != "--json"]
+    done = subprocess.run(cmd, env=one.env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith("downloading: ") and "chunks)" in lines[0]
+    assert lines[-1] == f"firmware {release} (2.1.0) installed and confirmed"
     assert (one.dir / "flashed.bin").read_bytes() == image
     assert "firmware_offer" not in json.loads(one.state.read_text()).get("extra", {})

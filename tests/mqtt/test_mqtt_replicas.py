@@ -41,7 +41,9 @@ def replicas(tmp_path: Path, database_url: str) -> Iterator[tuple[ServerProcess,
         "HATCHWAY_MQTT_TOPIC_PREFIX": unique_prefix(),
     }
     a = ServerProcess(
-        tmp_path / "a", https_port=https, http_port=http,
+        tmp_path / "a",
+        https_port=https,
+        http_port=http,
         env={**env, "HATCHWAY_MQTT_CLIENT_ID": f"hw-a-{secrets.token_hex(4)}"},
     )
     b = ServerProcess(
@@ -80,9 +82,7 @@ def test_shared_subscription_and_one_push_woken_by_the_bus(
     )
     for i in range(20):
         assert device.send({"i": i}).body["status"] == "stored"
-    handled = [
-        sum(1 for line in mqtt_lines(s) if line["status"] == "ok") for s in (a, b)
-    ]
+    handled = [sum(1 for line in mqtt_lines(s) if line["status"] == "ok") for s in (a, b)]
     assert sum(handled) == 20 and min(handled) > 0  # both replicas took a share
 
     queued = cli("device", "command", "meter-r", '{"op": "r"}', data_dir=b.data_dir, env=pg)

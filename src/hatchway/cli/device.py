@@ -432,6 +432,7 @@ def listen(
     import signal
 
     from hatchway.cli.listen import Listener
+    from hatchway.cli.update import listen_installer
     from hatchway.device import Device, MqttTransport
 
     with errors_reported(as_json):
@@ -467,35 +468,12 @@ def listen(
                     program=exec_,
                     count=count,
                     report=lambda c, ok, answer: _print_command(as_json, c, ok, answer),
-                    on_offer=_installer(device, install_cmd, health_cmd, as_json),
+                    on_offer=listen_installer(device, install_cmd, health_cmd, as_json),
                 )
                 listener.run(stopping=lambda: bool(stopping), catch_up=catch_up)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-
-
-def _installer(device: Any, install_cmd: str | None, health_cmd: str | None, as_json: bool) -> Any:
-    """The listener's firmware hook: ``update_once`` on the offer, its outcome printed."""
-    if install_cmd is None:
-        return None
-    from hatchway.device.firmware import CommandInstaller, DownloadInterrupted, update_once
-
-    installer = CommandInstaller(install_cmd, health_cmd)
-
-    def run() -> None:
-        try:
-            result = update_once(device, installer)
-        except DownloadInterrupted as exc:  # resumed with the next offer or `device update`
-            line: dict[str, Any] = {"firmware": {"error": str(exc)}}
-        else:
-            state = None if result.state is None else result.state.value
-            line = {"firmware": {"release": result.release, "state": state,
-                                 "reason": result.reason, "version": result.version}}  # fmt: skip
-        emit(as_json, line, lambda: print_json_safe(line))
-        sys.stdout.flush()
-
-    return run
 
 
 def _print_command(as_json: bool, command: Any, ok: bool, answer: Any) -> None:

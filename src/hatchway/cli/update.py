@@ -21,7 +21,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hatchway.cli.common import JsonOption
 from hatchway.cli.device import BrokerOption, StateOption, TransportOption, _load_device
-from hatchway.cli.output import console, emit, err_console, errors_reported, shown
+from hatchway.cli.output import (
+    console,
+    emit,
+    err_console,
+    errors_reported,
+    print_json_safe,
+    shown,
+)
 
 
 def update(
@@ -71,6 +78,31 @@ def update(
         else:
             err_console.print(f"[bold red]error:[/] {shown(_sentence(out))}", highlight=False)
         raise typer.Exit(1)
+
+
+def listen_installer(
+    device: Any, install_cmd: str | None, health_cmd: str | None, as_json: bool
+) -> Any:
+    """The listener's firmware hook: ``update_once`` on the offer, its outcome printed."""
+    if install_cmd is None:
+        return None
+    from hatchway.device.firmware import CommandInstaller, DownloadInterrupted, update_once
+
+    installer = CommandInstaller(install_cmd, health_cmd)
+
+    def run() -> None:
+        try:
+            result = update_once(device, installer)
+        except DownloadInterrupted as exc:  # resumed with the next offer or `device update`
+            line: dict[str, Any] = {"firmware": {"error": str(exc)}}
+        else:
+            state = None if result.state is None else result.state.value
+            line = {"firmware": {"release": result.release, "state": state,
+                                 "reason": result.reason, "version": result.version}}  # fmt: skip
+        emit(as_json, line, lambda: print_json_safe(line))
+        sys.stdout.flush()
+
+    return run
 
 
 def _sentence(out: dict[str, Any]) -> str:
