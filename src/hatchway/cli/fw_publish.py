@@ -23,7 +23,7 @@ import typer
 from hatchway.cli.common import DatabaseOption, DataDirOption, JsonOption, load_settings
 from hatchway.cli.fw_store import open_firmware_store
 from hatchway.cli.output import console, emit, errors_reported, shown
-from hatchway.firmware import CHUNK_SIZE, ChunkCipher, ManifestRefused, digest_image
+from hatchway.firmware import CHUNK_SIZE, ChunkCipher, ManifestRefused, TrustStore, digest_image
 from hatchway.firmware.chunkfile import chunk_path, write_chunk_file
 from hatchway.firmware.crypt import new_content_key
 from hatchway.firmware.manifest import MAX_MANIFEST_BYTES, Manifest, verify_manifest
@@ -53,7 +53,7 @@ def release_json(release: ReleaseRecord) -> dict[str, Any]:
     }
 
 
-def _checked(token: bytes, trust: Any, image: Path, now: float) -> Manifest:
+def _checked(token: bytes, trust: TrustStore, image: Path, now: float) -> Manifest:
     try:
         manifest = verify_manifest(token, trust, now)
     except ManifestRefused as exc:

@@ -25,6 +25,7 @@ from hatchway.cli.common import DatabaseOption, DataDirOption, JsonOption, load_
 from hatchway.cli.fw_publish import release_json
 from hatchway.cli.fw_store import open_firmware_store
 from hatchway.cli.output import console, emit, errors_reported, shown
+from hatchway.config import Settings
 from hatchway.firmware.rollout import FAILED, FwState, RolloutState
 from hatchway.runtime import system_clock
 from hatchway.store import Store
@@ -55,7 +56,7 @@ def resolve_release(store: Store, version: str, device_class: str | None) -> Rel
     return found[0]
 
 
-def _wake(settings_data: Any, devices: list[str]) -> None:
+def _wake(settings: Settings, devices: list[str]) -> None:
     """Wake the servers' MQTT push loops (PostgreSQL bus); the sweep finds offers anyway."""
     import asyncio
     import logging
@@ -63,7 +64,7 @@ def _wake(settings_data: Any, devices: list[str]) -> None:
     from hatchway.bus import bus_from_url
     from hatchway.mqtt.gateway import wake_pushers
 
-    bus = bus_from_url(settings_data.database_url or None)
+    bus = bus_from_url(settings.database_url or None)
     try:
         for device_id in devices:
             wake_pushers(bus, device_id)

@@ -2,7 +2,7 @@
 
 Two small pieces the message service plugs in:
 
-* ``offer_body``: a queued command row whose body is ``{"firmware_offer": <release>}``
+* ``Offers.body``: a queued command row whose body is ``{"firmware_offer": <release>}``
   is sealed as ``FIRMWARE_UPDATE`` rather than ``COMMAND``: the release, its signed
   manifest, the content key wrapped to *this* device's encryption key at delivery
   time (``firmware.crypt.wrap_content_key``) and the chunk path on the plain
@@ -16,6 +16,8 @@ Two small pieces the message service plugs in:
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +29,17 @@ from hatchway.firmware.wire import RELEASE_ID
 from hatchway.msgsec import EncryptionKey
 from hatchway.runtime import Random
 from hatchway.store import Store
-from hatchway.store.firmware_records import ReportStatus
-from hatchway.store.rollouts import OFFER_KEY
+from hatchway.store.firmware_records import ReleaseRecord, ReportStatus
+from hatchway.store.rollouts import CONFIRM_KEY, OFFER_KEY
 
 __all__ = [
     "CHUNK_PATH",
+    "Offers",
     "check_report_body",
     "chunk_prefix",
     "firmware_keys",
     "firmware_metadata",
     "import_legacy_trust",
-    "offer_body",
     "record_report",
 ]
 
@@ -85,37 +87,60 @@ def firmware_metadata(store: Store, plain_base_url: str) -> dict[str, Any]:
 
 
 def is_offer(body: dict[str, Any]) -> bool:
-    """An offer row: exactly the marker. An operator command always has an ``op``."""
-    return set(body) == {OFFER_KEY} and isinstance(body[OFFER_KEY], str)
+    """An offer row: the marker (and ``confirm_within``). Operator commands have an ``op``."""
+    return (
+        isinstance(body.get(OFFER_KEY), str)
+        and set(body) <= {OFFER_KEY, CONFIRM_KEY}
+        and isinstance(body.get(CONFIRM_KEY, 0), int)
+    )
 
 
-def offer_body(
-    store: Store,
-    command_id: str,
-    body: dict[str, Any],
-    device_id: str,
-    recipient: EncryptionKey,
-    random: Random,
-) -> dict[str, Any] | None:
-    """The FIRMWARE_UPDATE body for an offer row, or None if the row is no offer."""
-    if not is_offer(body):
-        return None
-    offer = store.firmware_offer(command_id)
-    if offer is None or offer.device_id != device_id:
-        # A marker without its rollout row: never seal a key for it.
-        raise LookupError(f"command {command_id} claims to be an offer but has none")
-    release = offer.release
-    out: dict[str, Any] = {
-        "release": release.release_id,
-        "manifest": release.manifest,
-        "key": wrap_content_key(release.content_key, release.sha256, recipient, random).decode(
-            "ascii"
-        ),
-        "chunks": chunk_prefix(release.release_id),
-    }
-    if offer.confirm_within is not None:
-        out["confirm_within"] = offer.confirm_within
-    return out
+class Offers:
+    """Seals offer rows; published releases are immutable, so they are cached by id."""
+
+    def __init__(self, store: Store, random: Random, size: int = 64) -> None:
+        self.store = store
+        self.random = random
+        self._size = size
+        self._releases: OrderedDict[str, ReleaseRecord] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def body(self, queued: dict[str, Any], recipient: EncryptionKey) -> dict[str, Any] | None:
+        """The FIRMWARE_UPDATE body for an offer row, or None if the row is no offer.
+
+        The content key is wrapped here, at delivery, to the encryption key of the
+        device whose row it is (the caller's ``recipient``).
+        """
+        if not is_offer(queued):
+            return None
+        release = self._release(str(queued[OFFER_KEY]))
+        out: dict[str, Any] = {
+            "release": release.release_id,
+            "manifest": release.manifest,
+            "key": wrap_content_key(
+                release.content_key, release.sha256, recipient, self.random
+            ).decode("ascii"),
+            "chunks": chunk_prefix(release.release_id),
+        }
+        if CONFIRM_KEY in queued:
+            out[CONFIRM_KEY] = queued[CONFIRM_KEY]
+        return out
+
+    def _release(self, release_id: str) -> ReleaseRecord:
+        with self._lock:
+            hit = self._releases.get(release_id)
+            if hit is not None:
+                self._releases.move_to_end(release_id)
+                return hit
+        release = self.store.get_release(release_id)
+        if release is None:
+            # Releases are never deleted while a rollout row points at them.
+            raise LookupError(f"offer of unknown release {release_id!r}")
+        with self._lock:
+            self._releases[release_id] = release
+            while len(self._releases) > self._size:
+                self._releases.popitem(last=False)
+        return release
 
 
 def check_report_body(body: dict[str, Any]) -> None:

@@ -128,6 +128,7 @@ class MessageService:
         self._cache_size = cache_size
         self._next_purge = 0.0
         self.committer = GroupCommitter(store, max_batch=max_batch)
+        self.offers = fw.Offers(store, random)
 
     def close(self) -> None:
         """Commit and acknowledge what is queued, then stop the writer thread."""
@@ -394,14 +395,7 @@ class MessageService:
 
     def _outbound(self, peer: _Peer, command: CommandRecord) -> tuple[MessageType, dict[str, Any]]:
         """A queued row as the message it is sent as: a firmware offer or a command."""
-        offer = fw.offer_body(
-            self.store,
-            command.command_id,
-            command.body,
-            peer.device_id,
-            peer.encryption_key,
-            self.random,
-        )
+        offer = self.offers.body(command.body, peer.encryption_key)
         if offer is not None:
             return MessageType.FIRMWARE_UPDATE, offer
         return MessageType.COMMAND, command_body(command.command_id, command.body)

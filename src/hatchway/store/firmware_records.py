@@ -10,7 +10,6 @@ from hatchway.store.errors import StoreError
 
 __all__ = [
     "DeviceFirmware",
-    "FirmwareOffer",
     "ReleaseExists",
     "ReleaseRecord",
     "ReportOutcome",
@@ -83,15 +82,6 @@ class DeviceFirmware:
     progress: int | None
     reason: str | None
     updated_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class FirmwareOffer:
-    """What sealing one offer needs: the release and the rollout's confirm deadline."""
-
-    release: ReleaseRecord
-    device_id: str
-    confirm_within: int | None
 
 
 class ReportStatus(StrEnum):

@@ -2,11 +2,12 @@
 
 A rollout offers one release to the enrolled devices of a group, wave by wave
 (``hatchway.firmware.rollout``). An offer is a row of ``commands`` whose body is
-``{"firmware_offer": <release>}``: it travels through the same idempotent delivery
-machinery as any command (``Store.deliver_command``, ``claim_command_delivery``), so a
-retransmitted poll gets the same sealed bytes and an offer is handed out again only
-after its delivery expired unanswered. The message service seals it as
-``FIRMWARE_UPDATE`` (``firmware_offer``), and the device's first report marks it done.
+``{"firmware_offer": <release>}`` (plus ``confirm_within`` when the rollout sets it):
+it travels through the same idempotent delivery machinery as any command
+(``Store.deliver_command``, ``claim_command_delivery``), so a retransmitted poll gets
+the same sealed bytes and an offer is handed out again only after its delivery
+expired unanswered. The message service seals it as ``FIRMWARE_UPDATE``
+(``flows/firmware.py``), and the device's first report marks it done.
 
 Every decision runs inside the transaction that records the report, under a lock
 on the rollout row: the next wave opens, or the rollout pauses itself, exactly
@@ -34,10 +35,9 @@ from hatchway.firmware.rollout import (
 )
 from hatchway.store._base import RepositoryBase, dump_json
 from hatchway.store.errors import InvalidTransition
-from hatchway.store.firmware import enrolled_members, release_from_row
+from hatchway.store.firmware import enrolled_members
 from hatchway.store.firmware_records import (
     DeviceFirmware,
-    FirmwareOffer,
     ReportOutcome,
     ReportStatus,
     RolloutExists,
@@ -47,10 +47,11 @@ from hatchway.store.firmware_records import (
 from hatchway.store.records import CommandStatus, sources_of
 from hatchway.store.schema import commands, firmware_devices, firmware_releases, firmware_rollouts
 
-__all__ = ["OFFER_KEY", "RolloutRepository"]
+__all__ = ["CONFIRM_KEY", "OFFER_KEY", "RolloutRepository"]
 
 #: The body key that marks a command row as a firmware offer.
 OFFER_KEY = "firmware_offer"
+CONFIRM_KEY = "confirm_within"
 _LIVE = (RolloutState.ACTIVE.value, RolloutState.PAUSED.value)
 _PENDING_COMMAND = (CommandStatus.QUEUED.value, CommandStatus.DELIVERED.value)
 
@@ -167,7 +168,7 @@ class RolloutRepository(RepositoryBase):
                         updated_at=now,
                     )
                 )
-            self._open_wave(conn, rollout_id, release_id, 0, now)
+            self._open_wave(conn, rollout_id, release_id, 0, confirm_within, now)
             created = _latest_rollout(conn, release_id, lock=False)
         assert created is not None  # noqa: S101 - inserted in this transaction
         return created
@@ -206,26 +207,6 @@ class RolloutRepository(RepositoryBase):
         with self._read() as conn:
             rollout = _latest_rollout(conn, release_id, lock=False)
             return rollout, [_device_from_row(r) for r in conn.execute(query)]
-
-    def firmware_offer(self, command_id: str) -> FirmwareOffer | None:
-        """The offer a command row carries, or None if it is no (longer an) offer."""
-        query = (
-            select(
-                firmware_releases,
-                firmware_devices.c.device_id.label("offer_device"),
-                firmware_rollouts.c.confirm_within,
-            )
-            .join(firmware_devices, firmware_devices.c.release_id == firmware_releases.c.release_id)
-            .join(
-                firmware_rollouts, firmware_rollouts.c.rollout_id == firmware_devices.c.rollout_id
-            )
-            .where(firmware_devices.c.command_id == command_id)
-        )
-        with self._read() as conn:
-            row = conn.execute(query).one_or_none()
-        if row is None:
-            return None
-        return FirmwareOffer(release_from_row(row), row.offer_device, row.confirm_within)
 
     def record_firmware_report(
         self,
@@ -328,7 +309,14 @@ class RolloutRepository(RepositoryBase):
         if step.state is not state:
             self._set_state(conn, rollout.rollout_id, step.state, now)
         if step.open_wave is not None:
-            self._open_wave(conn, rollout.rollout_id, rollout.release_id, step.open_wave, now)
+            self._open_wave(
+                conn,
+                rollout.rollout_id,
+                rollout.release_id,
+                step.open_wave,
+                rollout.confirm_within,
+                now,
+            )
         return step.state
 
     @staticmethod
@@ -347,7 +335,12 @@ class RolloutRepository(RepositoryBase):
 
     @staticmethod
     def _open_wave(
-        conn: Connection, rollout_id: str, release_id: str, wave: int, now: float
+        conn: Connection,
+        rollout_id: str,
+        release_id: str,
+        wave: int,
+        confirm_within: int | None,
+        now: float,
     ) -> None:
         """Queue an offer (a command row) for every pending device of ``wave``."""
         conn.execute(
@@ -364,7 +357,10 @@ class RolloutRepository(RepositoryBase):
                 )
             )
         )
-        body = dump_json({OFFER_KEY: release_id})
+        offer: dict[str, Any] = {OFFER_KEY: release_id}
+        if confirm_within is not None:
+            offer[CONFIRM_KEY] = confirm_within
+        body = dump_json(offer)
         for device_id in pending:
             command_id = uuid.uuid4().hex
             conn.execute(
