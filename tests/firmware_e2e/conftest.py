@@ -69,7 +69,15 @@ class ChunkProxy(ThreadingHTTPServer):
         self.delay = 0.0
         self.flip_once: set[int] = set()
         self.chunks: list[int] = []  # chunk indexes served, in order
+        self.inflight = 0  # requests being forwarded right now
         self.lock = threading.Lock()
+
+    def settle(self, timeout: float = 10.0) -> None:
+        """Wait until no request is being forwarded (one a killed device left behind)."""
+        deadline = time.monotonic() + timeout
+        while self.inflight:
+            assert time.monotonic() < deadline, "the proxy never settled"
+            time.sleep(0.01)
 
     @property
     def url(self) -> str:
@@ -90,6 +98,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._forward("POST")
 
     def _forward(self, method: str) -> None:
+        with self.server.lock:
+            self.server.inflight += 1
+        try:
+            self._relay(method)
+        finally:
+            with self.server.lock:
+                self.server.inflight -= 1
+
+    def _relay(self, method: str) -> None:
         proxy = self.server
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length) if length else b""
@@ -106,11 +123,14 @@ class _Handler(BaseHTTPRequestHandler):
                     flipped = bytearray(content)
                     flipped[len(flipped) // 2] ^= 0x40
                     content = bytes(flipped)
-        self.send_response(got.status_code)
-        self.send_header("content-type", got.headers.get("content-type", "text/plain"))
-        self.send_header("content-length", str(len(content)))
-        self.end_headers()
-        self.wfile.write(content)
+        try:
+            self.send_response(got.status_code)
+            self.send_header("content-type", got.headers.get("content-type", "text/plain"))
+            self.send_header("content-length", str(len(content)))
+            self.end_headers()
+            self.wfile.write(content)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the device was killed mid-request
 
 
 class DeviceProc:
