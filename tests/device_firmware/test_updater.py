@@ -239,10 +239,14 @@ def test_not_confirmed_in_time_after_a_reboot_rolls_back(rig: Rig) -> None:
     assert rig.identity().sequence == 20
 
 
-def test_a_health_check_that_ends_past_the_deadline_rolls_back(rig: Rig) -> None:
+@pytest.mark.parametrize("healthy", [True, False])
+def test_a_health_check_that_ends_past_the_deadline_rolls_back(rig: Rig, healthy: bool) -> None:
+    # Healthy too late, or stopped by the deadline: either way the reason is the timeout.
     rig.installer.health_takes = 700
+    rig.installer.healthy = healthy
     result = rig.updater().handle(rig.offer(confirm_within=600))
     assert (result.state, result.reason) == (S.ROLLED_BACK, "confirm_timeout")
+    assert "confirm" not in rig.installer.steps()
 
 
 def test_back_within_the_deadline_the_update_confirms(rig: Rig) -> None:

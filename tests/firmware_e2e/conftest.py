@@ -43,6 +43,9 @@ if phase == "install":
         data = src.read()
     with open(os.path.join(os.environ["DEVICE_DIR"], "flashed.bin"), "wb") as dst:
         dst.write(data)
+if phase == "health" and os.environ.get("SLOW_HEALTH"):
+    import time
+    time.sleep(float(os.environ["SLOW_HEALTH"]))
 if phase == "health" and os.environ.get("UNHEALTHY"):
     print("service did not come up", file=sys.stderr)
     sys.exit(1)

@@ -188,6 +188,21 @@ def test_a_failing_health_check_rolls_back_and_the_rollout_pauses_itself(fleet: 
     assert wave2.proxy.chunks == []
 
 
+def test_not_confirmed_within_confirm_within_rolls_back(fleet: Fleet) -> None:
+    one, _ = fleet.add_devices("meter-1", "meter-2")
+    fleet.publish("2.1.0", 21, 65536 + 9)
+    cli(
+        "firmware", "rollout", "2.1.0", "--group", "pilot", "--max-failures", "5",
+        "--confirm-within", "2", *fleet.data,
+    )  # fmt: skip
+    out = one.update(code=1, SLOW_HEALTH="10")  # the check is stopped at the deadline
+    assert (out["state"], out["reason"]) == ("rolled_back", "confirm_timeout")
+    assert one.phases() == ["install", "boot", "health", "rollback"]
+    assert one.firmware()["sequence"] == 20
+    row = {d["device_id"]: d for d in fleet.status("2.1.0")["devices"]}["meter-1"]
+    assert (row["state"], row["reason"]) == ("rolled_back", "confirm_timeout")
+
+
 def test_enrolment_records_the_position_and_the_servers_firmware_keys(
     fleet: Fleet, tmp_path: Path
 ) -> None:

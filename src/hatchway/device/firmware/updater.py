@@ -314,10 +314,11 @@ class Updater:
         if self._clock() >= deadline:
             return self._rollback(pending, manifest, RollbackReason.CONFIRM_TIMEOUT, boot=True)
         healthy = self._installer.health_check(target, deadline - self._clock())
-        if not healthy:
-            return self._rollback(pending, manifest, RollbackReason.HEALTH_CHECK_FAILED, boot=True)
+        # A check stopped by the deadline (or ending past it) is a timeout, whatever it said.
         if self._clock() >= deadline:
             return self._rollback(pending, manifest, RollbackReason.CONFIRM_TIMEOUT, boot=True)
+        if not healthy:
+            return self._rollback(pending, manifest, RollbackReason.HEALTH_CHECK_FAILED, boot=True)
         try:
             self._installer.confirm(target)
         except InstallError as exc:
