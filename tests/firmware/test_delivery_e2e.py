@@ -182,6 +182,17 @@ def test_publish_rollout_offer_download_report_pause(server: ServerProcess, tmp_
         assert status["counts"]["confirmed"] == 1 and status["counts"]["refused"] == 1
         assert [d["reason"] for d in status["devices"]] == [None, "rollback"]
         assert cli("firmware", "resume", "2.1.0", *data)["state"] == "completed"
+
+        # HEAD answers the headers only; a chunk file cut short answers the uniform
+        # 404 (and logs why), never a short chunk.
+        with httpx.Client(base_url=server.http_url, timeout=10) as client:
+            head = client.head(f"/fw/{release}/3")
+            assert head.status_code == 200 and head.content == b""
+            assert head.headers["content-length"] == str(999 + 28)
+            with (server.data_dir / "firmware" / f"{release}.chunks").open("r+b") as fh:
+                fh.truncate(100)
+            cut = client.get(f"/fw/{release}/3")
+            assert (cut.status_code, cut.content) == (404, UNIFORM_ERROR)
     finally:
         for device in devices:
             device.close()

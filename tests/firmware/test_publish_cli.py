@@ -189,4 +189,7 @@ def test_groups_rollout_pause_cancel_and_status_json(env: dict[str, Any]) -> Non
     assert human.exit_code == 0 and "cancelled" in human.stdout and "withdrawn 3" in human.stdout
     watch = cli("firmware", "status", release, "--watch", *data, code=2)
     assert "--watch" in watch["error"]
+    # The live view ends by itself once the rollout is over.
+    live = CliRunner().invoke(app, ["firmware", "status", release, "--watch", *data])
+    assert live.exit_code == 0 and "withdrawn 3" in live.stdout
     assert cli("groups", "remove", "pilot", "--all", *data)["removed"] == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -234,3 +235,26 @@ def test_random_reports_never_reach_an_illegal_state(
         finals = [i for i, s in enumerate(seen) if s in FINAL]
         if finals:  # once final, it never changes again
             assert all(s == seen[finals[0]] for s in seen[finals[0] :])
+
+
+def test_concurrent_reports_open_the_next_wave_exactly_once(store: Store) -> None:
+    """Reports recorded at once (threads; replicas on PostgreSQL): the rollout row lock
+    makes exactly one transaction see the wave final and queue the next wave's offers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ids = fleet(store, 8)
+    store.add_release(release())
+    store.start_rollout("r1", "pilot", waves="4,8", max_failures=8, now=20.0)
+    barrier = threading.Barrier(4)
+
+    def confirm(device_id: str) -> ReportStatus:
+        barrier.wait(timeout=10)
+        return store.record_firmware_report(device_id, "r1", S.CONFIRMED, now=30.0).status
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(confirm, ids[:4]))
+    assert outcomes == [ReportStatus.RECORDED] * 4
+    for device_id in ids[4:]:
+        assert len(store.pending_commands(device_id)) == 1
+    rollout, _ = store.rollout_status("r1")
+    assert rollout is not None and rollout.wave == 1
