@@ -16,6 +16,7 @@ from hatchway.cli import (
     se,
     serve,
     sessions,
+    update,
     users,
 )
 from hatchway.cli.common import JsonOption
@@ -29,6 +30,7 @@ app = typer.Typer(
 )
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
+device.app.command("update")(update.update)
 app.add_typer(device.app, name="device")
 app.add_typer(firmware.app, name="firmware")
 app.add_typer(groups.app, name="groups")
