@@ -7,18 +7,21 @@ serve`` started) first prepares the data dir and the store once (keys, certifica
 schema migrations, default clients), so the workers never race to create them, then
 spawns the workers: fresh interpreters (``spawn``), inheriting no thread, lock or
 database connection. Each worker binds the plain port itself with ``SO_REUSEPORT`` and
-the kernel spreads new connections over them; each has its own ``MessageService`` and
-group-commit writer over the shared store. Workers are replicas on one port: the
-replay window, ``jti`` and ``mid`` checks live in the store, in the transaction that
-stores the message, exactly as for replicas on several machines. Only worker 0 runs
-HTTPS (``run.WorkerRole`` says why).
+the kernel spreads new connections over them. Each worker has its own
+``MessageService`` (open, verify, seal), and hands the store step of its messages to
+the one group-commit writer the supervisor runs for all of them
+(``flows/ingest/remote.py`` says why one, and what was measured). The replay window,
+``jti`` and ``mid`` checks stay in the store, in the transaction that stores the
+message, so workers are replicas on one port. Only worker 0 runs HTTPS
+(``run.WorkerRole`` says why).
 
 A worker that exits while the server runs is logged as an error and replaced, so the
 port keeps N listeners. A worker that fails before it is ready (a port taken, the
 database unreachable), or workers that keep dying (``RESTART_LIMIT`` within
 ``RESTART_PERIOD``), stop the whole server with exit code 1: it is never left half-up
 silently. SIGTERM or SIGINT stops every worker gracefully (each finishes its in-flight
-requests and commits what it has queued) and the supervisor exits 0. A supervisor
+requests), then the writer commits and answers what is queued, and the supervisor
+exits 0. A supervisor
 killed outright takes its workers with it: each asked the kernel for SIGTERM when its
 parent dies (``PR_SET_PDEATHSIG``).
 """
@@ -117,6 +120,8 @@ class Supervisor:
             on_ready()
             return self._supervise()
         finally:
+            if any(proc.is_alive() for proc in self._workers.values()):
+                self._stop(failed=True)  # an error above: no worker is left behind
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
             signal.set_wakeup_fd(previous)
