@@ -144,7 +144,7 @@ def test_two_workers_store_once_refuse_replays_and_stop_cleanly(
     tmp_path: Path, store_env: dict[str, str]
 ) -> None:
     server = ServerProcess(tmp_path / "data", env={**store_env, "HATCHWAY_LOG_LEVEL": "info"})
-    server.start()
+    server.start(timeout=90)  # three interpreters start on a loaded machine
     transports = [Recorder() for _ in range(DEVICES)]
     try:
         pids = server.pids
@@ -173,7 +173,7 @@ def test_kill_9_of_the_whole_serve_loses_nothing_acknowledged(
     tmp_path: Path, store_env: dict[str, str]
 ) -> None:
     server = ServerProcess(tmp_path / "data", env=store_env)
-    server.start()
+    server.start(timeout=90)  # three interpreters start on a loaded machine
     transports = [Recorder() for _ in range(DEVICES)]
     try:
         devices = enrol_all(server, tmp_path, transports)
@@ -188,7 +188,7 @@ def test_kill_9_of_the_whole_serve_loses_nothing_acknowledged(
             pids = server.pids
             assert server.stop(signal.SIGKILL) == -signal.SIGKILL
             assert gone(pids), "kill -9 left a worker running"
-            server.start(timeout=60)
+            server.start(timeout=90)
         sender.join(timeout=240)
         assert not sender.is_alive() and errors == []
         assert all(numbers == list(range(40)) for numbers in acked.values())
@@ -210,7 +210,7 @@ def test_kill_9_of_the_whole_serve_loses_nothing_acknowledged(
 
 def test_a_killed_worker_is_replaced(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path / "data", env={"HATCHWAY_WORKERS": "2"})
-    server.start()
+    server.start(timeout=90)  # three interpreters start on a loaded machine
     transports = [Recorder() for _ in range(4)]
     try:
         devices = enrol_all(server, tmp_path, transports)

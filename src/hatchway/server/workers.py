@@ -175,10 +175,16 @@ class Supervisor:
                         return False
                 else:
                     assert isinstance(ready, Connection)  # noqa: S101
-                    with contextlib.suppress(EOFError):
+                    index = pending.pop(ready)
+                    try:
                         ready.recv()
-                    ready.close()
-                    pending.pop(ready)
+                    except EOFError:  # closed unsent: the worker died while starting
+                        self._workers[index].join(5)
+                        code = self._workers[index].exitcode
+                        log.error("worker %d exited with %s before it was ready", index, code)
+                        return False
+                    finally:
+                        ready.close()
         for conn in pending:
             conn.close()
         return True
