@@ -115,6 +115,14 @@ class GroupCommitter:
         """:meth:`submit` and wait: returns once the message is durable."""
         return self.submit(request).result()
 
+    def commit_now(self, requests: list[AcceptRequest]) -> list[Future[AcceptResult]]:
+        """Accept ``requests`` in one transaction in the calling thread, for a caller that
+        gathers its own batches (``remote.CommitHub``); same rules as a queued batch,
+        and every future is resolved when this returns."""
+        items = [_Item(request, Future()) for request in requests]
+        self._commit(list(items))
+        return [item.future for item in items]
+
     def close(self) -> None:
         """Commit what is queued, then stop the writers."""
         with self._lock:
