@@ -1,9 +1,10 @@
 """One group-commit writer for every worker process (``hatchway serve --workers N``).
 
 Issue 10 §1. Each worker process opens and verifies its messages and seals their
-acknowledgements; the store step of all of them goes to one :class:`GroupCommitter`
-in the supervisor process, over a private socket pair per worker
-(:class:`CommitHub` there, :class:`RemoteCommitter` in the worker).
+acknowledgements; the store step of all of them goes to one writer thread in the
+supervisor process, over a private socket pair per worker (:class:`CommitHub` there,
+:class:`RemoteCommitter` in the worker), which commits each round of requests in one
+transaction with :meth:`GroupCommitter.commit_now`.
 
 Why not a writer per worker: measured with a group committer in each of two workers
 on one SQLite file, two workers ingested about half what one did. The file has one
@@ -13,8 +14,9 @@ which is busy with the cryptography, so every batch held the lock for about 9 ms
 instead of about 1 ms, and the other worker's writer waited. Batches were small too
 (about 3 messages), because each writer saw only its own worker's messages. The
 shared writer runs in a process that does no cryptography, and its batches hold the
-messages of every worker. PostgreSQL gets the same design: one writer pool per
-server instead of one per worker, and larger batches for the same commits.
+messages of every worker. PostgreSQL gets the same design: one writer per server
+(where one process runs two, overlapping commit round trips); its batches grow while
+a commit is in flight. What it costs per message is in docs/benchmarks.md.
 
 Durability is unchanged: the hub answers a request only after the batch holding it
 has committed, and the worker seals the acknowledgement only after that answer.
