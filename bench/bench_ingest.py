@@ -1,24 +1,32 @@
 """Ingest rate of a real ``hatchway serve``: pre-sealed messages, many connections.
 
-Issue 10 §1. The server is a subprocess (SQLite by default, PostgreSQL with
-``--database-url``). ``--devices`` devices enrol through the SDK over HTTPS; then,
+Issue 10 §1. For every store (``--stores``: SQLite in a fresh data dir, PostgreSQL in
+a fresh database created next to ``--postgres`` and dropped after) and every
+``--workers`` value, one server subprocess (``hatchway serve`` with
+``HATCHWAY_WORKERS``). ``--devices`` devices enrol through the SDK over HTTPS; then,
 for every ``--connections`` value, each device's messages are sealed *before* the
-run (sequence numbers in order per device) and posted by an asyncio load generator
-over that many keep-alive HTTP/1.1 connections. A device always uses the same
-connection, so its sequence numbers arrive in order. The generator is a separate
-process from the server and does no cryptography during the run.
+run (sequence numbers in order per device) and sent by an asyncio load generator in
+this process, which does no cryptography while timed:
 
-In the same run, the baseline: the same kind of load with a brand-new TLS connection
-(full handshake, no resumption) per message, against the HTTPS listener's copy of the
-endpoint.
+* ``http``: over that many keep-alive HTTP/1.1 connections, one request in flight
+  per connection;
+* ``mqtt``: QoS 1 publishes to each device's uplink topic on the machine's Mosquitto
+  (127.0.0.1:1883) over that many MQTT connections, the next one when the sealed ack
+  of the previous has come back on the downlink.
 
-Printed per run: messages/s, p50/p99 latency, the server's CPU per message
-(``/proc/<pid>/stat`` utime+stime deltas), bytes on the wire per message, and the
-load average, because a loaded machine skews every figure here; ratios against the
-same-run baseline are what to compare across machines.
+A device always uses the same connection, so its sequence numbers arrive in order.
+In the same server's run, the baseline: the same kind of load with a brand-new TLS
+connection (full handshake, no resumption) per message to the HTTPS listener.
 
-    PYTHONPATH=src python bench/bench_ingest.py [--connections 1,32] [--messages 50]
-        [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/<fresh db>]
+Printed per run: messages/s, p50/p99 latency, the server's CPU per message (utime +
+stime from ``/proc``, summed over the supervisor and every worker; PostgreSQL's and
+Mosquitto's own CPU are not in it), the load generator's own CPU per message, bytes
+on the wire per message (MQTT: computed from the packets, see ``_ingest_mqtt``), and
+the load average, because a loaded machine skews every figure; compare ratios within
+one invocation.
+
+    PYTHONPATH=src:bench python bench/bench_ingest.py --workers 1,2 \
+        --stores sqlite,postgresql --transports http,mqtt --connections 32
 """
 
 from __future__ import annotations
@@ -31,10 +39,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
+from typing import TypeVar
 
+from _ingest_mqtt import mqtt_load, server_env
 from bench_e2e import tls_post_new_connection  # same baseline, one implementation
 from hatchway.config import settings_from_env
 from hatchway.device import Device
@@ -42,6 +53,7 @@ from hatchway.msgsec import MessageType, SenderInfo, open_message, seal
 from hatchway.server.context import ServerContext
 from hatchway.server.process import ServerProcess
 
+T = TypeVar("T")
 TELEMETRY = {"kwh": 12.5, "volts": 229.8, "amps": 3.1, "ts": 1_700_000_000, "pad": "x" * 120}
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -105,6 +117,7 @@ class Run:
     cpu: float = 0.0
     sys: float = 0.0
     client: float = 0.0
+    per_process: list[float] = field(default_factory=list)
 
     @property
     def done(self) -> int:
@@ -124,6 +137,14 @@ class Run:
             f"p99 {p99:8.1f} ms  server CPU {cpu_ms:6.2f} ms/msg ({sys_pct:.0f}% system)  "
             f"{wire:6.0f} B/msg  load generator CPU {client_ms:.2f} ms/msg  "
             f"failed {self.failures}"
+            + (
+                "\n"
+                + " " * 31
+                + "CPU ms/msg per process (supervisor first): "
+                + ", ".join(f"{c / self.done * 1e3:.2f}" for c in self.per_process)
+                if len(self.per_process) > 1 and self.done
+                else ""
+            )
         )
 
 
@@ -174,9 +195,9 @@ async def tls_load(
     await asyncio.gather(*(lane(tokens) for tokens in lanes))
 
 
-def lanes_for(per_device: list[list[bytes]], connections: int) -> list[list[bytes]]:
+def lanes_for(per_device: list[list[T]], connections: int) -> list[list[T]]:
     """Device ``i`` always rides connection ``i % connections``; devices interleave."""
-    lanes: list[list[list[bytes]]] = [[] for _ in range(min(connections, len(per_device)))]
+    lanes: list[list[list[T]]] = [[] for _ in range(min(connections, len(per_device)))]
     for i, tokens in enumerate(per_device):
         lanes[i % len(lanes)].append(tokens)
     out = []
@@ -185,33 +206,47 @@ def lanes_for(per_device: list[list[bytes]], connections: int) -> list[list[byte
     return out
 
 
-def measure(pid: int, load: object) -> Run:
+def tree_cpu(pids: list[int]) -> tuple[float, float]:
+    """(utime, stime) summed over the server's processes (supervisor and workers)."""
+    splits = [cpu_split(pid) for pid in pids]
+    return sum(u for u, _ in splits), sum(s for _, s in splits)
+
+
+def measure(pids: list[int], load: object) -> Run:
     run = Run()
-    (user0, sys0), t0 = cpu_split(pid), time.perf_counter()
+    before = {pid: sum(cpu_split(pid)) for pid in pids}
+    (user0, sys0), t0 = tree_cpu(pids), time.perf_counter()
     own0 = time.process_time()
     asyncio.run(load(run))  # type: ignore[operator]
     run.elapsed = time.perf_counter() - t0
     run.client = time.process_time() - own0
-    user1, sys1 = cpu_split(pid)
+    user1, sys1 = tree_cpu(pids)
     run.cpu, run.sys = user1 - user0 + sys1 - sys0, sys1 - sys0
+    run.per_process = [sum(cpu_split(pid)) - before[pid] for pid in pids]
     return run
 
 
 def start_profile(
-    pid: int, root: Path, connections: int, seconds: float
-) -> subprocess.Popen[bytes] | None:
-    """py-spy the server for the first ``seconds`` of a run: only samples holding the GIL,
-    i.e. where the server's Python CPU goes (a wait for the disk or a lock is not in it)."""
+    pids: list[int], root: Path, label: str, seconds: float
+) -> list[subprocess.Popen[bytes]]:
+    """py-spy each server process for the first ``seconds`` of a run: only samples holding
+    the GIL, i.e. where the server's Python CPU goes (a wait for the disk or a lock is
+    not in it). One collapsed-stacks file per process."""
     if seconds <= 0:
-        return None
+        return []
     spy = Path(sys.executable).with_name("py-spy")
-    out = root / f"profile-{connections}.txt"
-    cmd = [str(spy), "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "200", "--gil"]
-    return subprocess.Popen(
-        [*cmd, "--format", "raw", "--nonblocking", "-o", str(out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    procs = []
+    for pid in pids:
+        out = root / f"profile-{label}-{pid}.txt"
+        cmd = [str(spy), "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "200", "--gil"]
+        procs.append(
+            subprocess.Popen(
+                [*cmd, "--format", "raw", "--nonblocking", "-o", str(out)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    return procs
 
 
 def crypto_floor(ctx: ServerContext, tokens: list[bytes]) -> float:
@@ -245,57 +280,96 @@ def crypto_floor(ctx: ServerContext, tokens: list[bytes]) -> float:
     return (time.thread_time() - start) / len(tokens)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--connections", default="1,32", help="comma-separated list")
-    parser.add_argument("--devices", type=int, default=40)
-    parser.add_argument("--messages", type=int, default=50, help="per device and run")
-    parser.add_argument("--tls-messages", type=int, default=5, help="per device, TLS baseline")
-    parser.add_argument("--database-url", default="")
-    parser.add_argument("--max-seconds", type=float, default=60.0, help="per run")
-    parser.add_argument("--profile-seconds", type=float, default=0.0, help="py-spy the server")
-    args = parser.parse_args()
+def fresh_postgres(admin_url: str) -> tuple[str, Callable[[], None]]:
+    """A new empty database next to ``admin_url``'s, and how to drop it (as the tests'
+    ``fresh_database`` does): every server run starts from an empty store."""
+    import psycopg
+    from psycopg import sql
+    from sqlalchemy.engine import make_url
 
-    root = Path(tempfile.mkdtemp(prefix="hatchway-ingest-"))
-    env = {"HATCHWAY_LOG_LEVEL": "warning"}
-    if args.database_url:
-        env["HATCHWAY_DATABASE_URL"] = args.database_url
-    print(f"load average before: {os.getloadavg()}  cores: {os.cpu_count()}")
-    with ServerProcess(root / "data", env=env) as server:
-        assert server.proc is not None
-        pid = server.proc.pid
-        ctx = ServerContext.create(settings_from_env(server.env()))
-        devices = []
-        for i in range(args.devices):
-            device_id = f"meter-{i:04d}"
-            secret = ctx.enrolment.provision(device_id)
-            devices.append(
-                Device.enroll(
-                    server=server.https_url,
-                    device_id=device_id,
-                    secret=secret,
-                    state_path=root / f"{device_id}.json",
-                    ca_file=server.ca_file,
-                    message_ttl=600,
-                )
+    from hatchway.bus import postgres_conninfo
+
+    name = f"hw_bench_{os.urandom(5).hex()}"
+    admin = postgres_conninfo(admin_url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+    def drop() -> None:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
-        # Warm the server's key cache and code paths with a few real round trips.
-        for device in devices:
-            device.send(TELEMETRY)
 
-        floor = crypto_floor(ctx, [t for d in devices[:10] for t in preseal(d, 20)])
-        print(
-            f"crypto floor (open+verify, sign+seal; CPU time, this run): {floor * 1e3:.2f} ms/msg"
-            f" = {1 / floor:.0f} msg/s per core"
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False), drop
+
+
+def enrol(server: ServerProcess, ctx: ServerContext, root: Path, count: int) -> list[Device]:
+    devices = []
+    for i in range(count):
+        device_id = f"meter-{i:04d}"
+        devices.append(
+            Device.enroll(
+                server=server.https_url,
+                device_id=device_id,
+                secret=ctx.enrolment.provision(device_id),
+                state_path=root / f"{device_id}.json",
+                ca_file=server.ca_file,
+                message_ttl=600,
+            )
         )
-        idle0 = cpu_seconds(pid)
-        time.sleep(2.0)
-        idle = (cpu_seconds(pid) - idle0) / 2.0
-        print(f"server CPU while idle: {idle * 1e3:.0f} ms/s")
-        print(f"{args.devices} devices, {args.messages} messages each per run")
-        for connections in (int(c) for c in args.connections.split(",")):
-            per_device = [preseal(d, args.messages) for d in devices]
-            lanes = lanes_for(per_device, connections)
+    # Warm the server's key cache and code paths with a few real round trips.
+    for device in devices:
+        device.send(TELEMETRY)
+    return devices
+
+
+def bench_server(args: argparse.Namespace, store: str, workers: int) -> None:
+    """One server (fresh data dir, fresh database), every run against it."""
+    root = Path(tempfile.mkdtemp(prefix="hatchway-ingest-"))
+    prefix = f"bench{os.urandom(3).hex()}/hatchway"
+    env = {"HATCHWAY_LOG_LEVEL": args.log_level, "HATCHWAY_WORKERS": str(workers)}
+    if "mqtt" in args.transports:
+        env.update(server_env(prefix))
+    drop: Callable[[], None] | None = None
+    if store == "postgresql":
+        env["HATCHWAY_DATABASE_URL"], drop = fresh_postgres(args.postgres)
+    print(f"\n== {store}, {workers} worker(s); load average {os.getloadavg()}", flush=True)
+    try:
+        with ServerProcess(root / "data", env=env) as server:
+            ctx = ServerContext.create(settings_from_env(server.env()))
+            try:
+                measure_server(args, server, ctx, root, prefix)
+            finally:
+                ctx.close()
+    finally:
+        if drop is not None:
+            drop()
+
+
+def measure_server(
+    args: argparse.Namespace, server: ServerProcess, ctx: ServerContext, root: Path, prefix: str
+) -> None:
+    pids = server.pids
+    devices = enrol(server, ctx, root, args.devices)
+    floor = crypto_floor(ctx, [t for d in devices[:10] for t in preseal(d, 20)])
+    print(
+        f"crypto floor (open+verify, sign+seal; CPU time, this run): {floor * 1e3:.2f} ms/msg"
+        f" = {1 / floor:.0f} msg/s per core"
+    )
+    idle0 = sum(tree_cpu(pids))
+    time.sleep(2.0)
+    idle = (sum(tree_cpu(pids)) - idle0) / 2.0
+    print(f"server processes {len(pids)}, CPU while idle: {idle * 1e3:.0f} ms/s")
+
+    def report(run: Run, name: str) -> None:
+        print(run.line(name), flush=True)
+        if run.done:
+            busy = (run.cpu - idle * run.elapsed) / run.done
+            print(f"{'':31}server CPU per msg less idle / crypto floor: {busy / floor:.2f}x")
+
+    for connections in (int(c) for c in args.connections.split(",")):
+        if "http" in args.transports:
+            lanes = lanes_for([preseal(d, args.messages) for d in devices], connections)
             deadline = time.monotonic() + args.max_seconds
 
             async def plain(
@@ -303,36 +377,68 @@ def main() -> None:
             ) -> None:
                 await keepalive_load(server.http_port, lanes, deadline, run)
 
-            spy = start_profile(pid, root, connections, args.profile_seconds)
-            run = measure(pid, plain)
-            print(run.line(f"keep-alive, {connections} conn"), flush=True)
-            busy = (run.cpu - idle * run.elapsed) / run.done
-            print(
-                f"{'':30} server CPU per msg less idle / crypto floor: {busy / floor:.2f}x",
-                flush=True,
-            )
-            if spy is not None:
+            spies = start_profile(pids, root, f"{connections}", args.profile_seconds)
+            report(measure(pids, plain), f"HTTP keep-alive, {connections} conn")
+            for spy in spies:
                 spy.wait()
                 print(f"py-spy profile (collapsed stacks): {spy.args[-1]}")
+        if "mqtt" in args.transports:
+            paired = [[(d.device_id, t) for t in preseal(d, args.messages)] for d in devices]
+            mqtt_lanes = lanes_for(paired, connections)
+            deadline = time.monotonic() + args.max_seconds
 
-        context = ssl.create_default_context(cafile=str(server.ca_file))
-        context.options |= ssl.OP_NO_TICKET  # a brand-new session every time
-        connections = max(int(c) for c in args.connections.split(","))
-        per_device = [preseal(d, args.tls_messages) for d in devices]
-        _, wire = tls_post_new_connection(server.https_port, context, per_device[0].pop(0))
-        lanes = lanes_for([t for t in per_device if t], connections)
-        deadline = time.monotonic() + args.max_seconds
+            async def mqtt(
+                run: Run,
+                lanes: list[list[tuple[str, bytes]]] = mqtt_lanes,
+                deadline: float = deadline,
+            ) -> None:
+                await mqtt_load(prefix, lanes, deadline, run)
 
-        async def tls(run: Run) -> None:
-            await tls_load(server.https_port, context, lanes, deadline, run)
+            report(measure(pids, mqtt), f"MQTT QoS 1, {connections} conn")
 
-        run = measure(pid, tls)
-        run.wire = wire * run.done
-        print(run.line(f"new TLS per msg, {connections} conn"), flush=True)
-        stored = sum(ctx.store.count_messages(d.device_id) for d in devices)
-        print(f"messages stored: {stored}")
-        ctx.close()
-    print(f"load average after: {os.getloadavg()}")
+    context = ssl.create_default_context(cafile=str(server.ca_file))
+    context.options |= ssl.OP_NO_TICKET  # a brand-new session every time
+    connections = max(int(c) for c in args.connections.split(","))
+    per_device = [preseal(d, args.tls_messages) for d in devices]
+    _, wire = tls_post_new_connection(server.https_port, context, per_device[0].pop(0))
+    tls_lanes = lanes_for([t for t in per_device if t], connections)
+    deadline = time.monotonic() + args.max_seconds
+
+    async def tls(run: Run) -> None:
+        await tls_load(server.https_port, context, tls_lanes, deadline, run)
+
+    run = measure(pids, tls)
+    run.wire = wire * run.done
+    report(run, f"new TLS per msg, {connections} conn")
+    stored = sum(ctx.store.count_messages(d.device_id) for d in devices)
+    print(f"messages stored: {stored}")
+    for device in devices:
+        device.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workers", default="1,2", help="comma-separated; a server each")
+    parser.add_argument("--stores", default="sqlite", help="sqlite,postgresql")
+    parser.add_argument("--transports", default="http", help="http,mqtt")
+    parser.add_argument("--connections", default="32", help="comma-separated list")
+    parser.add_argument("--devices", type=int, default=40)
+    parser.add_argument("--messages", type=int, default=50, help="per device and run")
+    parser.add_argument("--tls-messages", type=int, default=5, help="per device, TLS baseline")
+    parser.add_argument(
+        "--postgres",
+        default="postgresql+psycopg://postgres@127.0.0.1:5432/test",
+        help="where to create a fresh database per PostgreSQL server",
+    )
+    parser.add_argument("--max-seconds", type=float, default=60.0, help="per run")
+    parser.add_argument("--profile-seconds", type=float, default=0.0, help="py-spy the server")
+    parser.add_argument("--log-level", default="warning", help="the server's")
+    args = parser.parse_args()
+    print(f"load average before: {os.getloadavg()}  cores: {os.cpu_count()}")
+    for store in args.stores.split(","):
+        for workers in (int(w) for w in args.workers.split(",")):
+            bench_server(args, store, workers)
+    print(f"\nload average after: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -37,13 +37,23 @@ from hatchway.server.process import ServerProcess
 
 def in_process(root: Path, runs: int) -> tuple[list[float], list[float], int, int]:
     ident = ensure_data_dir(root / "inproc")
-    app = ensure_application_identity(root / "inproc", ident.ca, origin="https://localhost:8443",
-                                      tls_cert_path=ident.tls_cert_path, now=system_clock())
+    app = ensure_application_identity(
+        root / "inproc",
+        ident.ca,
+        origin="https://localhost:8443",
+        tls_cert_path=ident.tls_cert_path,
+        now=system_clock(),
+    )
     # The in-process comparison measures the protocol, not the per-client start ration.
-    service = SecureChannelService(app, clock=system_clock, random=system_random,
-                                   start_rate=TokenBucket(capacity=10**6, refill_per_second=1))
-    state = personalize(ident.ca.certificate, ident.ca.private_key, now=system_clock(),
-                        random=system_random)
+    service = SecureChannelService(
+        app,
+        clock=system_clock,
+        random=system_random,
+        start_rate=TokenBucket(capacity=10**6, refill_per_second=1),
+    )
+    state = personalize(
+        ident.ca.certificate, ident.ca.private_key, now=system_clock(), random=system_random
+    )
     card = SoftCard(state, clock=system_clock, random=system_random)
     totals, handshakes, relays, apdus = [], [], 0, 0
     for _ in range(runs + 1):
@@ -76,15 +86,29 @@ def main() -> None:
         server.start()
         try:
             card = root / "card.json"
-            subprocess.run([sys.executable, "-m", "hatchway", "se", "personalize", "--card",
-                            str(card), "--data-dir", str(server.data_dir), "--json"],
-                           check=True, capture_output=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "hatchway",
+                    "se",
+                    "personalize",
+                    "--card",
+                    str(card),
+                    "--data-dir",
+                    str(server.data_dir),
+                    "--json",
+                ],
+                check=True,
+                capture_output=True,
+            )
             tls = ssl.create_default_context(cafile=str(server.ca_file))
             results = []
             with BridgeProcess(card, [server.https_url]) as bridge:
                 while len(results) < runs + 1:
-                    with PageClient(server.https_url, bridge.url, origin=server.https_url,
-                                    verify=tls) as page:
+                    with PageClient(
+                        server.https_url, bridge.url, origin=server.https_url, verify=tls
+                    ) as page:
                         result = page.run()
                     if result.outcome.get("error") == "slow_down":
                         # The server rations session starts per client address (a burst
@@ -106,14 +130,22 @@ def main() -> None:
     total = ms([r.seconds for r in results])
     first = results[0]
     print(f"runs: {runs} (median), {dt.datetime.now(dt.UTC):%Y-%m-%d}")
-    print(f"server↔page round trips: {first.round_trips} "
-          f"(bridge relays: {first.round_trips - 1}; in-process relays: {local_relays})")
-    print(f"APDUs relayed: {first.apdus} (in-process: {local_apdus}); "
-          f"bytes through the page: {first.relayed_bytes}")
-    print(f"handshake through bridge (start → channel open): {hs:8.2f} ms   "
-          f"in-process: {ms(local_hs):7.2f} ms   ratio ×{hs / ms(local_hs):.1f}")
-    print(f"full flow (handshake + provision + read back): {total:8.2f} ms   "
-          f"in-process: {ms(local_total):7.2f} ms   ratio ×{total / ms(local_total):.1f}")
+    print(
+        f"server↔page round trips: {first.round_trips} "
+        f"(bridge relays: {first.round_trips - 1}; in-process relays: {local_relays})"
+    )
+    print(
+        f"APDUs relayed: {first.apdus} (in-process: {local_apdus}); "
+        f"bytes through the page: {first.relayed_bytes}"
+    )
+    print(
+        f"handshake through bridge (start → channel open): {hs:8.2f} ms   "
+        f"in-process: {ms(local_hs):7.2f} ms   ratio ×{hs / ms(local_hs):.1f}"
+    )
+    print(
+        f"full flow (handshake + provision + read back): {total:8.2f} ms   "
+        f"in-process: {ms(local_total):7.2f} ms   ratio ×{total / ms(local_total):.1f}"
+    )
 
 
 if __name__ == "__main__":

@@ -73,6 +73,9 @@ class Settings:
     header_timeout: int = 10
     body_timeout: int = 30
     max_connections: int = 1000
+    #: Server processes (``hatchway serve --workers``): each runs the plain message
+    #: listener on the shared port (``SO_REUSEPORT``); worker 0 also runs HTTPS.
+    workers: int = 1
     #: Redis URL (``redis://``, ``rediss://`` or ``unix://``) for rate limits, attempt
     #: counters and single-use ids shared by every replica; empty keeps them in memory.
     redis_url: str = ""
@@ -167,6 +170,7 @@ _INT_FIELDS = {
     "body_timeout",
     "max_connections",
     "mqtt_session_expiry",
+    "workers",
 }
 _BOOL_FIELDS: set[str] = set()
 #: Variables that no longer do anything, and what replaced them.
@@ -231,6 +235,11 @@ def validate(settings: Settings) -> None:
         raise ConfigurationError("body_timeout must be between 1 and 600 seconds")
     if not 1 <= settings.max_connections <= 100_000:
         raise ConfigurationError("max_connections must be between 1 and 100000")
+    if not 1 <= settings.workers <= 64:
+        raise ConfigurationError("workers must be between 1 and 64")
+    if settings.workers > 1 and settings.http_port == 0:
+        # Port 0 would give every worker its own random port, not one shared port.
+        raise ConfigurationError("workers > 1 needs a fixed http_port, not 0")
     if settings.redis_url and not settings.redis_url.startswith(
         ("redis://", "rediss://", "unix://")
     ):

@@ -10,7 +10,7 @@ import typer
 
 from hatchway.cli.common import DatabaseOption, DataDirOption, load_settings
 from hatchway.cli.output import console, emit, errors_reported
-from hatchway.config import validate
+from hatchway.config import Settings, validate
 
 if TYPE_CHECKING:
     from hatchway.server.context import ServerContext
@@ -46,6 +46,14 @@ def serve(
         typer.Option(help="Public plain base URL, when behind a proxy", show_default=False),
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Server processes sharing the plain message port (SO_REUSEPORT); worker 0 "
+            "also runs HTTPS [env: HATCHWAY_WORKERS; default 1]",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[
         bool,
         typer.Option("--json", help="Print one JSON object on stdout once both listeners are up."),
@@ -56,9 +64,13 @@ def serve(
     Logs go to stderr as one JSON line each; stdout gets the ready line (with --json)."""
     from hatchway.server.run import serve as run
 
-    def ready(ctx: ServerContext) -> None:
-        s = ctx.settings
-        data = {"https": s.issuer, "plain": s.plain_base_url, "data_dir": str(s.data_dir)}
+    def ready(s: Settings) -> None:
+        data = {
+            "https": s.issuer,
+            "plain": s.plain_base_url,
+            "data_dir": str(s.data_dir),
+            "workers": s.workers,
+        }
         emit(
             as_json,
             data,
@@ -80,9 +92,21 @@ def serve(
             public_https_url=public_https_url,
             public_http_url=public_http_url,
             log_level=log_level,
+            workers=workers,
         )
         validate(settings)
-        asyncio.run(run(settings, on_ready=ready))
+        if settings.workers == 1:
+
+            def one(ctx: ServerContext) -> None:
+                ready(ctx.settings)
+
+            asyncio.run(run(settings, on_ready=one))
+            return
+        from hatchway.server.workers import Supervisor
+
+        code = Supervisor(settings, settings.workers).run(lambda: ready(settings))
+    if code:
+        raise typer.Exit(code)
 
 
 __all__ = ["serve"]

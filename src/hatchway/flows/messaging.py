@@ -40,13 +40,13 @@ from hatchway.config import Settings
 from hatchway.errors import HatchwayError, InvalidMessage
 from hatchway.flows import firmware as fw
 from hatchway.flows.deregistration import notice_body
-from hatchway.flows.ingest.committer import DEFAULT_MAX_BATCH, GroupCommitter
+from hatchway.flows.ingest.committer import DEFAULT_MAX_BATCH, Committer, GroupCommitter
+from hatchway.flows.ingest.window import window_advance
 from hatchway.msgsec import (
     EncryptionKey,
     Message,
     MessageType,
     OpenPolicy,
-    ReplayWindow,
     SenderInfo,
     Suite,
     VerifyingKey,
@@ -143,7 +143,8 @@ class MessageService:
         self._peers_lock = threading.Lock()
         self._cache_size = cache_size
         self._next_purge = 0.0
-        self.committer = GroupCommitter(store, max_batch=max_batch)
+        #: In process; ``hatchway serve --workers N`` swaps in the shared writer's link.
+        self.committer: Committer = GroupCommitter(store, max_batch=max_batch)
         self.offers = fw.Offers(store, random)
 
     def close(self) -> None:
@@ -319,16 +320,7 @@ class MessageService:
         return self._accepted(peer, message, result)
 
     def _accept_request(self, peer: _Peer, message: Message, now: float) -> AcceptRequest:
-        window_size = self.settings.replay_window
-        mask = (1 << window_size) - 1
-
-        def advance(highest: int, bitmap: int) -> tuple[int, int]:
-            # Masked so that shrinking HATCHWAY_REPLAY_WINDOW never strands a device
-            # whose stored bitmap is wider than the new window.
-            window = ReplayWindow(highest=highest, bitmap=bitmap & mask, size=window_size)
-            moved = window.accept(message.seq)
-            return moved.highest, moved.bitmap
-
+        advance = window_advance(message.seq, self.settings.replay_window)
         mid = message.body.get("mid")
         return AcceptRequest(
             peer.device_id,

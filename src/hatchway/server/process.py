@@ -23,6 +23,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def process_children(pid: int) -> list[int]:
+    """Child pids of ``pid`` (Linux ``/proc``); empty where that is not available."""
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
 class ServerProcess:
     def __init__(
         self,
@@ -70,6 +85,8 @@ class ServerProcess:
             env=self.env(),
             stdout=log,
             stderr=log,
+            # Its own process group: SIGKILL reaches every worker of ``--workers N``.
+            process_group=0,
         )
         log.close()
         self._wait_ready(timeout)
@@ -97,12 +114,25 @@ class ServerProcess:
             return False
         return True
 
+    @property
+    def pids(self) -> list[int]:
+        """The server's process and, with ``HATCHWAY_WORKERS``, its workers (Linux)."""
+        if self.proc is None:
+            return []
+        return [self.proc.pid, *process_children(self.proc.pid)]
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
-        """Stop the server (SIGTERM: graceful) and return its exit code."""
+        """Stop the server (SIGTERM: graceful) and return its exit code.
+
+        SIGKILL goes to the whole process group: the supervisor and every worker die
+        at once, as in a crash of the machine's server process tree."""
         if self.proc is None:
             return 0
         if self.proc.poll() is None:
-            self.proc.send_signal(sig)
+            if sig == signal.SIGKILL:
+                os.killpg(self.proc.pid, sig)
+            else:
+                self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

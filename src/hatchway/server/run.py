@@ -2,6 +2,10 @@
 
 uvicorn installs its own signal handlers per server; with two servers in one loop we
 take the signals ourselves and tell both to finish in-flight requests and exit.
+
+With ``--workers N`` (``server/workers.py``) this runs once per worker process: every
+worker binds the plain listener with ``SO_REUSEPORT`` on the same port, and only
+worker 0 runs the HTTPS listener (see :class:`WorkerRole`).
 """
 
 from __future__ import annotations
@@ -10,8 +14,11 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import ssl
 from collections.abc import Callable, Generator
+from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
@@ -34,6 +41,59 @@ if TYPE_CHECKING:
     from hatchway.mqtt.gateway import MqttGateway
 
 log = logging.getLogger("hatchway.server")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRole:
+    """Which listeners one process of ``hatchway serve --workers N`` runs.
+
+    Every worker runs the plain listener (sealed messages, the load that needs the
+    cores) on the shared port, and the MQTT gateway under its own client id in the
+    shared subscription. Only worker 0 runs HTTPS: enrolment, login and the pages are
+    light, and login keeps per-process state (the in-process bus that wakes a waiting
+    device on SQLite, in-memory rate limits without Redis) that must not be split.
+    """
+
+    index: int = 0
+    count: int = 1
+
+    @property
+    def https(self) -> bool:
+        return self.index == 0
+
+    @property
+    def shared_port(self) -> bool:
+        return self.count > 1
+
+
+def worker_settings(settings: Settings, role: WorkerRole) -> Settings:
+    """Worker ``i > 0`` gets its own MQTT client id (its own persistent session in the
+    broker's shared subscription); worker 0 keeps the configured one, so going from one
+    worker to several keeps that session."""
+    if role.index == 0 or not settings.mqtt_enabled:
+        return settings
+    from hatchway.mqtt.gateway import default_client_id
+
+    base = settings.mqtt_client_id or default_client_id(settings.https_port)
+    return replace(settings, mqtt_client_id=f"{base[:120]}-w{role.index}")
+
+
+def shared_socket(host: str, port: int) -> socket.socket:
+    """A listening socket with ``SO_REUSEPORT``: every worker binds its own on the same
+    port and the kernel spreads new connections over them (Linux only lets processes
+    of the same user join a port this way)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class _Server(uvicorn.Server):
@@ -111,11 +171,23 @@ def _start_mqtt(ctx: ServerContext) -> MqttGateway | None:
 
 
 async def serve(
-    settings: Settings, *, on_ready: Callable[[ServerContext], None] | None = None
+    settings: Settings,
+    *,
+    on_ready: Callable[[ServerContext], None] | None = None,
+    role: WorkerRole | None = None,
+    commit_link: Connection | None = None,
 ) -> None:
-    configure_logging(settings.log_level)
-    ctx = ServerContext.create(settings)
-    servers = [_Server(config) for config in _configs(ctx)]
+    """Serve until SIGTERM/SIGINT. ``commit_link``: a worker's link to the writer it
+    shares with the other workers (``flows/ingest/remote.py``)."""
+    role = role or WorkerRole()
+    configure_logging(settings.log_level, worker=role.index if role.shared_port else None)
+    ctx = ServerContext.create(worker_settings(settings, role))
+    if commit_link is not None:
+        from hatchway.flows.ingest.remote import RemoteCommitter
+
+        ctx.messages.committer = RemoteCommitter(commit_link)
+    https, plain = _configs(ctx)
+    servers = [_Server(https), _Server(plain)] if role.https else [_Server(plain)]
     loop = asyncio.get_running_loop()
     bound_tls_handshakes(loop, settings.header_timeout)
 
@@ -132,7 +204,10 @@ async def serve(
         # can wait on it, and is closed with the server rather than left to the GC.
         await ctx.bus.start()
         gateway = _start_mqtt(ctx)
-        tasks = [asyncio.create_task(server.serve()) for server in servers]
+        # uvicorn binds its own sockets, except the shared plain port, bound here.
+        shared = [shared_socket(settings.host, settings.http_port)] if role.shared_port else None
+        tasks = [asyncio.create_task(server.serve()) for server in servers[:-1]]
+        tasks.append(asyncio.create_task(servers[-1].serve(sockets=shared)))
         while not all(server.started for server in servers):
             if any(task.done() for task in tasks):
                 break  # a listener failed to start (port taken...): stop the other one
@@ -144,6 +219,7 @@ async def serve(
                     "https": ctx.settings.issuer,
                     "plain": ctx.settings.plain_base_url,
                     "data_dir": str(ctx.settings.data_dir),
+                    "https_listener": role.https,
                 },
             )
             if on_ready:

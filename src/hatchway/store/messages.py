@@ -66,6 +66,9 @@ class AcceptRequest:
     now: float
     advance: Advance
     signing_kid: str | None = None
+    #: ``body`` already serialised by :meth:`checked_body` (a worker process did it
+    #: before handing the request to the shared writer); ``body`` is then ignored.
+    body_text: str | None = None
 
     def checked_body(self) -> str:
         """Validate the ids and serialise the body, before any lock is taken."""
@@ -73,7 +76,7 @@ class AcceptRequest:
         check_id("typ", self.typ)
         if self.mid is not None:
             check_id("mid", self.mid)
-        return dump_json(self.body)
+        return self.body_text if self.body_text is not None else dump_json(self.body)
 
 
 #: What a refused item of a batch carries instead of a result. Anything else raised

@@ -33,6 +33,7 @@ import queue
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Protocol
 
 from hatchway.store import AcceptRequest, AcceptResult, Store
 
@@ -47,6 +48,18 @@ def default_writers(store: Store) -> int:
     """One writer on SQLite (one write lock per file: a second writer would only queue);
     two on PostgreSQL, so that one batch's commit round trip overlaps the next batch."""
     return 2 if store.engine.dialect.name == "postgresql" else 1
+
+
+class Committer(Protocol):
+    """What ``MessageService`` needs of a group committer: this module's, in process,
+    or ``remote.RemoteCommitter``, which hands the work to the writer that every
+    worker process of ``hatchway serve --workers N`` shares."""
+
+    def submit(self, request: AcceptRequest) -> Future[AcceptResult]: ...
+
+    def accept(self, request: AcceptRequest) -> AcceptResult: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +115,14 @@ class GroupCommitter:
         """:meth:`submit` and wait: returns once the message is durable."""
         return self.submit(request).result()
 
+    def commit_now(self, requests: list[AcceptRequest]) -> list[Future[AcceptResult]]:
+        """Accept ``requests`` in one transaction in the calling thread, for a caller that
+        gathers its own batches (``remote.CommitHub``); same rules as a queued batch,
+        and every future is resolved when this returns."""
+        items = [_Item(request, Future()) for request in requests]
+        self._commit(list(items))
+        return [item.future for item in items]
+
     def close(self) -> None:
         """Commit what is queued, then stop the writers."""
         with self._lock:
@@ -111,6 +132,13 @@ class GroupCommitter:
                 self._queue.put(None)  # one stop mark per writer
         for thread in threads:
             thread.join()
+        if self.batches:
+            log.info(
+                "group commit: %d messages in %d batches",
+                self.messages,
+                self.batches,
+                extra={"per_batch": round(self.messages / self.batches, 1)},
+            )
 
     # -- the writer ------------------------------------------------------------------
     def _run(self) -> None:
