@@ -39,6 +39,7 @@ class MosquittoProcess:
         users: dict[str, str] | None = None,
         acl_file: Path | None = None,
         tls: tuple[Path, Path] | None = None,
+        extra: str = "",
     ) -> None:
         self.mosquitto = require_program("mosquitto")
         self.passwd = require_program("mosquitto_passwd")
@@ -47,6 +48,7 @@ class MosquittoProcess:
         self.users = users or {}
         self.acl_file = acl_file
         self.tls = tls  # (certificate, key): the listener speaks only TLS
+        self.extra = extra  # more configuration lines, e.g. "log_type all\n"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -70,11 +72,12 @@ class MosquittoProcess:
             + tls
             + access
             + "persistence false\n"
+            + self.extra
             # Started as root, mosquitto would switch to its own user, which cannot
             # read files under pytest's private tmp dir; it stays the test's user.
             + ("user root\n" if os.geteuid() == 0 else "")
         )
-        log = (self.workdir / "mosquitto.log").open("ab")
+        log = self.log_path.open("ab")
         self.proc = subprocess.Popen([self.mosquitto, "-c", str(conf)], stdout=log, stderr=log)
         log.close()
         deadline = time.monotonic() + 10
@@ -82,6 +85,10 @@ class MosquittoProcess:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"mosquitto did not start; see {self.workdir}/mosquitto.log")
             time.sleep(0.05)
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "mosquitto.log"
 
     def url(self, user: str | None = None, password: str | None = None) -> str:
         auth = f"{user}:{password}@" if user else ""

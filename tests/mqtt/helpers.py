@@ -79,6 +79,8 @@ class Spy:
     ) -> None:
         self.topic_filter = topic_filter
         self.messages: list[tuple[str, bytes]] = []
+        #: The MQTT 5 correlation data of each message (None without), in step.
+        self.correlations: list[bytes | None] = []
         self.subscribed = threading.Event()
         self.granted: list[int] = []
         self._client = paho.Client(
@@ -101,6 +103,8 @@ class Spy:
         self.subscribed.set()
 
     def _on_message(self, _c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
+        correlation = getattr(message.properties, "CorrelationData", None)
+        self.correlations.append(bytes(correlation) if correlation is not None else None)
         self.messages.append((message.topic, bytes(message.payload)))
 
     def start(self) -> Spy:

@@ -6,7 +6,8 @@ reply and stored once; a tampered token, a token moved to another device's topic
 replay the server no longer has a reply for are refused, logged, and answered with
 nothing, and the device carries on undisturbed. A server killed with SIGKILL while
 uplinks are in flight gets the unacknowledged ones redelivered from its persistent
-session and stores every message exactly once.
+session and stores every message exactly once (test_mqtt_window_e2e.py does the same
+with many devices at once).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from hatchway.device import Device, MqttTransport
+from hatchway.mqtt.gateway import UPLINK_WINDOW
 from hatchway.msgsec import MessageType, seal
 from hatchway.server.process import ServerProcess
 from tests.mqtt.brokers import wait_mqtt
@@ -150,7 +152,9 @@ def test_server_killed_mid_stream_loses_nothing_and_stores_nothing_twice(
     server: ServerProcess, tmp_path: Path, prefix: str
 ) -> None:
     device = enrol(server, "meter-k", tmp_path)
-    tokens = presealed(device, 40)
+    # More than the gateway's window, so that the kill finds uplinks not yet received.
+    count = 3 * UPLINK_WINDOW
+    tokens = presealed(device, count)
     device.close()
     up = f"{prefix}/d/meter-k/up"
     spy = Spy(f"{prefix}/d/meter-k/down").start()
@@ -167,7 +171,7 @@ def test_server_killed_mid_stream_loses_nothing_and_stores_nothing_twice(
 
         def all_stored() -> bool:
             with open_store(server.data_dir) as store:
-                return store.count_messages("meter-k") >= 40
+                return store.count_messages("meter-k") >= count
 
         eventually(all_stored, timeout=60, what="every message stored")
     finally:
@@ -176,9 +180,9 @@ def test_server_killed_mid_stream_loses_nothing_and_stores_nothing_twice(
     with open_store(server.data_dir) as store:
         rows = store.list_messages("meter-k", limit=1000)
     mids = [row.body["mid"] for row in rows]
-    assert len(rows) == 40 and len(set(mids)) == 40
-    assert sorted(row.body["readings"]["i"] for row in rows) == list(range(40))
-    assert stored_at_kill < 40  # the kill really was mid-stream
+    assert len(rows) == count and len(set(mids)) == count
+    assert sorted(row.body["readings"]["i"] for row in rows) == list(range(count))
+    assert stored_at_kill < count  # the kill really was mid-stream
 
 
 def flip(token: bytes, i: int) -> bytes:

@@ -204,15 +204,13 @@ class MessageService:
                 now=now,
             )
         except InvalidMessage as exc:
-            reason = exc.reason or "unspecified"
-            if "misrouted" in peers:
-                reason = f"signed by {peers['misrouted'].device_id!r}, sent as {sender!r}"
-            log.warning("message rejected: %s", reason)
+            _log_rejection(exc, peers.get("misrouted"), sender)
             raise
         return self._finish(peers["it"], message, now)
 
-    async def handle_async(self, token: bytes) -> bytes:
-        """``handle`` for transports on an event loop; same replies, same refusals.
+    async def handle_async(self, token: bytes, *, sender: str | None = None) -> bytes:
+        """``handle`` for transports on an event loop; same replies, same refusals
+        (``sender`` as for ``handle``: the MQTT gateway names the topic's device).
 
         Telemetry from a sender whose key is cached, the bulk of ingest, never leaves
         the loop: it is opened here, its store step awaits the group commit, and its
@@ -231,6 +229,9 @@ class MessageService:
                     self._peers.move_to_end(kid)
             if peer is None:
                 raise _NotCached
+            if sender is not None and peer.device_id != sender:
+                found["misrouted"] = peer
+                return None
             found["it"] = peer
             return peer.sender
 
@@ -243,9 +244,9 @@ class MessageService:
                 now=now,
             )
         except _NotCached:
-            return await asyncio.to_thread(self.handle, token)
+            return await asyncio.to_thread(self.handle, token, sender=sender)
         except InvalidMessage as exc:
-            log.warning("message rejected: %s", exc.reason or "unspecified")
+            _log_rejection(exc, found.get("misrouted"), sender)
             raise
         peer = found["it"]
         if message.typ is not MessageType.TELEMETRY:
@@ -582,6 +583,13 @@ def check_command(queued: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(queued.get("op"), str) or not queued["op"]:
         raise ValueError('a command needs an "op" string, e.g. {"op": "reboot"}')
     return queued
+
+
+def _log_rejection(exc: InvalidMessage, misrouted: _Peer | None, sender: str | None) -> None:
+    reason = exc.reason or "unspecified"
+    if misrouted is not None:
+        reason = f"signed by {misrouted.device_id!r}, sent as {sender!r}"
+    log.warning("message rejected: %s", reason)
 
 
 def _check_mid(message: Message) -> None:

@@ -1,20 +1,24 @@
 """The server's MQTT adapter: uplinks in, replies and pushed commands out (docs/mqtt.md).
 
 Thin, like the plain-HTTP route: the sealed token from a device's uplink topic goes to
-``MessageService.handle`` together with the device id the topic names, and the sealed
-reply goes to that device's downlink with the request's MQTT 5 correlation data. The
+``MessageService.handle_async`` together with the device id the topic names, and the
+sealed reply goes to that device's downlink with the request's MQTT 5 correlation data.
+Up to ``UPLINK_WINDOW`` uplinks are handled at once, so that they share group-commit
+batches; they are answered and acknowledged in arrival order (:mod:`.window`), which
+keeps each device's replies in order too. The
 broker is not trusted: a message signed by another device than its topic names, a
 forgery or a replay is refused by the messaging flow, logged, and answered with
 nothing, so the device sees nothing odd.
 
 At-least-once in, exactly-once processing: every uplink is acknowledged to the broker
-(PUBACK) only after ``handle`` returned, so a replica that dies mid-message has it
-redelivered (to its persistent session). A redelivered publish has the same bytes:
-the replay window would refuse it, so a short cache of recent replies, keyed by the
-topic and the token's hash, answers it with the *same* sealed reply and stores nothing. A redelivery
-that misses the cache (another replica, or a restart) is refused as a replay and still
-stored once; the device's SDK then retransmits with the same ``mid`` and a fresh
-``seq``, which the store acknowledges as a duplicate.
+(PUBACK) only after its batch is durable (``handle_async`` returned), so a replica
+that dies with uplinks in flight has them redelivered (to its persistent session). A
+redelivered publish has the same bytes: the replay window would refuse it, so a short
+cache of recent replies, keyed by the topic and the token's hash, answers it with the
+*same* sealed reply and stores nothing. A redelivery that misses the cache (another
+replica, or a restart) is refused as a replay and still stored once; the device's SDK
+then retransmits with the same ``mid`` and a fresh ``seq``, which the store
+acknowledges as a duplicate.
 
 Pushes: a queued command is sealed, claimed in the store (queued -> delivered, only one
 replica wins), then published QoS 1 to the device's downlink; a device with a
@@ -29,12 +33,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import random
 import socket
 import time
 from collections import OrderedDict
+from dataclasses import dataclass, field
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -44,6 +50,7 @@ from hatchway.bus import Bus, InProcessBus
 from hatchway.errors import InvalidMessage
 from hatchway.mqtt.broker import broker_tls
 from hatchway.mqtt.topics import Topics
+from hatchway.mqtt.window import AckWindow
 from hatchway.server.context import ServerContext
 
 log = logging.getLogger("hatchway.mqtt")
@@ -60,6 +67,13 @@ REPLY_CACHE_SIZE = 4096
 #: Correlation data is echoed into the reply; anything longer is not (the SDK uses 16).
 MAX_CORRELATION = 64
 PUSH_BATCH = 100
+#: Uplinks handled at once per replica (also the Receive Maximum the broker is told, so
+#: it sends no more unacknowledged): enough to fill group-commit batches, small enough
+#: that a replica killed mid-window has little for the broker to redeliver.
+UPLINK_WINDOW = 64
+#: When the connection ends, how long the uplinks in hand may take to finish storing
+#: (and fill the reply cache) before the gateway reconnects and the broker redelivers.
+DRAIN_GRACE = 5.0
 
 
 def default_client_id(https_port: int) -> str:
@@ -78,6 +92,20 @@ def publish_properties(correlation: bytes | None, *, expiry: int | None = None) 
 
 class _Reconnect(Exception):
     """Drop the connection on purpose, so the broker redelivers what is unacknowledged."""
+
+
+@dataclass(slots=True)
+class _Uplink:
+    """One received publish, and what handling it produced."""
+
+    message: aiomqtt.Message
+    topic: str
+    payload: bytes
+    correlation: bytes | None
+    device_id: str | None
+    started: float = field(default_factory=time.perf_counter)
+    status: str = "refused"
+    reply: bytes | None = None
 
 
 class ReplyCache:
@@ -115,6 +143,7 @@ class MqttGateway:
         self.replies = ReplyCache()
         self._task: asyncio.Task[None] | None = None
         self._replying: set[asyncio.Task[None]] = set()
+        self._handling: set[asyncio.Task[None]] = set()
         self._store_ok = True
         self._idle = asyncio.Event()
         self._idle.set()
@@ -124,7 +153,7 @@ class MqttGateway:
         self._task = asyncio.create_task(self._run(), name="hatchway-mqtt")
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Let the uplink in hand finish and its reply go out, then disconnect. Whatever
+        """Let the uplinks in hand finish and their replies go out, then disconnect. Whatever
         is cut short is unacknowledged, so the broker redelivers it (to this session
         after a restart): nothing is lost, and the replay check keeps it single."""
         with contextlib.suppress(TimeoutError):
@@ -145,6 +174,9 @@ class MqttGateway:
         # How long the broker keeps this session (and its unacknowledged uplinks)
         # while the replica restarts: HATCHWAY_MQTT_SESSION_EXPIRY.
         connect.SessionExpiryInterval = self.ctx.settings.mqtt_session_expiry
+        # MQTT 5 §3.1.2.11.3: the broker keeps at most this many uplinks unacknowledged
+        # with us (Mosquitto would otherwise allow its max_inflight_messages, 20).
+        connect.ReceiveMaximum = UPLINK_WINDOW
         return aiomqtt.Client(
             b.host,
             b.port,
@@ -202,82 +234,133 @@ class MqttGateway:
                 "subscription": self.subscription,
             },
         )
+        window: AckWindow[_Uplink] = AckWindow(UPLINK_WINDOW)
+        halted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         pusher = asyncio.create_task(self._push_loop(client), name="hatchway-mqtt-push")
+        receiver = asyncio.create_task(self._receive(client, window, halted))
         try:
-            async for message in client.messages:
-                self._idle.clear()
-                try:
-                    await self._on_message(client, message)
-                finally:
-                    self._idle.set()
-                if pusher.done():
-                    pusher.result()  # a publish failed: reconnect
+            # Until the connection drops (receiver), a publish fails (pusher) or an
+            # uplink could not be handled (halted).
+            await asyncio.wait({pusher, receiver, halted}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            pusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await pusher
+            # Packet ids belong to this connection: nothing is acknowledged after it.
+            window.halt()
+            for task in (pusher, receiver):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                    await task
+            await self._drain()
+        for task in (pusher, receiver):
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        if halted.done():
+            raise _Reconnect("a message could not be handled; it will be redelivered")
+
+    async def _drain(self) -> None:
+        """Let the uplinks in hand finish storing before the broker redelivers them: a
+        redelivery then meets the reply cache instead of the replay window."""
+        if self._handling:
+            await asyncio.wait(set(self._handling), timeout=DRAIN_GRACE)
+        self._idle.set()
 
     # -- uplinks --------------------------------------------------------------------------
-    async def _on_message(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
-        started = time.perf_counter()
-        topic = message.topic.value
-        payload = message.payload if isinstance(message.payload, bytes) else b""
+    async def _receive(
+        self, client: aiomqtt.Client, window: AckWindow[_Uplink], halted: asyncio.Future[None]
+    ) -> None:
+        room = asyncio.Semaphore(window.size)
+
+        def finished(uplink: _Uplink, ticket: int, task: asyncio.Task[None]) -> None:
+            self._handling.discard(task)
+            if window.halted:
+                return  # the connection is gone or failed; the broker redelivers
+            failed = task.cancelled() or uplink.status == "error"
+            released = window.finish(ticket, failed=failed)
+            for done in released:
+                self._answer(client, done)
+                room.release()
+            if window.halted and not halted.done():
+                halted.set_result(None)
+            elif not len(window):
+                self._idle.set()
+
+        # A broker that ignores our Receive Maximum waits here: it cannot make us hold
+        # more than the window.
+        async for message in client.messages:
+            await room.acquire()
+            self._idle.clear()
+            uplink = self._uplink(message)
+            ticket = window.admit(uplink)
+            task = asyncio.create_task(self._handle(uplink))
+            self._handling.add(task)
+            task.add_done_callback(functools.partial(finished, uplink, ticket))
+
+    def _uplink(self, message: aiomqtt.Message) -> _Uplink:
         correlation = getattr(message.properties, "CorrelationData", None)
         if correlation is not None and len(correlation) > MAX_CORRELATION:
             correlation = None
-        device_id = self.topics.device_of_uplink(topic)
-        status, reply = "refused", None
+        topic = message.topic.value
+        return _Uplink(
+            message=message,
+            topic=topic,
+            payload=message.payload if isinstance(message.payload, bytes) else b"",
+            correlation=correlation,
+            device_id=self.topics.device_of_uplink(topic),
+        )
+
+    async def _handle(self, up: _Uplink) -> None:
+        """Store and answer one uplink; the outcome goes into ``up``, never raises."""
+        if up.device_id is None or len(up.payload) > self.ctx.settings.max_message_size:
+            log.warning("mqtt: refused a publish on %r (%d bytes)", up.topic, len(up.payload))
+            return
+        # Keyed by topic too: a device's token copied onto another device's uplink is
+        # not a redelivery and must reach the flow, which refuses it.
+        key = hashlib.sha256(up.topic.encode() + b"\0" + up.payload).digest()
+        now = time.monotonic()
+        up.reply = self.replies.get(key, now)
+        if up.reply is not None:
+            up.status = "redelivery"
+            log.info("mqtt: redelivered publish on %s answered again", up.topic)
+            return
         try:
-            if device_id is None or len(payload) > self.ctx.settings.max_message_size:
-                log.warning("mqtt: refused a publish on %r (%d bytes)", topic, len(payload))
-            else:
-                # Keyed by topic too: a device's token copied onto another device's
-                # uplink is not a redelivery and must reach the flow, which refuses it.
-                key = hashlib.sha256(topic.encode() + b"\0" + payload).digest()
-                now = time.monotonic()
-                reply = self.replies.get(key, now)
-                if reply is not None:
-                    status = "redelivery"
-                    log.info("mqtt: redelivered publish on %s answered again", topic)
-                else:
-                    try:
-                        reply = await asyncio.to_thread(
-                            self.ctx.messages.handle, payload, sender=device_id
-                        )
-                    except InvalidMessage:
-                        reply = None  # logged by the flow; the device is told nothing
-                    else:
-                        status = "ok"
-                        self._store_ok = True
-                        ttl = self.ctx.settings.message_ttl
-                        self.replies.put(key, reply, now + ttl)
-            if reply is not None and device_id is not None:
-                self._reply_later(client, self.topics.downlink(device_id), reply, correlation)
-        except aiomqtt.MqttError:
-            raise  # not acknowledged: the broker redelivers it after we reconnect
+            up.reply = await self.ctx.messages.handle_async(up.payload, sender=up.device_id)
+        except InvalidMessage:
+            pass  # logged by the flow; the device is told nothing
         except Exception:
-            # The store failed (database down...). Leave it unacknowledged, like a 5xx
-            # over HTTP, and drop the connection: unacknowledged uplinks would otherwise
+            # The store failed (database down...). Left unacknowledged, like a 5xx over
+            # HTTP, and the connection is dropped: unacknowledged uplinks would otherwise
             # sit in this session's in-flight window until it filled. After the back-off
             # the broker redelivers them to the reconnected session.
-            log.exception("mqtt: message on %s failed", topic)
-            status = "error"
-        if status != "error" and message.qos > 0:
-            client._client.ack(message.mid, message.qos)
+            log.exception("mqtt: message on %s failed", up.topic)
+            up.status = "error"
+            self._access(up)
+        else:
+            up.status = "ok"
+            self._store_ok = True
+            # Cached as soon as it is durable, even if this connection dies before the
+            # ack: the redelivery is then answered, not refused as a replay.
+            self.replies.put(key, up.reply, now + self.ctx.settings.message_ttl)
+
+    def _answer(self, client: aiomqtt.Client, up: _Uplink) -> None:
+        """Reply and acknowledge, in arrival order (called by the window)."""
+        if up.reply is not None and up.device_id is not None:
+            self._reply_later(client, self.topics.downlink(up.device_id), up.reply, up.correlation)
+        if up.message.qos > 0:
+            client._client.ack(up.message.mid, up.message.qos)
+        self._access(up)
+
+    def _access(self, up: _Uplink) -> None:
         access.info(
             "mqtt message",
             extra={
                 "listener": "mqtt",
-                "topic": topic,
-                "device_id": device_id,
-                "status": status,
-                "bytes_in": len(payload),
-                "bytes_out": len(reply) if reply else 0,
-                "ms": round((time.perf_counter() - started) * 1000, 2),
+                "topic": up.topic,
+                "device_id": up.device_id,
+                "status": up.status,
+                "bytes_in": len(up.payload),
+                "bytes_out": len(up.reply) if up.reply else 0,
+                "ms": round((time.perf_counter() - up.started) * 1000, 2),
             },
         )
-        if status == "error":
-            raise _Reconnect("a message could not be handled; it will be redelivered")
 
     def _reply_later(
         self, client: aiomqtt.Client, topic: str, reply: bytes, correlation: bytes | None
