@@ -1,4 +1,5 @@
-"""The device SDK's safe surface: ``Device.send``, ``poll``, ``respond``, ``deregister``.
+"""The device SDK's safe surface: ``Device.send``, ``poll``, ``respond``, ``deregister``,
+``rotate_keys``.
 
 Every message is sealed (JWS inside JWE) before it leaves and every reply is opened and
 checked: it must be the expected kind, signed by the pinned server key, addressed to us,
@@ -14,6 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from hatchway.device.enrol import enroll
+from hatchway.device.rotation import (
+    PendingRotation,
+    apply_server_keys,
+    begin_rotation,
+    finish_rotation,
+)
 from hatchway.device.state import DeviceState, StateFile
 from hatchway.device.transport import HttpTransport, MessageRejected, Transport, TransportError
 from hatchway.errors import InvalidMessage
@@ -66,18 +73,21 @@ class Device:
         self._signing = SigningKey.from_jwk(st.signing_key)
         self._decryption = DecryptionKey.from_jwk(st.encryption_key)
         self._suite = Suite.from_json(st.suite)
-        server_sig, server_enc = _server_keys(st.server_keys)
-        self._server_enc = server_enc
-        self._server = SenderInfo(
-            id=st.server_id,
-            verifying_key=server_sig,
-            suite=Suite(sign=server_sig.alg, key=self._suite.key, enc=self._suite.enc),
-        )
+        self._trust_server(st.server_keys)
         self._url = st.endpoints["messages"]
         # Transports that address by device rather than URL (MQTT topics) learn it here.
         bind = getattr(self._transport, "bind", None)
         if callable(bind):
             bind(st.device_id, st.endpoints)
+
+    def _trust_server(self, server_keys: dict[str, Any]) -> None:
+        server_sig, server_enc = _server_keys(server_keys)
+        self._server_enc = server_enc
+        self._server = SenderInfo(
+            id=self.server_id,
+            verifying_key=server_sig,
+            suite=Suite(sign=server_sig.alg, key=self._suite.key, enc=self._suite.enc),
+        )
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -194,6 +204,34 @@ class Device:
     def deregister(self, reason: str = "requested by device") -> Message:
         return self._exchange(MessageType.DEREGISTER, {"reason": reason}, {MessageType.ACK})
 
+    def rotate_keys(self) -> Message:
+        """Rotate this device's signing and encryption keys; returns the server's answer.
+
+        The new keys are saved (pending) before anything is sent, so after a crash or a
+        lost reply calling this again finishes the same rotation (docs/key-rotation.md).
+        """
+        pending = PendingRotation.load(self._file) or begin_rotation(
+            self._file, self._signing, self._decryption, self.random
+        )
+        expect = {MessageType.KEY_ROTATED}
+        try:
+            reply = self._exchange(
+                MessageType.KEY_ROTATE, pending.body(), expect, also=pending.decryption
+            )
+        except (MessageRejected, InvalidMessage):
+            # A rotation the server completed but whose answer was lost, and whose old
+            # key has since retired: the server still answers it under the new key.
+            reply = self._exchange(
+                MessageType.KEY_ROTATE,
+                pending.body(),
+                expect,
+                also=pending.decryption,
+                signing_key=pending.signing,
+            )
+        finish_rotation(self._file, pending, reply)
+        self._signing, self._decryption = pending.signing, pending.decryption
+        return reply
+
     def close(self) -> None:
         close = getattr(self._transport, "close", None)
         if callable(close):
@@ -215,6 +253,8 @@ class Device:
         expect: set[MessageType],
         *,
         irt: str | None = None,
+        also: DecryptionKey | None = None,
+        signing_key: SigningKey | None = None,
     ) -> Message:
         # One mid for every retransmission, so the server stores the message exactly once.
         body = {"mid": uuid.UUID(bytes=self.random(16)).hex, **body}
@@ -228,7 +268,7 @@ class Device:
             sent.add(request.jti)
             token = seal(
                 request,
-                signing_key=self._signing,
+                signing_key=signing_key or self._signing,
                 recipient_key=self._server_enc,
                 suite=self._suite,
                 random=self.random,
@@ -241,7 +281,7 @@ class Device:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
-            return self._open_reply(raw, sent, expect)
+            return self._open_reply(raw, sent, expect, also)
 
     def _message(self, kind: MessageType, body: dict[str, Any], irt: str | None) -> Message:
         now = int(self.clock())
@@ -257,12 +297,23 @@ class Device:
             in_reply_to=irt,
         )
 
-    def _open_reply(self, raw: bytes, sent: set[str], expect: set[MessageType]) -> Message:
+    def _open_reply(
+        self,
+        raw: bytes,
+        sent: set[str],
+        expect: set[MessageType],
+        also: DecryptionKey | None = None,
+    ) -> Message:
         # The reply names in `irt` the jti of one copy of our request (they differ only in
         # seq and jti), so a reply to some other request of ours is refused.
+        keys = {self._decryption.kid: self._decryption}
+        if also is not None:  # a key rotation's answer is sealed to the new key
+            keys[also.kid] = also
+        if MessageType.ACK in expect:  # the server may announce new keys instead
+            expect = expect | {MessageType.SERVER_KEYS}
         reply, _ = open_message(
             raw,
-            decryption_keys={self._decryption.kid: self._decryption},
+            decryption_keys=keys,
             resolve_sender=lambda kid: (
                 self._server if kid == self._server.verifying_key.kid else None
             ),
@@ -272,6 +323,9 @@ class Device:
         if reply.in_reply_to not in sent:
             raise InvalidMessage("reply does not answer our request")
         self._accept_inbound(reply)
+        if reply.typ is MessageType.SERVER_KEYS:
+            # Signed by the server key we trust: from now on seal to, and trust, the new one.
+            self._trust_server(apply_server_keys(self._file, reply))
         return reply
 
     def _accept_inbound(self, message: Message) -> None:

@@ -26,15 +26,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeGuard
 
 from hatchway.config import Settings
 from hatchway.errors import HatchwayError, InvalidMessage
 from hatchway.flows.ingest.committer import DEFAULT_MAX_BATCH, GroupCommitter
+from hatchway.flows.keyring import KeyGeneration, ServerKeyring
+from hatchway.flows.keyrotation import DeviceKeyRotation, rotated_body
 from hatchway.msgsec import (
     EncryptionKey,
     Message,
@@ -47,6 +50,7 @@ from hatchway.msgsec import (
     open_message,
     seal,
 )
+from hatchway.msgsec.rotation import server_keys_body
 from hatchway.runtime import Clock, Random
 from hatchway.server.datadir import ServerIdentity
 from hatchway.store import (
@@ -80,6 +84,7 @@ INBOUND = frozenset(
         MessageType.POLL,
         MessageType.COMMAND_RESULT,
         MessageType.DEREGISTER,
+        MessageType.KEY_ROTATE,
     }
 )
 
@@ -93,6 +98,13 @@ class _Peer:
     device_id: str
     sender: SenderInfo
     encryption_key: EncryptionKey
+    #: The device's current signing kid: the store checks it when accepting, also for
+    #: a message signed by the key it rotated away from (``sender``, until ``until``).
+    current_kid: str
+    until: float = math.inf
+    #: The older server key generation this message was sealed to (None: the current
+    #: one): the reply is signed under it and announces the current keys.
+    behind: KeyGeneration | None = None
 
 
 class MessageService:
@@ -106,6 +118,7 @@ class MessageService:
         random: Random,
         cache_size: int = 4096,
         max_batch: int = DEFAULT_MAX_BATCH,
+        keyring: ServerKeyring | None = None,
     ) -> None:
         self.store = store
         self.identity = identity
@@ -113,7 +126,14 @@ class MessageService:
         self.clock = clock
         self.random = random
         self.server_id = settings.issuer
-        self._keys = {identity.decryption_key.kid: identity.decryption_key}
+        self.keyring = keyring or ServerKeyring(
+            store,
+            identity,
+            clock=clock,
+            random=random,
+            refresh_interval=settings.server_key_refresh,
+        )
+        self.rotation = DeviceKeyRotation(store=store, identity=identity, settings=settings)
         self._policy = OpenPolicy(
             audience=self.server_id,
             expected=INBOUND,
@@ -139,14 +159,46 @@ class MessageService:
                 self._peers.move_to_end(kid)
                 return peer
         record = self.store.find_device_by_signing_kid(kid)
-        if record is None or record.status is not DeviceStatus.ENROLLED:
+        if record is None:
+            peer = self._previous_peer(kid)
+            if peer is None:
+                return None
+        elif record.status is not DeviceStatus.ENROLLED:
             return None
-        peer = _peer_from_record(record)
+        else:
+            peer = _peer_from_record(record)
         with self._peers_lock:
             self._peers[kid] = peer
             while len(self._peers) > self._cache_size:
                 self._peers.popitem(last=False)
         return peer
+
+    def _previous_peer(self, kid: str) -> _Peer | None:
+        """A device's signing key during the overlap after it rotated away from it."""
+        rotation = self.store.find_previous_signing_key(kid)
+        record = None if rotation is None else self.store.get_device(rotation.device_id)
+        if rotation is None or record is None:
+            return None
+        peer = _peer_from_record(record)
+        old = VerifyingKey.from_jwk(rotation.old_signing_jwk)
+        return replace(
+            peer, sender=replace(peer.sender, verifying_key=old), until=rotation.retires_at
+        )
+
+    def _live(self, peer: _Peer, now: float) -> bool:
+        if now < peer.until:
+            return True
+        self.forget(peer.sender.verifying_key.kid)  # the overlap is over: the old key is gone
+        return False
+
+    def _sealed_to(self, peer: _Peer, token: bytes, now: float) -> _Peer:
+        """Note which server key generation the device sealed to; refuse a retired one."""
+        generation = self.keyring.sealed_to(token)
+        if not generation.live(now):
+            raise InvalidMessage("sealed to a retired server key")
+        if generation.generation == self.keyring.current.generation:
+            return peer
+        return replace(peer, behind=generation)
 
     def forget(self, kid: str) -> None:
         with self._peers_lock:
@@ -161,11 +213,13 @@ class MessageService:
         stored: it was forged or replayed onto that topic.
         """
         now = self.clock()
+        if self.keyring.due(now):
+            self.keyring.refresh(now)
         peers: dict[str, _Peer] = {}
 
         def resolve(kid: str) -> SenderInfo | None:
             peer = self._peer(kid)
-            if peer is None:
+            if peer is None or not self._live(peer, now):
                 return None
             if sender is not None and peer.device_id != sender:
                 peers["misrouted"] = peer
@@ -176,18 +230,19 @@ class MessageService:
         try:
             message, _ = open_message(
                 token,
-                decryption_keys=self._keys,
+                decryption_keys=self.keyring.decryption_keys,
                 resolve_sender=resolve,
                 policy=self._policy,
                 now=now,
             )
+            peer = self._sealed_to(peers["it"], token, now)
         except InvalidMessage as exc:
             reason = exc.reason or "unspecified"
             if "misrouted" in peers:
                 reason = f"signed by {peers['misrouted'].device_id!r}, sent as {sender!r}"
             log.warning("message rejected: %s", reason)
             raise
-        return self._finish(peers["it"], message, now)
+        return self._finish(peer, message, now)
 
     async def handle_async(self, token: bytes) -> bytes:
         """``handle`` for transports on an event loop; same replies, same refusals.
@@ -200,6 +255,8 @@ class MessageService:
         de-registration, the periodic jti purge) runs in a worker thread.
         """
         now = self.clock()
+        if self.keyring.due(now):
+            await asyncio.to_thread(self.keyring.refresh, now)
         found: dict[str, _Peer] = {}
 
         def cached(kid: str) -> SenderInfo | None:
@@ -209,23 +266,25 @@ class MessageService:
                     self._peers.move_to_end(kid)
             if peer is None:
                 raise _NotCached
+            if not self._live(peer, now):
+                return None
             found["it"] = peer
             return peer.sender
 
         try:
             message, _ = open_message(
                 token,
-                decryption_keys=self._keys,
+                decryption_keys=self.keyring.decryption_keys,
                 resolve_sender=cached,
                 policy=self._policy,
                 now=now,
             )
+            peer = self._sealed_to(found["it"], token, now)
         except _NotCached:
             return await asyncio.to_thread(self.handle, token)
         except InvalidMessage as exc:
             log.warning("message rejected: %s", exc.reason or "unspecified")
             raise
-        peer = found["it"]
         if message.typ is not MessageType.TELEMETRY:
             return await asyncio.to_thread(self._finish, peer, message, now)
         try:
@@ -270,6 +329,12 @@ class MessageService:
             # The result must answer a delivery of that command this device received.
             if not self.store.answers_delivery(peer.device_id, cid, irt):
                 raise InvalidMessage(f"result for {cid!r} does not answer its delivery")
+        elif message.typ is MessageType.KEY_ROTATE:
+            signed_by = peer.sender.verifying_key
+            previous = signed_by.kid != peer.current_kid
+            self.rotation.precheck(
+                peer.device_id, message, signed_by, peer.encryption_key, previous=previous
+            )
 
     def _accept(self, peer: _Peer, message: Message, now: float) -> AcceptResult:
         """Replay-check and store the message, reserving the reply's sequence number."""
@@ -304,7 +369,7 @@ class MessageService:
             body=message.body,
             now=now,
             advance=advance,
-            signing_kid=peer.sender.verifying_key.kid,
+            signing_kid=peer.current_kid,
         )
 
     def _refused(self, peer: _Peer, exc: HatchwayError | ValueError) -> InvalidMessage:
@@ -328,6 +393,15 @@ class MessageService:
         kind, seq = message.typ, accepted.reply_seq
 
         def ack(status: str) -> Message:
+            if peer.behind is not None:  # the device learns the current server keys
+                current, until = self.keyring.current, peer.behind.retires_at or now
+                body = server_keys_body(
+                    current.signing.public(),
+                    current.decryption.public(),
+                    retires_at=int(until),
+                    status=status,
+                )
+                return self._message(peer, MessageType.SERVER_KEYS, message, now, body, seq)
             return self._message(peer, MessageType.ACK, message, now, {"status": status}, seq)
 
         if kind is MessageType.POLL:
@@ -344,6 +418,21 @@ class MessageService:
                 except (UnknownCommand, InvalidTransition) as exc:
                     raise InvalidMessage(f"result for command {cid!r} refused: {exc}") from None
             return ack("duplicate" if accepted.duplicate else "recorded")
+        if kind is MessageType.KEY_ROTATE:
+            signed_by = peer.sender.verifying_key
+            rotation = self.rotation.rotate(
+                peer.device_id, message, signed_by, peer.encryption_key, now
+            )
+            self.forget(rotation.old_signing_kid)
+            device = self.store.get_device(peer.device_id)
+            if device is None or device.status is not DeviceStatus.ENROLLED:
+                raise InvalidMessage("device gone during its key rotation")
+            # Sealed to the new encryption key: only the holder of the new keys reads it.
+            new = replace(_peer_from_record(device), behind=peer.behind)
+            body = rotated_body(rotation)
+            return self._seal(
+                new, self._message(peer, MessageType.KEY_ROTATED, message, now, body, seq)
+            )
         if kind is MessageType.DEREGISTER:
             # Idempotent, so a retransmission after a failure completes it.
             self.store.deregister_device(peer.device_id, now=now)
@@ -416,11 +505,12 @@ class MessageService:
         )
 
     def _seal(self, peer: _Peer, reply: Message) -> bytes:
+        signing_key = (peer.behind or self.keyring.current).signing
         return seal(
             reply,
-            signing_key=self.identity.signing_key,
+            signing_key=signing_key,
             recipient_key=peer.encryption_key,
-            suite=Suite(sign=self.identity.signing_key.alg, key=peer.sender.suite.key),
+            suite=Suite(sign=signing_key.alg, key=peer.sender.suite.key),
             random=self.random,
         )
 
@@ -442,7 +532,6 @@ class MessageService:
             body=body,
         )
         return self._seal(peer, message)
-
 
     def push_command(self, command: CommandRecord) -> bytes | None:
         """Seal a queued command for a server-initiated push (MQTT downlink).
@@ -507,4 +596,5 @@ def _peer_from_record(record: DeviceRecord) -> _Peer:
             id=record.device_id, verifying_key=verifying, suite=Suite.from_json(record.suite)
         ),
         encryption_key=EncryptionKey.from_jwk(record.encryption_jwk),
+        current_kid=verifying.kid,
     )

@@ -15,6 +15,7 @@ from hatchway.store.errors import (
     UnknownCommand,
     UnknownDevice,
 )
+from hatchway.store.keyrotation import DeviceRotation, ServerKeyRow
 from hatchway.store.login_errors import (
     ClientExists,
     LoginSessionExists,
@@ -70,6 +71,7 @@ __all__ = [
     "Delivery",
     "DeviceExists",
     "DeviceRecord",
+    "DeviceRotation",
     "DeviceStatus",
     "InvalidTransition",
     "JsonObject",
@@ -84,6 +86,7 @@ __all__ = [
     "Rotation",
     "SealedDelivery",
     "SecretAlreadyUsed",
+    "ServerKeyRow",
     "SessionFamilyRecord",
     "StaleSession",
     "Store",

@@ -15,6 +15,7 @@ from hatchway.store.clients import ClientRepository
 from hatchway.store.commands import CommandRepository
 from hatchway.store.devices import DeviceRepository
 from hatchway.store.engine import create_store_engine, upgrade_to_head
+from hatchway.store.keyrotation import KeyRotationRepository
 from hatchway.store.logins import LoginRepository
 from hatchway.store.messages import MessageRepository
 from hatchway.store.revocations import RevocationRepository
@@ -32,6 +33,7 @@ class Store(
     RevocationRepository,
     AuditRepository,
     ClientRepository,
+    KeyRotationRepository,
 ):
     """Everything hatchway persists, behind one interface.
 
