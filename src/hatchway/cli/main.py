@@ -5,7 +5,20 @@ from __future__ import annotations
 import typer
 
 from hatchway import __version__
-from hatchway.cli import clients, demo, device, firmware, login, mqtt, se, serve, sessions, users
+from hatchway.cli import (
+    clients,
+    demo,
+    device,
+    firmware,
+    keys,
+    login,
+    mqtt,
+    rotate,
+    se,
+    serve,
+    sessions,
+    users,
+)
 from hatchway.cli.common import JsonOption
 from hatchway.cli.output import emit
 
@@ -17,6 +30,7 @@ app = typer.Typer(
 )
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
+device.app.command("rotate-keys")(rotate.rotate_keys)
 app.add_typer(device.app, name="device")
 app.add_typer(firmware.app, name="firmware")
 app.add_typer(se.app, name="se")
@@ -24,6 +38,7 @@ app.add_typer(mqtt.app, name="mqtt")
 app.add_typer(users.app, name="users")
 app.add_typer(sessions.app, name="sessions")
 app.add_typer(clients.app, name="clients")
+app.add_typer(keys.app, name="keys")
 app.add_typer(login.flow_app, name="login-flow")
 app.command("login")(login.login)
 app.command("whoami")(login.whoami)

@@ -132,6 +132,7 @@ class ServerKeyring:
         self._wrapper = _Wrapper(identity)
         self._opened: dict[int, KeyGeneration] = {}
         self._lock = threading.Lock()
+        self._forced_after = -math.inf
         now = clock()
         store.add_server_keys(
             signing_kid=identity.signing_key.kid,
@@ -171,6 +172,21 @@ class ServerKeyring:
         """Re-read the generations from the store (another replica or the CLI rotated)."""
         with self._lock:
             self._snap = self._load(now)
+
+    def refresh_for(self, token: bytes, now: float) -> bool:
+        """Re-read the store for a token sealed to a key this replica does not know:
+        another replica may have learnt of a rotation first and told the device. At
+        most once a second, so made-up key ids cannot turn into a query flood. True
+        when the key is known now (worth opening the token again)."""
+        kid = recipient_kid(token)
+        if kid is None or kid in self._snap.decryption_keys:
+            return False
+        with self._lock:
+            if now < self._forced_after:
+                return False
+            self._forced_after = now + 1.0
+        self.refresh(now)
+        return kid in self._snap.decryption_keys
 
     def due(self, now: float) -> bool:
         return now >= self._snap.due

@@ -50,7 +50,7 @@ from hatchway.msgsec import (
     open_message,
     seal,
 )
-from hatchway.msgsec.rotation import server_keys_body
+from hatchway.msgsec.rotation import recipient_kid, server_keys_body
 from hatchway.runtime import Clock, Random
 from hatchway.server.datadir import ServerIdentity
 from hatchway.store import (
@@ -237,6 +237,8 @@ class MessageService:
             )
             peer = self._sealed_to(peers["it"], token, now)
         except InvalidMessage as exc:
+            if self.keyring.refresh_for(token, now):
+                return self.handle(token, sender=sender)
             reason = exc.reason or "unspecified"
             if "misrouted" in peers:
                 reason = f"signed by {peers['misrouted'].device_id!r}, sent as {sender!r}"
@@ -283,6 +285,9 @@ class MessageService:
         except _NotCached:
             return await asyncio.to_thread(self.handle, token)
         except InvalidMessage as exc:
+            if recipient_kid(token) not in self.keyring.decryption_keys:
+                # Perhaps a rotation this replica has not read yet: ``handle`` re-reads.
+                return await asyncio.to_thread(self.handle, token)
             log.warning("message rejected: %s", exc.reason or "unspecified")
             raise
         if message.typ is not MessageType.TELEMETRY:
