@@ -240,3 +240,53 @@ def transport(device: Device) -> DirectTransport:
     t = device._transport
     assert isinstance(t, DirectTransport)
     return t
+
+
+def test_a_replica_with_other_message_keys_cannot_open_the_generations(
+    ctx: ServerContext, tmp_path: Path, clock: FrozenClock
+) -> None:
+    from hatchway.errors import ConfigurationError
+    from hatchway.server.datadir import ensure_data_dir
+
+    stranger = ensure_data_dir(tmp_path / "other-data-dir")
+    with pytest.raises(ConfigurationError, match=r"message-keys\.json"):
+        ServerKeyring(ctx.store, stranger, clock=clock, random=system_random)
+
+
+def test_a_key_another_replica_rotated_to_is_read_at_once_async(
+    device: Device, ctx: ServerContext, clock: FrozenClock
+) -> None:
+    """The device switched through another replica; this one has not re-read yet."""
+    import asyncio
+
+    rotate_server_keys(ctx.store, ctx.identity, now=clock(), overlap=WEEK, random=system_random)
+    other = ServerKeyring(ctx.store, ctx.identity, clock=clock, random=system_random)
+    device._trust_server(
+        {
+            "keys": [
+                other.current.signing.public().to_jwk(),
+                other.current.decryption.public().to_jwk(),
+            ]
+        }
+    )
+    assert ctx.messages.keyring.current.generation == 1  # not re-read: refresh not due
+    token = held(device)
+    reply = asyncio.run(ctx.messages.handle_async(token))
+    assert reply and ctx.messages.keyring.current.generation == 2
+    assert ctx.store.count_messages("meter-1") == 1
+
+
+def test_unknown_key_ids_reread_the_store_at_most_once_a_second(
+    ctx: ServerContext, clock: FrozenClock
+) -> None:
+    keyring = ctx.messages.keyring
+    forged = b"eyJraWQiOiJub3BlIn0.x.y.z.w"  # protected header {"kid":"nope"}
+    assert keyring.may_refresh_for(forged, clock())
+    assert not keyring.refresh_for(forged, clock())
+    assert not keyring.may_refresh_for(forged, clock() + 0.5)
+    assert not keyring.refresh_for(forged, clock() + 0.5)
+    assert keyring.may_refresh_for(forged, clock() + 1.0)
+    from hatchway.msgsec._codec import b64e, dumps
+
+    known = b64e(dumps({"kid": keyring.current.decryption.kid}))
+    assert not keyring.may_refresh_for(known + b".x.y.z.w", clock() + 5)

@@ -173,6 +173,15 @@ class ServerKeyring:
         with self._lock:
             self._snap = self._load(now)
 
+    def may_refresh_for(self, token: bytes, now: float) -> bool:
+        """Whether :meth:`refresh_for` would re-read the store for ``token`` (cheap)."""
+        kid = recipient_kid(token)
+        return (
+            kid is not None
+            and kid not in self._snap.decryption_keys
+            and (now >= self._forced_after)
+        )
+
     def refresh_for(self, token: bytes, now: float) -> bool:
         """Re-read the store for a token sealed to a key this replica does not know:
         another replica may have learnt of a rotation first and told the device. At

@@ -50,7 +50,7 @@ from hatchway.msgsec import (
     open_message,
     seal,
 )
-from hatchway.msgsec.rotation import recipient_kid, server_keys_body
+from hatchway.msgsec.rotation import server_keys_body
 from hatchway.runtime import Clock, Random
 from hatchway.server.datadir import ServerIdentity
 from hatchway.store import (
@@ -285,7 +285,7 @@ class MessageService:
         except _NotCached:
             return await asyncio.to_thread(self.handle, token)
         except InvalidMessage as exc:
-            if recipient_kid(token) not in self.keyring.decryption_keys:
+            if self.keyring.may_refresh_for(token, now):
                 # Perhaps a rotation this replica has not read yet: ``handle`` re-reads.
                 return await asyncio.to_thread(self.handle, token)
             log.warning("message rejected: %s", exc.reason or "unspecified")
