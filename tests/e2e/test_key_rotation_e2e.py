@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -223,10 +225,26 @@ def test_server_key_rotation_with_traffic_through_the_overlap(
     sleepy.close()
 
 
-def test_the_transport_stays_plain(rotating_server: ServerProcess, tmp_path: Path) -> None:
-    """The rotation itself travels on the plain listener, sealed: no TLS after enrolment."""
+def test_the_transport_stays_plain_and_the_cli_rotates(
+    rotating_server: ServerProcess, tmp_path: Path
+) -> None:
+    """The rotation travels on the plain listener, sealed: no TLS after enrolment."""
     device, recorder = enrolled(rotating_server, "meter-plain", tmp_path)
     device.rotate_keys()
     assert recorder.urls == {rotating_server.http_url + "/m"}
     assert isinstance(recorder.inner, HttpTransport)
+    kid = device._signing.kid
     device.close()
+    state = tmp_path / "meter-plain.json"
+    out = cli("device", "rotate-keys", "--state", str(state), data_dir=rotating_server.data_dir)
+    assert out["device_id"] == "meter-plain" and out["signing_kid"] != kid
+    assert json.loads(state.read_text())["signing_key"]["kid"] == out["signing_kid"]
+    nope = tmp_path / "nope.json"
+    missing = subprocess.run(
+        [*(sys.executable, "-m", "hatchway", "device", "rotate-keys"), "--state", str(nope)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert missing.returncode == 2 and "enrol first" in missing.stderr

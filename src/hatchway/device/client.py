@@ -151,7 +151,15 @@ class Device:
         if not callable(receive):
             raise TypeError("this transport carries no server pushes; use poll()")
         deadline = None if timeout is None else time.monotonic() + timeout
-        expected = frozenset({MessageType.COMMAND, MessageType.ACK})
+        # Every reply kind too, so that a stray reply is skipped below, not an error.
+        expected = frozenset(
+            {
+                MessageType.COMMAND,
+                MessageType.ACK,
+                MessageType.SERVER_KEYS,
+                MessageType.KEY_ROTATED,
+            }
+        )
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             raw = receive(left)
