@@ -173,6 +173,9 @@ def test_a_rotation_with_a_lost_reply_finishes_with_the_same_certificate(
     device.close()
     # The process "restarts": the pending rotation is resumed, same mid, old key.
     again = Device(StateFile.load(tmp_path / "meter-1.json"), transport=real, clock=clock)
+    # Before it finishes, its messages still work: signed by the old key, answered to
+    # the new encryption key, which the pending rotation lets it open.
+    assert again.send({"n": 0}).body == {"status": "stored"}
     reply = again.rotate_keys()
     assert reply.body["certificate"] == first_cert
     assert again._signing.kid == pending.signing.kid

@@ -74,6 +74,10 @@ class Device:
         self._decryption = DecryptionKey.from_jwk(st.encryption_key)
         self._suite = Suite.from_json(st.suite)
         self._trust_server(st.server_keys)
+        # A rotation under way (docs/key-rotation.md): the server may already seal to its
+        # new encryption key, so replies are opened with it too until it is finished.
+        pending = PendingRotation.load(state_file)
+        self._pending_decryption = None if pending is None else pending.decryption
         self._url = st.endpoints["messages"]
         # Transports that address by device rather than URL (MQTT topics) learn it here.
         bind = getattr(self._transport, "bind", None)
@@ -221,11 +225,10 @@ class Device:
         pending = PendingRotation.load(self._file) or begin_rotation(
             self._file, self._signing, self._decryption, self.random
         )
+        self._pending_decryption = pending.decryption
         expect = {MessageType.KEY_ROTATED}
         try:
-            reply = self._exchange(
-                MessageType.KEY_ROTATE, pending.body(), expect, also=pending.decryption
-            )
+            reply = self._exchange(MessageType.KEY_ROTATE, pending.body(), expect)
         except (MessageRejected, InvalidMessage):
             # A rotation the server completed but whose answer was lost, and whose old
             # key has since retired: the server still answers it under the new key.
@@ -233,11 +236,11 @@ class Device:
                 MessageType.KEY_ROTATE,
                 pending.body(),
                 expect,
-                also=pending.decryption,
                 signing_key=pending.signing,
             )
         finish_rotation(self._file, pending, reply)
         self._signing, self._decryption = pending.signing, pending.decryption
+        self._pending_decryption = None
         return reply
 
     def close(self) -> None:
@@ -261,7 +264,6 @@ class Device:
         expect: set[MessageType],
         *,
         irt: str | None = None,
-        also: DecryptionKey | None = None,
         signing_key: SigningKey | None = None,
     ) -> Message:
         # One mid for every retransmission, so the server stores the message exactly once.
@@ -289,7 +291,7 @@ class Device:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
-            return self._open_reply(raw, sent, expect, also)
+            return self._open_reply(raw, sent, expect)
 
     def _message(self, kind: MessageType, body: dict[str, Any], irt: str | None) -> Message:
         now = int(self.clock())
@@ -305,17 +307,12 @@ class Device:
             in_reply_to=irt,
         )
 
-    def _open_reply(
-        self,
-        raw: bytes,
-        sent: set[str],
-        expect: set[MessageType],
-        also: DecryptionKey | None = None,
-    ) -> Message:
+    def _open_reply(self, raw: bytes, sent: set[str], expect: set[MessageType]) -> Message:
         # The reply names in `irt` the jti of one copy of our request (they differ only in
         # seq and jti), so a reply to some other request of ours is refused.
         keys = {self._decryption.kid: self._decryption}
-        if also is not None:  # a key rotation's answer is sealed to the new key
+        also = self._pending_decryption
+        if also is not None:  # sealed to the new key of a rotation under way
             keys[also.kid] = also
         if MessageType.ACK in expect:  # the server may announce new keys instead
             expect = expect | {MessageType.SERVER_KEYS}
