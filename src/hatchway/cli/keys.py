@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -19,11 +20,14 @@ from hatchway.cli.common import DatabaseOption, DataDirOption, JsonOption, load_
 from hatchway.cli.firmware import parse_duration
 from hatchway.cli.output import console, emit, errors_reported, shown
 
+if TYPE_CHECKING:
+    from hatchway.flows.keyring import ServerKeyring
+
 app = typer.Typer(help="Rotate and list the server's message keys.", no_args_is_help=True)
 
 
 @contextmanager
-def _keyring(data_dir: Any, database_url: str | None) -> Iterator[Any]:
+def _keyring(data_dir: Path | None, database_url: str | None) -> Iterator[ServerKeyring]:
     from hatchway.flows.keyring import ServerKeyring
     from hatchway.runtime import system_clock, system_random
     from hatchway.server.datadir import ensure_data_dir
@@ -38,7 +42,7 @@ def _keyring(data_dir: Any, database_url: str | None) -> Iterator[Any]:
         store.close()
 
 
-def _rows(keyring: Any, now: float) -> list[dict[str, Any]]:
+def _rows(keyring: ServerKeyring, now: float) -> list[dict[str, Any]]:
     current = keyring.current.generation
     rows = []
     for g in keyring.generations():

@@ -9,6 +9,7 @@ generation in one transaction.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,7 +194,7 @@ class KeyRotationRepository(RepositoryBase):
         *,
         signing_kid: str,
         encryption_kid: str,
-        wrap: Any,
+        wrap: Callable[[int], str],
         now: float,
         retire_at: float | None,
         only_if_empty: bool = False,
@@ -224,7 +225,7 @@ class KeyRotationRepository(RepositoryBase):
                         generation=generation,
                         signing_kid=signing_kid,
                         encryption_kid=encryption_kid,
-                        wrapped=str(wrap(generation)),
+                        wrapped=wrap(generation),
                         created_at=now,
                         retires_at=None,
                     )
