@@ -310,3 +310,29 @@ def transport(device: Device) -> DirectTransport:
     t = device._transport
     assert isinstance(t, DirectTransport)
     return t
+
+
+@pytest.mark.parametrize("path", ["thread", "event loop"])
+def test_a_replica_that_cached_the_old_key_looks_again(
+    device: Device, ctx: ServerContext, clock: FrozenClock, path: str
+) -> None:
+    """Replica B cached the device's key before it rotated through replica A: a message
+    still under the old key, delivered to B during the overlap, is stored, not lost."""
+    import asyncio
+
+    replica = ServerContext.create(ctx.settings, clock=clock, random=system_random)
+    try:
+        old = device._signing
+        held = sealed(device, MessageType.TELEMETRY, {"readings": {"held": 1}}, signing_key=old)
+        replica.messages.handle(sealed(device, MessageType.TELEMETRY, {"readings": {}}))
+        device.rotate_keys()  # through ctx: "replica A"
+        count = ctx.store.count_messages("meter-1")
+        if path == "thread":
+            replica.messages.handle(held)
+        else:
+            asyncio.run(replica.messages.handle_async(held))
+        assert ctx.store.count_messages("meter-1") == count + 1
+        with pytest.raises(InvalidMessage):
+            replica.messages.handle(held)  # and only once
+    finally:
+        replica.close()

@@ -93,6 +93,12 @@ class _NotCached(Exception):
     """The sender's key is not cached: finish in a thread, which may ask the store."""
 
 
+class _StaleKey(InvalidMessage):
+    """The store refused a sender key this replica had looked up before: the device was
+    reset, de-registered or rotated its keys meanwhile (perhaps through another replica).
+    Nothing was stored, so one fresh look-up and retry is safe."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Peer:
     device_id: str
@@ -212,6 +218,9 @@ class MessageService:
         names one). A message signed by any other device is refused before anything is
         stored: it was forged or replayed onto that topic.
         """
+        return self._handle(token, sender, retry=True)
+
+    def _handle(self, token: bytes, sender: str | None, *, retry: bool) -> bytes:
         now = self.clock()
         if self.keyring.due(now):
             self.keyring.refresh(now)
@@ -237,14 +246,20 @@ class MessageService:
             )
             peer = self._sealed_to(peers["it"], token, now)
         except InvalidMessage as exc:
-            if self.keyring.refresh_for(token, now):
-                return self.handle(token, sender=sender)
+            if retry and self.keyring.refresh_for(token, now):
+                return self._handle(token, sender, retry=False)
             reason = exc.reason or "unspecified"
             if "misrouted" in peers:
                 reason = f"signed by {peers['misrouted'].device_id!r}, sent as {sender!r}"
             log.warning("message rejected: %s", reason)
             raise
-        return self._finish(peer, message, now)
+        try:
+            return self._finish(peer, message, now)
+        except _StaleKey as exc:
+            if not retry:
+                log.warning("message rejected: %s", exc.reason or "unspecified")
+                raise
+            return self._handle(token, sender, retry=False)  # the key was forgotten
 
     async def handle_async(self, token: bytes) -> bytes:
         """``handle`` for transports on an event loop; same replies, same refusals.
@@ -291,7 +306,10 @@ class MessageService:
             log.warning("message rejected: %s", exc.reason or "unspecified")
             raise
         if message.typ is not MessageType.TELEMETRY:
-            return await asyncio.to_thread(self._finish, peer, message, now)
+            try:
+                return await asyncio.to_thread(self._finish, peer, message, now)
+            except _StaleKey:
+                return await asyncio.to_thread(self.handle, token)
         try:
             self._precheck(peer, message)
             try:
@@ -301,6 +319,8 @@ class MessageService:
                 raise self._refused(peer, exc) from None
             accepted = self._accepted(peer, message, result)
             reply = self._dispatch(peer, message, now, accepted)
+        except _StaleKey:
+            return await asyncio.to_thread(self.handle, token)  # looks the key up afresh
         except InvalidMessage as exc:
             log.warning("message rejected: %s", exc.reason or "unspecified")
             raise
@@ -314,6 +334,8 @@ class MessageService:
             self._precheck(peer, message)
             accepted = self._accept(peer, message, now)
             reply = self._dispatch(peer, message, now, accepted)
+        except _StaleKey:
+            raise  # the caller looks the key up afresh and retries
         except InvalidMessage as exc:
             log.warning("message rejected: %s", exc.reason or "unspecified")
             raise
@@ -383,7 +405,8 @@ class MessageService:
         # Reset, re-enrolled or de-registered meanwhile (possibly on another replica):
         # drop the cached key and give the same opaque answer as any other refusal.
         self.forget(peer.sender.verifying_key.kid)
-        return InvalidMessage(f"store refused: {type(exc).__name__}: {exc}")
+        reason = f"store refused: {type(exc).__name__}: {exc}"
+        return _StaleKey(reason) if isinstance(exc, UnknownDevice) else InvalidMessage(reason)
 
     def _accepted(self, peer: _Peer, message: Message, result: AcceptResult) -> AcceptResult:
         if result.duplicate:
