@@ -269,6 +269,17 @@ def test_a_retiring_key_cannot_start_another_rotation(device: Device, ctx: Serve
     assert record.signing_jwk["kid"] == device._signing.kid
 
 
+def test_a_retiring_key_cannot_deregister_the_device(device: Device, ctx: ServerContext) -> None:
+    old = device._signing
+    device.rotate_keys()
+    token = sealed(device, MessageType.DEREGISTER, {"reason": "stolen"}, signing_key=old)
+    with pytest.raises(InvalidMessage):
+        ctx.messages.handle(token)
+    record = ctx.store.get_device("meter-1")
+    assert record is not None and record.status.value == "enrolled"
+    assert device.deregister().body == {"status": "deregistered"}  # the new key may
+
+
 def test_rotating_twice_retires_the_first_key_at_once(device: Device, ctx: ServerContext) -> None:
     first = device._signing
     device.rotate_keys()

@@ -362,6 +362,10 @@ class MessageService:
             self.rotation.precheck(
                 peer.device_id, message, signed_by, peer.encryption_key, previous=previous
             )
+        elif message.typ is MessageType.DEREGISTER and peer.until != math.inf:
+            # A retiring key still carries data during the overlap, but may not end the
+            # device: a thief of the old key could otherwise de-register it.
+            raise InvalidMessage("de-registration signed by a retiring key")
 
     def _accept(self, peer: _Peer, message: Message, now: float) -> AcceptResult:
         """Replay-check and store the message, reserving the reply's sequence number."""
