@@ -103,6 +103,7 @@ def test_every_kind_round_trips_at_an_endpoint_for_its_direction(kind: MessageTy
             "retires_at": 1,
         },
         MessageType.SERVER_KEYS: {"server_keys": {"keys": []}, "retires_at": 1, "status": "ok"},
+        MessageType.DEREGISTERED: {"reason": "stolen", "revoked_at": 1764547200},
     }
     irt = "req-1" if RULES[kind].irt is Presence.REQUIRED else None
     message = w.message(typ=kind, body=samples[kind], in_reply_to=irt)

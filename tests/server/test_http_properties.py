@@ -69,6 +69,8 @@ ENDPOINTS = [
     Endpoint("https", "POST", "/m", "jose", {}),
     Endpoint("https", "GET", "/.well-known/oauth-authorization-server", "none", {}),
     Endpoint("https", "GET", "/jwks.json", "none", {}),
+    Endpoint("plain", "GET", "/pki/crl", "none", {}),
+    Endpoint("https", "GET", "/pki/crl", "none", {}),
     Endpoint("https", "POST", "/enrol/token", "json", obj(device_id=STR, secret=STR)),
     Endpoint(
         "https", "POST", "/enrol/keys", "json", obj(signing_key=JWK, encryption_key=JWK, proof=STR)

@@ -1,13 +1,18 @@
 """``hatchway device …``: operator commands (on the server's data dir) and device commands.
 
-Operator: ``provision``, ``command``, ``list``, ``messages``.
+Operator: ``provision``, ``revoke``, ``command``, ``list``, ``messages``.
 Device:   ``enroll``, ``send``, ``poll``, ``listen``, ``respond``, ``deregister``.
+
+A device command whose device the server revoked prints one line and exits with
+:data:`EXIT_REVOKED` (its keys are deleted by then; docs/revocation.md).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,10 +30,12 @@ from hatchway.cli.output import (
     console,
     emit,
     errors_reported,
+    fail,
     parse_json_object,
     print_json_safe,
     shown,
 )
+from hatchway.cli.revoke import revoke
 
 app = typer.Typer(
     help="Provision, enrol and talk to devices (message-level security).", no_args_is_help=True
@@ -46,6 +53,23 @@ BrokerOption = Annotated[
         "Username defaults to the device id, password to HATCHWAY_MQTT_PASSWORD.",
     ),
 ]
+
+
+#: Exit code of a device command when the server revoked the device (not 1: a script
+#: must tell "retry later" from "this device is gone").
+EXIT_REVOKED = 3
+
+
+@contextmanager
+def device_errors(as_json: bool) -> Iterator[None]:
+    """``errors_reported``, plus one line and :data:`EXIT_REVOKED` for a revoked device."""
+    from hatchway.device import DeviceRevoked
+
+    with errors_reported(as_json):
+        try:
+            yield
+        except DeviceRevoked as exc:
+            fail(as_json, str(exc), code=EXIT_REVOKED)
 
 
 def _load_device(
@@ -75,15 +99,23 @@ def provision(
     as_json: JsonOption = False,
 ) -> None:
     """Create a device and print its one-time enrolment secret (stored only as a hash)."""
+    from hatchway.store import DeviceStatus
+
     with errors_reported(as_json):
         with operator_context(data_dir, database_url) as ctx:
+            before = ctx.store.get_device(device_id) if force else None
             secret = ctx.enrolment.provision(device_id, force=force)
         ca = ctx.identity.ca_cert_path
+        # --force on a revoked device starts a new enrolment; the old certificate
+        # stays on the CRL.
+        cleared = before is not None and before.status is DeviceStatus.REVOKED
+        out = {"device_id": device_id, "secret": secret, "ca_certificate": str(ca)}
         emit(
             as_json,
-            {"device_id": device_id, "secret": secret, "ca_certificate": str(ca)},
+            {**out, "revocation_cleared": cleared},
             lambda: console.print(
-                f"provisioned [bold]{shown(device_id)}[/]\n"
+                ("revocation cleared (the old certificate stays revoked)\n" if cleared else "")
+                + f"provisioned [bold]{shown(device_id)}[/]\n"
                 f"one-time enrolment secret: [bold]{shown(secret)}[/]\n"
                 f"server CA certificate:     {shown(ca)}\n"
                 "Give the device the secret (stdin or HATCHWAY_ENROLMENT_SECRET); it works once.",
@@ -183,7 +215,7 @@ def send(
     as_json: JsonOption = False,
 ) -> None:
     """Send sealed telemetry (plain HTTP or MQTT, no TLS) and check the sealed acknowledgement."""
-    with errors_reported(as_json):
+    with device_errors(as_json):
         payload = parse_json_object(data, "telemetry")
         with _load_device(state, transport, broker) as device:
             ack = device.send(payload)
@@ -207,7 +239,7 @@ def poll(
     as_json: JsonOption = False,
 ) -> None:
     """Poll for the next queued command (sealed), optionally answering it at once."""
-    with errors_reported(as_json):
+    with device_errors(as_json):
         answer = parse_json_object(result, "result") if result else None
         with _load_device(state, transport, broker) as device:
             command = device.poll()
@@ -234,7 +266,7 @@ def respond(
     """Send a sealed command result."""
     from hatchway.device import Device
 
-    with errors_reported(as_json):
+    with device_errors(as_json):
         body = parse_json_object(result, "result")
         with Device.load(state) as device:
             device.respond(command_id, body)
@@ -250,7 +282,7 @@ def deregister(state: StateOption, as_json: JsonOption = False) -> None:
     """De-register this device (sealed); the server refuses its messages afterwards."""
     from hatchway.device import Device
 
-    with errors_reported(as_json):
+    with device_errors(as_json):
         with Device.load(state) as device:
             device.deregister()
             device_id = device.device_id
@@ -394,7 +426,7 @@ def listen(
     from hatchway.cli.listen import Listener
     from hatchway.device import Device, MqttTransport
 
-    with errors_reported(as_json):
+    with device_errors(as_json):
         if transport != "mqtt":
             raise ValueError("listen needs --transport mqtt (over HTTP, use `device poll`)")
         if result and exec_:
@@ -438,3 +470,7 @@ def _print_command(as_json: bool, command: Any, ok: bool, answer: Any) -> None:
     line = {"cid": command.cid, "command": command.body, "ok": ok, "result": answer}
     emit(as_json, line, lambda: print_json_safe(line))
     sys.stdout.flush()  # a stream: each command is visible as it arrives
+
+
+# Defined apart to keep this module small; registered here, among its siblings.
+app.command("revoke")(revoke)

@@ -9,12 +9,14 @@ command = device.poll()
 from hatchway.device.client import Command, Device
 from hatchway.device.enrol import EnrolmentError
 from hatchway.device.mqtt import MqttTransport
+from hatchway.device.revoked import DeviceRevoked
 from hatchway.device.state import DeviceState, StateFile
 from hatchway.device.transport import HttpTransport, MessageRejected, Transport, TransportError
 
 __all__ = [
     "Command",
     "Device",
+    "DeviceRevoked",
     "DeviceState",
     "EnrolmentError",
     "HttpTransport",

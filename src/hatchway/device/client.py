@@ -4,6 +4,10 @@
 Every message is sealed (JWS inside JWE) before it leaves and every reply is opened and
 checked: it must be the expected kind, signed by the pinned server key, addressed to us,
 fresh, not replayed, and carry the ``jti`` of our request in ``irt``.
+
+Any reply, or push, may instead be the server's ``DEREGISTERED`` notice: the operator
+revoked this device. The SDK then deletes its keys (:mod:`hatchway.device.revoked`),
+raises :class:`DeviceRevoked`, and never sends again.
 """
 
 from __future__ import annotations
@@ -15,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from hatchway.device.enrol import enroll
+from hatchway.device.revoked import DeviceRevoked, bury
 from hatchway.device.rotation import (
     PendingRotation,
     apply_server_keys,
     begin_rotation,
     finish_rotation,
 )
-from hatchway.device.state import DeviceState, StateFile
+from hatchway.device.state import FORMAT, DeviceState, StateFile
 from hatchway.device.transport import HttpTransport, MessageRejected, Transport, TransportError
 from hatchway.errors import InvalidMessage
 from hatchway.msgsec import (
@@ -79,6 +84,7 @@ class Device:
         pending = PendingRotation.load(state_file)
         self._pending_decryption = None if pending is None else pending.decryption
         self._url = st.endpoints["messages"]
+        self._revoked: DeviceRevoked | None = None
         # Transports that address by device rather than URL (MQTT topics) learn it here.
         bind = getattr(self._transport, "bind", None)
         if callable(bind):
@@ -154,12 +160,14 @@ class Device:
         receive = getattr(self._transport, "receive", None)
         if not callable(receive):
             raise TypeError("this transport carries no server pushes; use poll()")
+        self._check_live()
         deadline = None if timeout is None else time.monotonic() + timeout
         # Every reply kind too, so that a stray reply is skipped below, not an error.
         expected = frozenset(
             {
                 MessageType.COMMAND,
                 MessageType.ACK,
+                MessageType.DEREGISTERED,
                 MessageType.SERVER_KEYS,
                 MessageType.KEY_ROTATED,
             }
@@ -178,6 +186,8 @@ class Device:
                 policy=OpenPolicy(audience=self.device_id, expected=expected),
                 now=self.clock(),
             )
+            if push.typ is MessageType.DEREGISTERED:
+                self._revoke(push)  # pushed, or a reply to a request that gave up
             # Classified once opened, not by what the broker says: a reply (to a request
             # that gave up, or one the broker redelivered) is no command; skip it.
             if push.in_reply_to is None and push.typ is MessageType.COMMAND:
@@ -247,7 +257,8 @@ class Device:
         close = getattr(self._transport, "close", None)
         if callable(close):
             close()
-        self._file.save()
+        if self._revoked is None:  # a revoked device's keys must not be written back
+            self._file.save()
         self._file.close()
 
     def __enter__(self) -> Device:
@@ -266,6 +277,7 @@ class Device:
         irt: str | None = None,
         signing_key: SigningKey | None = None,
     ) -> Message:
+        self._check_live()
         # One mid for every retransmission, so the server stores the message exactly once.
         body = {"mid": uuid.UUID(bytes=self.random(16)).hex, **body}
         deadline = time.monotonic() + self.retry_for
@@ -322,16 +334,33 @@ class Device:
             resolve_sender=lambda kid: (
                 self._server if kid == self._server.verifying_key.kid else None
             ),
-            policy=OpenPolicy(audience=self.device_id, expected=frozenset(expect)),
+            policy=OpenPolicy(
+                audience=self.device_id, expected=frozenset({*expect, MessageType.DEREGISTERED})
+            ),
             now=self.clock(),
         )
         if reply.in_reply_to not in sent:
             raise InvalidMessage("reply does not answer our request")
+        if reply.typ is MessageType.DEREGISTERED:
+            self._revoke(reply)
         self._accept_inbound(reply)
         if reply.typ is MessageType.SERVER_KEYS:
             # Signed by the server key we trust: from now on seal to, and trust, the new one.
             self._trust_server(apply_server_keys(self._file, reply))
         return reply
+
+    def _check_live(self) -> None:
+        if self._revoked is not None:
+            raise self._revoked
+
+    def _revoke(self, notice: Message) -> None:
+        """Act on an opened ``DEREGISTERED`` notice: delete the keys, then raise."""
+        revoked = DeviceRevoked(
+            self.device_id, str(notice.body["reason"]), int(notice.body["revoked_at"])
+        )
+        self._revoked = revoked
+        bury(self._file.path, revoked, fmt=FORMAT, server_id=self.server_id, now=self.clock())
+        raise revoked
 
     def _accept_inbound(self, message: Message) -> None:
         st = self._file.state
@@ -354,4 +383,4 @@ def _server_keys(jwks: dict[str, Any]) -> tuple[VerifyingKey, EncryptionKey]:
     return signing, encryption
 
 
-__all__ = ["Command", "Device", "MessageRejected", "TransportError"]
+__all__ = ["Command", "Device", "DeviceRevoked", "MessageRejected", "TransportError"]

@@ -24,6 +24,7 @@ import httpx
 from joserfc import jws
 
 from hatchway import strictjson
+from hatchway.device.revoked import REVOKED
 from hatchway.device.state import (
     FORMAT,
     PENDING,
@@ -153,7 +154,8 @@ def _pending(
     overwritten: it may hold the only copy of some device's private keys.
     """
     existing = _read_existing(path)
-    if existing is None:
+    # A revoked device's tombstone holds no key: a new enrolment may replace it.
+    if existing is None or REVOKED in existing:
         return PendingEnrolment(
             device_id=device_id,
             server=server,

@@ -15,6 +15,9 @@ Sequence numbers are reserved in blocks: before ``next`` may reach ``reserved`` 
 file is rewritten with a higher ``reserved``. After a crash the device resumes from
 ``reserved``, skipping at most one block, so a number is never used twice.
 
+A revoked device's file is a *tombstone* (``"revoked": {...}``, no keys;
+:mod:`hatchway.device.revoked`): loading it raises ``DeviceRevoked``.
+
 Before enrolment sends anything, the same file holds a *pending enrolment*
 (``"enrolment": "pending"``): the device id, the server and the freshly made private
 keys (``PendingEnrolment``). So the keys exist on disk before the server can tie them
@@ -35,6 +38,7 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
+from hatchway.device.revoked import REVOKED, DeviceRevoked
 from hatchway.errors import ConfigurationError
 from hatchway.pki.files import write_private
 
@@ -85,6 +89,8 @@ class DeviceState:
     def from_json(cls, data: dict[str, Any]) -> DeviceState:
         if data.get("format") != FORMAT:
             raise ConfigurationError(f"not a {FORMAT} file (format={data.get('format')!r})")
+        if REVOKED in data:  # a tombstone: the server revoked us and the keys are gone
+            raise DeviceRevoked.from_tombstone(data)
         if data.get("enrolment") == PENDING:
             raise ConfigurationError(
                 f"the enrolment of device {data.get('device_id')!r} did not complete; run "
@@ -168,6 +174,8 @@ class StateFile:
     def load(cls, path: Path) -> StateFile:
         try:
             data = json.loads(path.read_text())
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
             return cls(path, DeviceState.from_json(data))
         except FileNotFoundError:
             raise ConfigurationError(f"no device state at {path}; enrol first") from None

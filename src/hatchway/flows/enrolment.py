@@ -40,6 +40,7 @@ from hatchway.msgsec import (
     jwk_set,
     thumbprint,
 )
+from hatchway.pki.crl import CRL_PATH
 from hatchway.runtime import Clock, Random
 from hatchway.server.datadir import ServerIdentity
 from hatchway.store import DeviceExists, DeviceStatus, SecretAlreadyUsed, Store, UnknownDevice
@@ -133,6 +134,9 @@ class EnrolmentService:
         stored = record.secret_hash if record else hash_secret(_b64(self.random(32)))
         if not hmac.compare_digest(stored.encode(), hash_secret(secret).encode()) or not record:
             raise EnrolmentRejected("invalid_grant", f"bad credential for {_short(device_id)}")
+        if record.status is DeviceStatus.REVOKED:
+            # Same public answer as a spent secret; only `provision --force` lifts it.
+            raise EnrolmentRejected("invalid_grant", f"device {_short(device_id)} is revoked")
         now = self.clock()
         try:
             self.store.consume_enrolment_secret(device_id, now=now)
@@ -200,6 +204,7 @@ class EnrolmentService:
             verifying.key,
             encryption_public_key=encryption.key,
             now=datetime.fromtimestamp(now, UTC),
+            crl_uri=self.settings.plain_base_url + CRL_PATH,
         )
         cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
         try:
@@ -224,6 +229,8 @@ class EnrolmentService:
             "server_suite": {"sign": SignAlg.ES256.value},
             "endpoints": {
                 "messages": self.settings.plain_base_url + MESSAGE_PATH,
+                # Where the CA's CRL is (the certificate names it too).
+                "crl": self.settings.plain_base_url + CRL_PATH,
                 # The broker and this device's own topics, when MQTT is configured.
                 **enrolment_endpoints(self.settings, device_id),
             },

@@ -20,6 +20,10 @@ Many transport threads call ``handle`` at once: each opens and verifies its mess
 itself, then the store step goes through one :class:`GroupCommitter`, which commits
 the messages queued meanwhile in one transaction and wakes each caller only after
 that commit (issue 10 §1). ``handle`` keeps its signature and its semantics.
+
+A device the operator revoked (:mod:`hatchway.flows.deregistration`) is answered,
+once, with a sealed ``DEREGISTERED`` notice instead; nothing of its message is stored,
+and everything after the notice is refused.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import Any, TypeGuard
 
 from hatchway.config import Settings
 from hatchway.errors import HatchwayError, InvalidMessage
+from hatchway.flows.deregistration import notice_body
 from hatchway.flows.ingest.committer import DEFAULT_MAX_BATCH, GroupCommitter
 from hatchway.flows.keyring import KeyGeneration, ServerKeyring
 from hatchway.flows.keyrotation import DeviceKeyRotation, rotated_body
@@ -93,10 +98,15 @@ class _NotCached(Exception):
     """The sender's key is not cached: finish in a thread, which may ask the store."""
 
 
-class _StaleKey(InvalidMessage):
-    """The store refused a sender key this replica had looked up before: the device was
-    reset, de-registered or rotated its keys meanwhile (perhaps through another replica).
-    Nothing was stored, so one fresh look-up and retry is safe."""
+class _Revoked(Exception):
+    """The store refused a cached sender as not enrolled (nothing was stored): it may
+    have been revoked meanwhile, and then gets the notice, or have rotated its keys
+    through another replica, and then its message is taken under a fresh look-up
+    (``_after_refusal``, in a worker thread)."""
+
+    def __init__(self, peer: _Peer) -> None:
+        super().__init__(peer.device_id)
+        self.peer = peer
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +121,8 @@ class _Peer:
     #: The older server key generation this message was sealed to (None: the current
     #: one): the reply is signed under it and announces the current keys.
     behind: KeyGeneration | None = None
+    #: Revoked by the operator: its messages get the de-registration notice.
+    revoked: bool = False
 
 
 class MessageService:
@@ -165,6 +177,8 @@ class MessageService:
                 self._peers.move_to_end(kid)
                 return peer
         record = self.store.find_device_by_signing_kid(kid)
+        if record is not None and record.status is DeviceStatus.REVOKED:
+            return replace(_peer_from_record(record), revoked=True)  # never cached
         if record is None:
             peer = self._previous_peer(kid)
             if peer is None:
@@ -253,13 +267,7 @@ class MessageService:
                 reason = f"signed by {peers['misrouted'].device_id!r}, sent as {sender!r}"
             log.warning("message rejected: %s", reason)
             raise
-        try:
-            return self._finish(peer, message, now)
-        except _StaleKey as exc:
-            if not retry:
-                log.warning("message rejected: %s", exc.reason or "unspecified")
-                raise
-            return self._handle(token, sender, retry=False)  # the key was forgotten
+        return self._finish(peer, message, now)
 
     async def handle_async(self, token: bytes) -> bytes:
         """``handle`` for transports on an event loop; same replies, same refusals.
@@ -306,10 +314,17 @@ class MessageService:
             log.warning("message rejected: %s", exc.reason or "unspecified")
             raise
         if message.typ is not MessageType.TELEMETRY:
+            return await asyncio.to_thread(self._finish, peer, message, now)
+        try:
+            return await self._telemetry_async(peer, message, now)
+        except _Revoked as refused:
             try:
-                return await asyncio.to_thread(self._finish, peer, message, now)
-            except _StaleKey:
-                return await asyncio.to_thread(self.handle, token)
+                return await asyncio.to_thread(self._after_refusal, refused.peer, message, now)
+            except InvalidMessage as exc:
+                log.warning("message rejected: %s", exc.reason or "unspecified")
+                raise
+
+    async def _telemetry_async(self, peer: _Peer, message: Message, now: float) -> bytes:
         try:
             self._precheck(peer, message)
             try:
@@ -319,8 +334,6 @@ class MessageService:
                 raise self._refused(peer, exc) from None
             accepted = self._accepted(peer, message, result)
             reply = self._dispatch(peer, message, now, accepted)
-        except _StaleKey:
-            return await asyncio.to_thread(self.handle, token)  # looks the key up afresh
         except InvalidMessage as exc:
             log.warning("message rejected: %s", exc.reason or "unspecified")
             raise
@@ -331,11 +344,14 @@ class MessageService:
     def _finish(self, peer: _Peer, message: Message, now: float) -> bytes:
         """``handle`` after the message was opened."""
         try:
+            if peer.revoked:
+                return self._notice(peer, message, now)
             self._precheck(peer, message)
-            accepted = self._accept(peer, message, now)
+            try:
+                accepted = self._accept(peer, message, now)
+            except _Revoked:
+                return self._after_refusal(peer, message, now)
             reply = self._dispatch(peer, message, now, accepted)
-        except _StaleKey:
-            raise  # the caller looks the key up afresh and retries
         except InvalidMessage as exc:
             log.warning("message rejected: %s", exc.reason or "unspecified")
             raise
@@ -344,9 +360,7 @@ class MessageService:
 
     def _precheck(self, peer: _Peer, message: Message) -> None:
         """Refuse before anything is stored: a refused message must leave no trace."""
-        mid = message.body.get("mid")
-        if mid is not None and not (isinstance(mid, str) and 0 < len(mid) <= MAX_MID_LENGTH):
-            raise InvalidMessage("mid missing, empty or too long")
+        _check_mid(message)
         if message.typ is MessageType.COMMAND_RESULT:
             cid, irt = message.body.get("cid"), message.in_reply_to
             # Both are identifiers this server minted; anything else (over-long, not
@@ -403,14 +417,15 @@ class MessageService:
             signing_kid=peer.current_kid,
         )
 
-    def _refused(self, peer: _Peer, exc: HatchwayError | ValueError) -> InvalidMessage:
+    def _refused(self, peer: _Peer, exc: HatchwayError | ValueError) -> Exception:
         if isinstance(exc, InvalidMessage):
             return exc
         # Reset, re-enrolled or de-registered meanwhile (possibly on another replica):
         # drop the cached key and give the same opaque answer as any other refusal.
         self.forget(peer.sender.verifying_key.kid)
-        reason = f"store refused: {type(exc).__name__}: {exc}"
-        return _StaleKey(reason) if isinstance(exc, UnknownDevice) else InvalidMessage(reason)
+        if isinstance(exc, UnknownDevice):
+            return _Revoked(peer)  # perhaps: the store decides, off the event loop
+        return InvalidMessage(f"store refused: {type(exc).__name__}: {exc}")
 
     def _accepted(self, peer: _Peer, message: Message, result: AcceptResult) -> AcceptResult:
         if result.duplicate:
@@ -471,6 +486,67 @@ class MessageService:
             self.forget(peer.sender.verifying_key.kid)
             return ack("deregistered")
         return ack("duplicate" if accepted.duplicate else "stored")
+
+    # -- revoked devices (flows/deregistration.py) -----------------------------------------
+    def _after_refusal(self, peer: _Peer, message: Message, now: float) -> bytes:
+        """A cached sender the store refused (the accept rolled back, nothing stored):
+        revoked meanwhile with this key, it gets the notice; still valid under a fresh
+        look-up (it rotated its keys through another replica and this is its old key,
+        in the overlap), the message is taken once more; otherwise the refusal."""
+        current = self._peer(peer.sender.verifying_key.kid)
+        if current is None or current.device_id != peer.device_id or not self._live(current, now):
+            raise InvalidMessage(f"store refused: {peer.device_id} is not enrolled")
+        if current.revoked:
+            return self._notice(current, message, now)
+        if current.current_kid == peer.current_kid:  # nothing changed: no second try
+            raise InvalidMessage(f"store refused: {peer.device_id} is not enrolled")
+        fresh = replace(current, behind=peer.behind)
+        self._precheck(fresh, message)
+        try:
+            accepted = self._accept(fresh, message, now)
+        except _Revoked:  # a second refusal is final
+            raise InvalidMessage(f"store refused: {peer.device_id} is not enrolled") from None
+        reply = self._dispatch(fresh, message, now, accepted)
+        return reply if isinstance(reply, bytes) else self._seal(fresh, reply)
+
+    def _notice(self, peer: _Peer, message: Message, now: float) -> bytes:
+        """The sealed de-registration notice for a revoked device's message."""
+        _check_mid(message)
+        revocation = self.store.get_revocation(peer.device_id)
+        if revocation is None:  # re-provisioned meanwhile
+            raise InvalidMessage(f"{peer.device_id} is no longer revoked")
+        body = notice_body(revocation)
+
+        def seal_notice(seq: int) -> SealedDelivery:
+            reply = self._message(peer, MessageType.DEREGISTERED, message, now, body, seq)
+            return SealedDelivery(
+                jti=reply.jti, exp=float(reply.exp), reply=self._seal(peer, reply)
+            )
+
+        try:
+            sealed = self.store.answer_revoked(
+                self._accept_request(peer, message, now), seal_notice
+            )
+        except InvalidMessage:
+            raise
+        except (HatchwayError, ValueError) as exc:
+            raise InvalidMessage(f"revoked device {peer.device_id!r} refused: {exc}") from None
+        log.info("revoked device %s answered with its de-registration notice", peer.device_id)
+        return sealed
+
+    def push_notice(self, device_id: str) -> bytes | None:
+        """Seal the de-registration notice for an MQTT push, claimed once (None: not ours)."""
+        record = self.store.get_device(device_id)
+        revocation = self.store.get_revocation(device_id)
+        if record is None or record.status is not DeviceStatus.REVOKED or revocation is None:
+            return None
+        if record.signing_jwk is None or not self.store.claim_notice_push(
+            device_id, now=self.clock()
+        ):
+            return None
+        return self._server_message(
+            _peer_from_record(record), MessageType.DEREGISTERED, notice_body(revocation)
+        )
 
     def _deliver(
         self, peer: _Peer, message: Message, now: float, seq: int, retransmission: bool
@@ -551,16 +627,19 @@ class MessageService:
         record = self.store.get_device(device_id)
         if record is None or record.status is not DeviceStatus.ENROLLED:
             raise LookupError(f"device {device_id!r} is not enrolled")
-        peer = _peer_from_record(record)
+        return self._server_message(_peer_from_record(record), kind, body)
+
+    def _server_message(self, peer: _Peer, kind: MessageType, body: dict[str, Any]) -> bytes:
+        """A server-initiated message (no ``irt``) for ``peer``, sealed."""
         now = self.clock()
         message = Message(
             typ=kind,
             iss=self.server_id,
-            aud=device_id,
+            aud=peer.device_id,
             iat=int(now),
             exp=int(now) + self.settings.message_ttl,
             jti=self.random(16).hex(),
-            seq=self.store.next_outbound_seq(device_id),
+            seq=self.store.next_outbound_seq(peer.device_id),
             body=body,
         )
         return self._seal(peer, message)
@@ -611,6 +690,12 @@ def check_command(queued: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(queued.get("op"), str) or not queued["op"]:
         raise ValueError('a command needs an "op" string, e.g. {"op": "reboot"}')
     return queued
+
+
+def _check_mid(message: Message) -> None:
+    mid = message.body.get("mid")
+    if mid is not None and not (isinstance(mid, str) and 0 < len(mid) <= MAX_MID_LENGTH):
+        raise InvalidMessage("mid missing, empty or too long")
 
 
 def _is_server_id(value: object) -> TypeGuard[str]:

@@ -18,8 +18,9 @@ stored once; the device's SDK then retransmits with the same ``mid`` and a fresh
 
 Pushes: a queued command is sealed, claimed in the store (queued -> delivered, only one
 replica wins), then published QoS 1 to the device's downlink; a device with a
-persistent session gets it from the broker when it reconnects. The push loop wakes on
-the notification bus (``hatchway device command`` publishes there) and sweeps the queue
+persistent session gets it from the broker when it reconnects. A revoked device's
+de-registration notice is pushed the same way, once (``push_notices``). The push loop
+wakes on the notification bus (``hatchway device command`` publishes there) and sweeps the queue
 on a timer, which is what reaches it when the bus is in-process (SQLite: the operator's
 CLI runs in another process).
 """
@@ -178,7 +179,9 @@ class MqttGateway:
                     self._store_ok = False
                 log.warning(
                     "mqtt: connection to %s lost or refused (%s); retry in %.1fs",
-                    self.broker, exc, delay,
+                    self.broker,
+                    exc,
+                    delay,
                 )
             finally:
                 self.connected.clear()
@@ -300,6 +303,7 @@ class MqttGateway:
             while True:
                 try:
                     await self.push_queued(client)
+                    await self.push_notices(client)
                 except aiomqtt.MqttError:
                     raise  # the connection is gone; _serve reconnects
                 except Exception:
@@ -338,6 +342,35 @@ class MqttGateway:
             pushed += claimed
             if len(queued) < PUSH_BATCH or not claimed:
                 return pushed
+
+    async def push_notices(self, client: aiomqtt.Client) -> int:
+        """Push the de-registration notice of every revoked device not told yet.
+
+        Claimed in the store first, so one replica pushes each notice once. The push is
+        a courtesy that reaches a listening device (or its persistent session) at once;
+        a device that misses it is told on its next message instead.
+        """
+        now = self.ctx.messages.clock()
+        pending = await asyncio.to_thread(self.ctx.store.notices_to_push, now=now)
+        pushed = 0
+        for device_id in pending:
+            sealed = await asyncio.to_thread(self.ctx.messages.push_notice, device_id)
+            if sealed is None:
+                continue
+            topic = self.topics.downlink(device_id)
+            await client.publish(topic, sealed, qos=1, properties=publish_properties(None))
+            pushed += 1
+            access.info(
+                "mqtt push",
+                extra={
+                    "listener": "mqtt",
+                    "topic": topic,
+                    "device_id": device_id,
+                    "status": "revoked",
+                    "bytes_out": len(sealed),
+                },
+            )
+        return pushed
 
 
 def wake_pushers(bus: Bus, device_id: str) -> None:

@@ -43,6 +43,7 @@ class MessageType(StrEnum):
     KEY_ROTATE = "hatchway-key-rotate+jwt"
     KEY_ROTATED = "hatchway-key-rotated+jwt"
     SERVER_KEYS = "hatchway-server-keys+jwt"
+    DEREGISTERED = "hatchway-deregistered+jwt"
 
 
 class Direction(StrEnum):
@@ -136,6 +137,9 @@ RULES: Mapping[MessageType, Rule] = {
     MessageType.SERVER_KEYS: Rule(
         TO_DEVICE, REQ, {"server_keys": OBJ, "retires_at": INT}, {"status": STR}
     ),
+    # The operator revoked the device (fig. 7 from the server's side): a reply to the
+    # device's next message, or pushed over MQTT. ``revoked_at`` is POSIX seconds.
+    MessageType.DEREGISTERED: Rule(TO_DEVICE, OPT, {"reason": STR, "revoked_at": INT}),
 }
 
 _KINDS = {k.value: k for k in MessageType}  # a dict hit; MessageType(typ) is ~1 µs

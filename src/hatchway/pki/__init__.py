@@ -19,15 +19,29 @@ from hatchway.pki.ca import (
     TlsPublicKey,
     generate_tls_identity,
 )
+from hatchway.pki.crl import (
+    CRL_MEDIA_TYPE,
+    CRL_PATH,
+    CrlEntry,
+    RevocationCode,
+    build_crl,
+    crl_der,
+)
 from hatchway.pki.files import write_private, write_public
 
 __all__ = [
     "CLOCK_SKEW",
+    "CRL_MEDIA_TYPE",
+    "CRL_PATH",
     "ENCRYPTION_KEY_BINDING_OID",
     "CertificateAuthority",
+    "CrlEntry",
     "EncryptionPublicKey",
+    "RevocationCode",
     "SigningPublicKey",
     "TlsPublicKey",
+    "build_crl",
+    "crl_der",
     "encryption_key_digest",
     "generate_tls_identity",
     "matches_encryption_key",

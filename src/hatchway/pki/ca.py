@@ -188,12 +188,14 @@ class CertificateAuthority:
         now: datetime,
         valid_days: int = 365,
         encryption_public_key: EncryptionPublicKey | None = None,
+        crl_uri: str | None = None,
     ) -> x509.Certificate:
         """Issue a device certificate (clientAuth EKU) for its signing key.
 
         ``signing_public_key`` must be P-256 (ES256) or Ed25519 (EdDSA). If
         ``encryption_public_key`` is given, its SPKI SHA-256 hash is bound into the
         certificate so a peer can check that the device's JWE key belongs to it.
+        ``crl_uri`` names the CA's CRL in a CRL distribution point (RFC 5280 §4.2.1.13).
         """
         if isinstance(signing_public_key, ec.EllipticCurvePublicKey):
             if not isinstance(signing_public_key.curve, ec.SECP256R1):
@@ -209,6 +211,20 @@ class CertificateAuthority:
         if encryption_public_key is not None:
             builder = builder.add_extension(
                 binding_extension(encryption_public_key), critical=False
+            )
+        if crl_uri is not None:
+            builder = builder.add_extension(
+                x509.CRLDistributionPoints(
+                    [
+                        x509.DistributionPoint(
+                            full_name=[x509.UniformResourceIdentifier(crl_uri)],
+                            relative_name=None,
+                            reasons=None,
+                            crl_issuer=None,
+                        )
+                    ]
+                ),
+                critical=False,
             )
         return builder.sign(self.private_key, hashes.SHA256())
 

@@ -34,11 +34,13 @@ from hatchway.flows.oauth.revocation import REVOCATION_PATH
 from hatchway.login import GrantType
 from hatchway.mqtt.discovery import metadata_entries
 from hatchway.msgsec import EncAlg, KeyAlg, SignAlg
+from hatchway.pki import CRL_PATH
 from hatchway.server.context import ServerContext
 from hatchway.server.edge import HTTPS_SHAPE, install_edge
 from hatchway.server.login_routes import add_login_routes
 from hatchway.server.logs import RequestLog
 from hatchway.server.oauth_routes import add_oauth_routes
+from hatchway.server.pki_routes import add_crl_route
 from hatchway.server.plain_app import add_message_route
 from hatchway.server.se_routes import add_se_routes
 
@@ -130,6 +132,8 @@ def metadata(ctx: ServerContext) -> dict[str, Any]:
         "hatchway_message_encryption_alg_values_supported": [a.value for a in KeyAlg],
         "hatchway_message_encryption_enc_values_supported": [a.value for a in EncAlg],
         "hatchway_max_message_size": s.max_message_size,
+        # The dev CA's CRL of revoked device certificates (docs/revocation.md).
+        "hatchway_crl_uri": s.plain_base_url + CRL_PATH,
         **metadata_entries(s),
     }
 
@@ -191,6 +195,7 @@ def build_https_app(ctx: ServerContext) -> FastAPI:
         return JSONResponse(result, headers=SECURITY_HEADERS)
 
     add_message_route(app, ctx)
+    add_crl_route(app, ctx)
     add_se_routes(app, ctx)
     add_login_routes(app, ctx)
     add_oauth_routes(app, ctx, ctx.login.client_auth)

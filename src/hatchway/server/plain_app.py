@@ -22,6 +22,7 @@ from hatchway.server.edge import PLAIN_SHAPE, UNIFORM_ERROR, install_edge
 from hatchway.server.edge.errors import CLIENT_CLOSED
 from hatchway.server.edge.framing import FramingGuard
 from hatchway.server.logs import RequestLog
+from hatchway.server.pki_routes import add_crl_route
 
 __all__ = ["JOSE", "UNIFORM_ERROR", "add_message_route", "build_plain_app", "uniform_error"]
 
@@ -143,6 +144,7 @@ def build_plain_app(ctx: ServerContext) -> FastAPI:
     app = FastAPI(title="hatchway messages", docs_url=None, redoc_url=None, openapi_url=None)
     install_edge(app, PLAIN_SHAPE, body_timeout=ctx.settings.body_timeout)
     add_message_route(app, ctx)
+    add_crl_route(app, ctx)
 
     @app.get("/healthz")
     async def health() -> JSONResponse:

@@ -5,6 +5,12 @@ when the URL says so. Both run the same SQLAlchemy Core statements and the same
 Alembic migrations, and the same tests run against both.
 """
 
+from hatchway.store.device_revocations import (
+    CrlRecord,
+    RevocationClosed,
+    RevocationRecord,
+    RevokedCertificate,
+)
 from hatchway.store.errors import (
     DeviceExists,
     InvalidTransition,
@@ -68,6 +74,7 @@ __all__ = [
     "ClientExists",
     "CommandRecord",
     "CommandStatus",
+    "CrlRecord",
     "Delivery",
     "DeviceExists",
     "DeviceRecord",
@@ -83,6 +90,9 @@ __all__ = [
     "RefreshTokenInvalid",
     "RefreshTokenReused",
     "ReplayedJti",
+    "RevocationClosed",
+    "RevocationRecord",
+    "RevokedCertificate",
     "Rotation",
     "SealedDelivery",
     "SecretAlreadyUsed",

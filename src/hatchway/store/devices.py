@@ -37,6 +37,7 @@ from hatchway.store.records import (
 )
 from hatchway.store.schema import (
     MAX_KID_LENGTH,
+    device_revocations,
     devices,
     replay_windows,
     seen_jti,
@@ -102,7 +103,8 @@ class DeviceRepository(RepositoryBase):
         The operator's "provision --force": keys, certificate and replay window are
         cleared (the device will enrol afresh and restart its sequence numbers;
         its old key no longer resolves, so old messages cannot be replayed).
-        Messages, commands and the outbound sequence are kept.
+        Messages, commands and the outbound sequence are kept. A revocation is
+        cleared for the new enrolment; the revoked certificate stays on the CRL.
         """
         values: dict[str, object] = {
             "secret_hash": secret_hash,
@@ -122,6 +124,9 @@ class DeviceRepository(RepositoryBase):
                 update(replay_windows)
                 .where(replay_windows.c.device_id == device_id)
                 .values(highest_seq=0, bitmap="0")
+            )
+            conn.execute(
+                delete(device_revocations).where(device_revocations.c.device_id == device_id)
             )
 
     def get_device(self, device_id: str) -> DeviceRecord | None:

@@ -22,6 +22,8 @@ class DeviceStatus(StrEnum):
     PROVISIONED = "provisioned"
     ENROLLED = "enrolled"
     DEREGISTERED = "deregistered"
+    #: By the operator (``hatchway device revoke``); only ``provision --force`` leaves it.
+    REVOKED = "revoked"
 
 
 class CommandStatus(StrEnum):
@@ -33,10 +35,20 @@ class CommandStatus(StrEnum):
 DEVICE_TRANSITIONS: Mapping[DeviceStatus, frozenset[DeviceStatus]] = {
     # -> provisioned is the operator's reprovision (a fresh one-time secret).
     DeviceStatus.PROVISIONED: frozenset(
-        {DeviceStatus.PROVISIONED, DeviceStatus.ENROLLED, DeviceStatus.DEREGISTERED}
+        {
+            DeviceStatus.PROVISIONED,
+            DeviceStatus.ENROLLED,
+            DeviceStatus.DEREGISTERED,
+            DeviceStatus.REVOKED,
+        }
     ),
-    DeviceStatus.ENROLLED: frozenset({DeviceStatus.PROVISIONED, DeviceStatus.DEREGISTERED}),
-    DeviceStatus.DEREGISTERED: frozenset({DeviceStatus.PROVISIONED}),
+    DeviceStatus.ENROLLED: frozenset(
+        {DeviceStatus.PROVISIONED, DeviceStatus.DEREGISTERED, DeviceStatus.REVOKED}
+    ),
+    DeviceStatus.DEREGISTERED: frozenset({DeviceStatus.PROVISIONED, DeviceStatus.REVOKED}),
+    # Revoked is final for the enrolment: no message, no re-enrolment, until the
+    # operator's reprovision starts a new one (the old certificate stays revoked).
+    DeviceStatus.REVOKED: frozenset({DeviceStatus.PROVISIONED}),
 }
 
 COMMAND_TRANSITIONS: Mapping[CommandStatus, frozenset[CommandStatus]] = {

@@ -388,3 +388,51 @@ server_keys = Table(
     Column("created_at", Double, nullable=False),
     Column("retires_at", Double, nullable=True),
 )
+
+# --- Operator-side revocation (issue 9, fig. 7): revision 0008_revocation ---
+
+#: A certificate serial as lower-case hex (RFC 5280 allows up to 20 octets).
+MAX_SERIAL_LENGTH = 40
+
+# One row per revoked device (devices.status = 'revoked'), deleted by `provision
+# --force`. The de-registration notice is sealed once and kept, so a retransmission
+# of the message it answered gets the very same bytes.
+device_revocations = Table(
+    "device_revocations",
+    metadata,
+    Column("device_id", String(MAX_ID_LENGTH), _device_fk(), primary_key=True),
+    Column("revoked_at", Double, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("code", String(32), nullable=False),
+    # After this, a device that was never told gets no notice either, only refusals.
+    Column("notice_until", Double, nullable=False),
+    Column("notice_sent_at", Double, nullable=True),
+    Column("notice_mid", String(MAX_ID_LENGTH), nullable=True),
+    Column("notice_exp", Double, nullable=True),
+    Column("notice_reply", Text, nullable=True),
+    # Set by the replica that pushed the notice on the MQTT downlink (one push).
+    Column("notice_pushed_at", Double, nullable=True),
+)
+
+# Every device certificate ever revoked: the CRL's entries. Not tied to the device
+# row, so `provision --force` (a new enrolment, a new certificate) keeps the old one
+# revoked.
+revoked_certificates = Table(
+    "revoked_certificates",
+    metadata,
+    Column("serial", String(MAX_SERIAL_LENGTH), primary_key=True),
+    Column("device_id", String(MAX_ID_LENGTH), nullable=False),
+    Column("revoked_at", Double, nullable=False),
+    Column("code", String(32), nullable=False),
+)
+
+# Each CRL the dev CA signed, by CRL number (RFC 5280 §5.2.3: monotonically
+# increasing). Kept in the store so every replica serves the same, newest one.
+crls = Table(
+    "crls",
+    metadata,
+    Column("number", BigInteger, primary_key=True, autoincrement=False),
+    Column("this_update", Double, nullable=False),
+    Column("next_update", Double, nullable=False),
+    Column("der", LargeBinary, nullable=False),
+)

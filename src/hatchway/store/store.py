@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from hatchway.store.audit import AuditRepository
 from hatchway.store.clients import ClientRepository
 from hatchway.store.commands import CommandRepository
+from hatchway.store.device_revocations import DeviceRevocationRepository
 from hatchway.store.devices import DeviceRepository
 from hatchway.store.engine import create_store_engine, upgrade_to_head
 from hatchway.store.keyrotation import KeyRotationRepository
@@ -34,6 +35,7 @@ class Store(
     AuditRepository,
     ClientRepository,
     KeyRotationRepository,
+    DeviceRevocationRepository,
 ):
     """Everything hatchway persists, behind one interface.
 
@@ -41,7 +43,8 @@ class Store(
     Cross-device login: users, login sessions, refresh token families, the
     audit log and runtime flags (revision 0002). Registered clients
     (revision 0003_clients). Refresh lifetimes and revoked access tokens
-    (revision 0004_token_lifetimes). Each entity is one repository
+    (revision 0004_token_lifetimes). Revoked devices, certificates and CRLs
+    (revision 0008_revocation). Each entity is one repository
     mixin; later entities join the same way, with an Alembic revision each.
     """
 
