@@ -347,3 +347,26 @@ def test_a_replica_that_cached_the_old_key_looks_again(
             replica.messages.handle(held)  # and only once
     finally:
         replica.close()
+
+
+def test_the_replaced_certificate_goes_on_the_crl_as_superseded(
+    device: Device, ctx: ServerContext
+) -> None:
+    from hatchway.flows.deregistration import RevocationService
+
+    before = ctx.store.get_device("meter-1")
+    assert before is not None and before.certificate_pem is not None
+    old_cert = x509.load_pem_x509_certificate(before.certificate_pem.encode())
+    device.rotate_keys()
+    new_cert = x509.load_pem_x509_certificate(device.state.device_certificate.encode())
+    entries = {c.serial: c.code for c in ctx.store.revoked_certificates()}
+    assert entries == {old_cert.serial_number: "superseded"}
+    service = RevocationService(store=ctx.store, ca=ctx.identity.ca, clock=ctx.messages.clock)
+    crl = x509.load_der_x509_crl(service.publish().der)
+    entry = crl.get_revoked_certificate_by_serial_number(old_cert.serial_number)
+    assert entry is not None
+    reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+    assert reason is x509.ReasonFlags.superseded
+    assert crl.get_revoked_certificate_by_serial_number(new_cert.serial_number) is None
+    # The retransmitted rotation (same mid) adds nothing.
+    assert len(ctx.store.revoked_certificates()) == 1

@@ -19,6 +19,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from hatchway.config import Settings
@@ -88,6 +89,12 @@ class DeviceKeyRotation:
             current=signed_by,
             current_encryption=encryption,
         )
+        # The certificate this rotation replaces goes on the CRL as superseded.
+        before = self.store.get_device(device_id)
+        old_pem = before.certificate_pem if before is not None else None
+        superseded = (
+            x509.load_pem_x509_certificate(old_pem.encode()).serial_number if old_pem else None
+        )
         cert = self.identity.ca.issue_device(
             device_id,
             request.signing.key,
@@ -104,6 +111,7 @@ class DeviceKeyRotation:
                 certificate_pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
                 now=now,
                 retires_at=now + self.settings.device_key_overlap,
+                superseded_serial=superseded,
             )
         except (HatchwayError, ValueError) as exc:
             raise InvalidMessage(f"rotation refused: {type(exc).__name__}: {exc}") from None

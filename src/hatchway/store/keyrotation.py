@@ -20,7 +20,16 @@ from sqlalchemy.exc import IntegrityError
 from hatchway.store._base import RepositoryBase, check_id, dump_json, load_json
 from hatchway.store.errors import InvalidTransition, KeyIdTaken, UnknownDevice
 from hatchway.store.records import DeviceStatus, JsonObject
-from hatchway.store.schema import device_key_rotations, devices, server_keys
+from hatchway.store.schema import (
+    MAX_SERIAL_LENGTH,
+    device_key_rotations,
+    devices,
+    revoked_certificates,
+    server_keys,
+)
+
+#: RFC 5280 §5.3.1 reasonCode of a certificate a key rotation replaced.
+SUPERSEDED = "superseded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,13 +121,15 @@ class KeyRotationRepository(RepositoryBase):
         certificate_pem: str,
         now: float,
         retires_at: float,
+        superseded_serial: int | None = None,
     ) -> DeviceRotation:
         """Install the new keys and certificate if ``old_signing_kid`` is still current.
 
         Idempotent: a second call with the same ``mid`` returns the first rotation
         unchanged. Raises :class:`InvalidTransition` when the device no longer holds
         ``old_signing_kid`` (rotated meanwhile, reset, de-registered) and
-        :class:`KeyIdTaken` when the new key id belongs to another device.
+        :class:`KeyIdTaken` when the new key id belongs to another device. The old
+        certificate (``superseded_serial``) goes on the CRL as *superseded*.
         """
         check_id("mid", mid)
         new_kid = signing_jwk.get("kid")
@@ -172,6 +183,8 @@ class KeyRotationRepository(RepositoryBase):
                     "retires_at": retires_at,
                 }
                 conn.execute(insert(device_key_rotations).values(**values))
+                if superseded_serial is not None:
+                    _supersede(conn, device_id, superseded_serial, now)
                 return DeviceRotation(**{**values, "old_signing_jwk": load_json(old)})
         except IntegrityError:
             # The unique signing_kid: another device already holds this key id.
@@ -235,3 +248,18 @@ class KeyRotationRepository(RepositoryBase):
             if only_if_empty:
                 return None  # another replica added the first generation meanwhile
             raise
+
+
+def _supersede(conn: Connection, device_id: str, serial: int, now: float) -> None:
+    key = format(serial, "x")
+    if len(key) > MAX_SERIAL_LENGTH:
+        raise ValueError("certificate serial longer than 20 octets")
+    known = conn.scalar(
+        select(revoked_certificates.c.serial).where(revoked_certificates.c.serial == key)
+    )
+    if known is None:
+        conn.execute(
+            insert(revoked_certificates).values(
+                serial=key, device_id=device_id, revoked_at=now, code=SUPERSEDED
+            )
+        )
