@@ -1,8 +1,9 @@
-"""Firmware foundation (issue 9): device-side cost of a 4 MiB image, against a plain floor.
+"""Firmware (issue 9): a 4 MiB image, device-side cost and server-side cost, against plain floors.
 
-Usage: ``.venv/bin/python bench/bench_firmware.py [--quick]``
+Usage: ``.venv/bin/python bench/bench_firmware.py [--quick] [--part device|server|all]
+[--devices 1000] [--sample 50]``
 
-Same run, same machine, median of repeats:
+Device side, in process, median of repeats:
 
 (a) floor: what a device does with a plain file: copy 4 MiB into its slot and
     SHA-256 it once;
@@ -12,8 +13,11 @@ Same run, same machine, median of repeats:
 (c) per-device server cost: one ``wrap_content_key`` (ECDH-ES+A256KW to P-256);
 (d) ``check_manifest`` of the 64-chunk manifest (Ed25519 verify + strict parse).
 
-Prints (b)/(a). This is the device-side CPU share of the issue's "within 1.5x of a
-plain file" goal; the server and network side needs the delivery that is not built yet.
+Server side, real processes (``fw_server.py`` says exactly what is measured): server
+CPU and bytes per device for the firmware path (the sealed offer for every one of
+``--devices`` devices, the 64 chunk GETs for ``--sample`` of them) against the same
+4 MiB served as a plain file over HTTPS on a new TLS connection per device, as a
+ratio in the same run; then a 10-device wave on loopback.
 """
 
 from __future__ import annotations
@@ -47,8 +51,59 @@ NOW = 1_800_000_000
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--part", choices=("device", "server", "all"), default="all")
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--sample", type=int, default=50)
     args = parser.parse_args()
-    number, repeat = (1, 3) if args.quick else (3, 7)
+    if args.part in ("device", "all"):
+        device_side(args.quick)
+    if args.part in ("server", "all"):
+        server_side(args.devices, args.sample)
+
+
+def server_side(devices: int, sample: int) -> None:
+    import tempfile
+    from pathlib import Path
+
+    import fw_server
+
+    root = Path(tempfile.mkdtemp(prefix="hatchway-fw-bench-"))
+    r = fw_server.run(root, os.urandom(SIZE), devices, sample)
+    offer_only = r["offer_cpu_ms"] - r["empty_poll_cpu_ms"]
+    ours_cpu = offer_only + r["chunks_cpu_ms"]
+    ours_bytes = r["offer_bytes"] + r["chunks_bytes"]
+    print(f"server side: {devices} devices offered, chunks fetched by {sample}, 4 MiB image")
+    print(f"  poll answered no-command (baseline)     {r['empty_poll_cpu_ms']:7.2f} ms CPU")
+    print(
+        f"  poll answered with the sealed offer     {r['offer_cpu_ms']:7.2f} ms CPU "
+        f"{r['offer_bytes']:9.0f} B  ({devices} offers in {r['offer_wall_s']:.1f} s)"
+    )
+    print(f"  offer alone (seal + key wrap + store)   {offer_only:7.2f} ms CPU")
+    print(
+        f"  64 chunk GETs, one keep-alive conn      {r['chunks_cpu_ms']:7.2f} ms CPU "
+        f"{r['chunks_bytes']:9.0f} B"
+    )
+    print(f"  firmware path per device                {ours_cpu:7.2f} ms CPU {ours_bytes:9.0f} B")
+    print(
+        f"  plain file over new TLS per device      {r['plain_cpu_ms']:7.2f} ms CPU "
+        f"{r['plain_bytes']:9.0f} B  (uvicorn defaults)"
+    )
+    print(
+        f"  same, uvicorn with hatchway's stack     {r['plain_h11_cpu_ms']:7.2f} ms CPU "
+        "(asyncio loop, h11)"
+    )
+    print(f"  ratio CPU firmware / plain              {ours_cpu / r['plain_cpu_ms']:7.2f}x")
+    print(f"  ratio CPU firmware / plain, same stack  {ours_cpu / r['plain_h11_cpu_ms']:7.2f}x")
+    print(
+        f"  ratio CPU incl. the carrying poll       "
+        f"{(ours_cpu + r['empty_poll_cpu_ms']) / r['plain_cpu_ms']:7.2f}x"
+    )
+    print(f"  ratio bytes firmware / plain            {ours_bytes / r['plain_bytes']:7.2f}x")
+    print(f"10-device wave on loopback (offer .. confirmed): {r['wave10_s']:.2f} s")
+
+
+def device_side(quick: bool) -> None:
+    number, repeat = (1, 3) if quick else (3, 7)
 
     image = os.urandom(SIZE)
     chunks = split_chunks(image)

@@ -26,7 +26,12 @@ SCANNED = ("src", "tests", "bench")
 CLOCK_METHODS = {"now", "utcnow", "today"}
 #: ``time.time()`` and friends, on the ``time`` module.
 TIME_FUNCTIONS = {
-    "time", "time_ns", "monotonic", "monotonic_ns", "perf_counter", "perf_counter_ns",
+    "time",
+    "time_ns",
+    "monotonic",
+    "monotonic_ns",
+    "perf_counter",
+    "perf_counter_ns",
 }
 #: Bare calls after ``from time import time`` or of hatchway's own clock.
 CLOCK_NAMES = (TIME_FUNCTIONS - {"time"}) | {"system_clock"}
@@ -86,7 +91,8 @@ def _calls_run_at_import(node: ast.AST) -> Iterator[ast.Call]:
                 if block and isinstance(block[0], ast.stmt):
                     stack.extend(_import_time_nodes(block))
             children = [
-                c for c in ast.iter_child_nodes(current)
+                c
+                for c in ast.iter_child_nodes(current)
                 if not isinstance(c, ast.stmt | ast.excepthandler)
             ]
             stack.extend(children)

@@ -98,6 +98,11 @@ class Settings:
     mqtt_client_id: str = ""
     #: CA bundle the server trusts for an ``mqtts://`` broker; empty: the system's.
     mqtt_ca_file: str = ""
+    #: Seconds the broker keeps this replica's session after it disconnects. Long: a
+    #: replica that restarts gets its unacknowledged uplinks back. Short: one that never
+    #: returns stops taking a share sooner (Mosquitto keeps dealing uplinks to an
+    #: offline member's session until it expires; docs/scaling.md).
+    mqtt_session_expiry: int = 300
 
     @property
     def resolved_database_url(self) -> str:
@@ -169,6 +174,7 @@ _INT_FIELDS = {
     "header_timeout",
     "body_timeout",
     "max_connections",
+    "mqtt_session_expiry",
 }
 _BOOL_FIELDS: set[str] = set()
 #: Variables that no longer do anything, and what replaced them.
@@ -299,5 +305,7 @@ def _validate_mqtt(settings: Settings) -> None:
             raise ValueError(f"HATCHWAY_MQTT_CA_FILE {settings.mqtt_ca_file!r} is not a file")
         if settings.mqtt_client_id and not 1 <= len(settings.mqtt_client_id) <= 128:
             raise ValueError("HATCHWAY_MQTT_CLIENT_ID is 1 to 128 characters")
+        if not 0 <= settings.mqtt_session_expiry <= 7 * 24 * 3600:
+            raise ValueError("HATCHWAY_MQTT_SESSION_EXPIRY is 0 to 604800 seconds")
     except ValueError as exc:
         raise ConfigurationError(f"MQTT settings: {exc}") from None

@@ -24,7 +24,11 @@ def _hatchway(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[st
     env["PYTHONWARNINGS"] = "ignore::DeprecationWarning"
     return subprocess.run(
         [sys.executable, "-m", "hatchway", *args],
-        capture_output=True, text=True, env=env, timeout=timeout, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -104,10 +108,27 @@ def test_a_missing_test_module_skips_locally_and_fails_in_ci(tmp_path: Path) -> 
         path = os.pathsep.join([str(ROOT), str(ROOT / "src")])
         env = {**os.environ, "CI": ci, "PYTHONPATH": path}
         return subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:randomly",
-             "-p", "no:cacheprovider", "--rootdir", str(tmp_path), "-c", os.devnull,
-             str(tmp_path)],
-            capture_output=True, text=True, env=env, timeout=120, check=False,
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-rs",
+                "-p",
+                "no:randomly",
+                "-p",
+                "no:cacheprovider",
+                "--rootdir",
+                str(tmp_path),
+                "-c",
+                os.devnull,
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
         )
 
     local = run("")

@@ -120,7 +120,11 @@ except ConfigurationError as exc:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "InProcessBus"
-    assert lines[1:] == [
-        "a PostgreSQL database URL needs psycopg, which is not installed: "
-        "pip install 'hatchway[postgres]'"
-    ] * 3
+    assert (
+        lines[1:]
+        == [
+            "a PostgreSQL database URL needs psycopg, which is not installed: "
+            "pip install 'hatchway[postgres]'"
+        ]
+        * 3
+    )

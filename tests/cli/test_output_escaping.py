@@ -73,8 +73,12 @@ def test_device_messages_escapes_c1_and_bidi_but_json_stays_exact(
 def test_error_lines_escape_markup_and_controls(ctx: ServerContext) -> None:
     # The error names the unknown device; "[/]" used to crash rich with a traceback.
     result = _invoke(
-        "device", "command", f"x[/]{RLO}", '{"op": "reboot"}',
-        "--data-dir", str(ctx.settings.data_dir),
+        "device",
+        "command",
+        f"x[/]{RLO}",
+        '{"op": "reboot"}',
+        "--data-dir",
+        str(ctx.settings.data_dir),
     )
     assert result.exit_code == 2
     assert result.stderr == "error: no device 'x[/]\\u202e'; provision it first\n"

@@ -217,9 +217,10 @@ def test_one_structured_log_line_per_request(server: ServerProcess) -> None:
         return lines
 
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and len(
-        [r for r in access_lines() if r["path"] in ("/jwks.json", "/m")]
-    ) < 4:
+    while (
+        time.monotonic() < deadline
+        and len([r for r in access_lines() if r["path"] in ("/jwks.json", "/m")]) < 4
+    ):
         time.sleep(0.05)
     jwks = [r for r in access_lines() if r["path"] == "/jwks.json"]
     refused = [r for r in access_lines() if r["path"] == "/m"]

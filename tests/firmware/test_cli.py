@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from hatchway.cli.firmware import app, parse_duration
 from hatchway.firmware import TrustStore
+from hatchway.store import Store
 from tests.firmware.conftest import image_bytes
 
 
@@ -142,6 +143,19 @@ def test_sign_with_rotation_statement(keyfile: Path, imagefile: Path, tmp_path: 
     assert _run("verify", "--trust", pub, str(out))["rotate_to"] == made["kid"]
 
 
+def test_a_legacy_trust_file_is_imported_once(keyfile: Path, tmp_path: Path) -> None:
+    """Before revision 0006 the trust store was firmware-trust.json: merged in, then renamed."""
+    from hatchway.firmware import files as fwfiles
+
+    data_dir = tmp_path / "data"
+    key = fwfiles.read_public_key(keyfile.with_name("fw-signing.pub.jwk"))
+    fwfiles.save_trust(data_dir, TrustStore.of(key, now=5))
+    listed = _run("keys", "list", "--data-dir", str(data_dir))
+    assert [(k["kid"], k["status"]) for k in listed["keys"]] == [(key.kid, "active")]
+    assert not (data_dir / "firmware-trust.json").exists()
+    assert (data_dir / "firmware-trust.json.imported").is_file()
+
+
 def test_trust_list_retire_revoke_in_the_data_dir(keyfile: Path, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     pub = str(keyfile.with_name("fw-signing.pub.jwk"))
@@ -153,10 +167,12 @@ def test_trust_list_retire_revoke_in_the_data_dir(keyfile: Path, tmp_path: Path)
     retired = _run("keys", "retire", kid, "--overlap", "1d", "--data-dir", str(data_dir))
     assert retired["status"] == "retired"
     _run("keys", "revoke", kid, "--reason", "laptop stolen", "--data-dir", str(data_dir))
-    store = TrustStore.from_json(json.loads((data_dir / "firmware-trust.json").read_text()))
+    with Store.open(f"sqlite:///{data_dir}/hatchway.sqlite3") as db:
+        store = db.firmware_trust()
     entry = store.get(kid)
     assert entry is not None and entry.status == "revoked" and entry.reason == "laptop stolen"
     assert not store.can_publish(kid)
+    assert not (data_dir / "firmware-trust.json").exists()  # the store holds it now
     again = _run("trust", pub, "--data-dir", str(data_dir), code=2)
     assert "revoked" in again["error"]
     missing = _run("keys", "revoke", "nope", "--data-dir", str(data_dir), code=2)
@@ -186,7 +202,7 @@ def test_registered_on_the_hatchway_command() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    for command in ("keygen", "sign", "verify", "trust", "keys"):
+    for command in ("keygen", "sign", "verify", "trust", "keys", "publish", "rollout", "status"):
         assert command in done.stdout
 
 

@@ -122,9 +122,7 @@ def test_queued_commands_are_only_those_an_enrolled_device_has_not_been_given(
     first_push = SealedDelivery(jti="j1", exp=clock() + 60, reply=b"sealed-1")
     second_push = SealedDelivery(jti="j2", exp=clock() + 60, reply=b"sealed-2")
     assert ctx.store.claim_command_delivery(second, "meter-1", sealed=first_push, now=clock())
-    assert not ctx.store.claim_command_delivery(
-        second, "meter-1", sealed=second_push, now=clock()
-    )
+    assert not ctx.store.claim_command_delivery(second, "meter-1", sealed=second_push, now=clock())
     record = ctx.store.get_command(second)
     assert record is not None and record.delivery_jti == "j1"
     assert ctx.store.answers_delivery("meter-1", second, "j1")

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from hatchway.server.process import ServerProcess
 from hatchway.store import Store
 
 T = TypeVar("T")
@@ -36,6 +37,12 @@ def cli(*args: str, data_dir: Path, env: dict[str, str] | None = None) -> dict[s
     assert done.returncode == 0, done.stdout + done.stderr
     result: dict[str, Any] = json.loads(done.stdout)
     return result
+
+
+def mqtt_lines(server: ServerProcess) -> list[dict[str, Any]]:
+    """The server's ``hatchway.access`` lines for the MQTT listener, oldest first."""
+    lines = [json.loads(x) for x in server.log_path.read_text().splitlines() if x.startswith("{")]
+    return [line for line in lines if line.get("listener") == "mqtt"]
 
 
 def open_store(data_dir: Path) -> Store:

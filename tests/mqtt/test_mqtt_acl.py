@@ -89,7 +89,14 @@ def broker(tmp_path: Path) -> Iterator[tuple[MosquittoProcess, str]]:
     acl = tmp_path / "broker" / "acl"
     acl.parent.mkdir()
     made = cli(
-        "mqtt", "acl", "--out", str(acl), "--prefix", prefix, "--server-user", "hatchway@server",
+        "mqtt",
+        "acl",
+        "--out",
+        str(acl),
+        "--prefix",
+        prefix,
+        "--server-user",
+        "hatchway@server",
         data_dir=tmp_path / "unused",
     )
     assert made["uplink_topic"] == f"{prefix}/d/{{device_id}}/up"
@@ -103,9 +110,7 @@ def broker(tmp_path: Path) -> Iterator[tuple[MosquittoProcess, str]]:
 
 
 @pytest.fixture
-def server(
-    tmp_path: Path, broker: tuple[MosquittoProcess, str]
-) -> Iterator[ServerProcess]:
+def server(tmp_path: Path, broker: tuple[MosquittoProcess, str]) -> Iterator[ServerProcess]:
     mosquitto, prefix = broker
     url = mosquitto.url("hatchway%40server", USERS["hatchway@server"])
     proc = mqtt_server(tmp_path / "data", url=url, prefix=prefix)

@@ -147,6 +147,8 @@ def test_settings_read_and_checked() -> None:
         ("HATCHWAY_MQTT_TOPIC_PREFIX", "a/#"),
         ("HATCHWAY_MQTT_PUBLIC_URL", "mqtt://dev:secret@broker"),
         ("HATCHWAY_MQTT_CA_FILE", "/nonexistent/ca.pem"),
+        ("HATCHWAY_MQTT_SESSION_EXPIRY", "-1"),
+        ("HATCHWAY_MQTT_SESSION_EXPIRY", "604801"),
     ],
 )
 def test_bad_settings_fail_at_start(name: str, value: str) -> None:

@@ -31,7 +31,6 @@ pytestmark = [pytest.mark.mqtt, pytest.mark.e2e]
 METADATA = "/.well-known/oauth-authorization-server"
 
 
-
 def command_status(server: ServerProcess, cid: str) -> CommandStatus | None:
     with open_store(server.data_dir) as store:
         record = store.get_command(cid)
@@ -81,13 +80,14 @@ def test_enrol_send_pushed_command_and_answer(
     device.close()
     cid2 = str(
         cli(
-            "device", "command", "meter-001", '{"op": "set-interval", "seconds": 60}',
+            "device",
+            "command",
+            "meter-001",
+            '{"op": "set-interval", "seconds": 60}',
             data_dir=server.data_dir,
         )["cid"]
     )
-    eventually(
-        lambda: command_status(server, cid2) is CommandStatus.DELIVERED, what="the push"
-    )
+    eventually(lambda: command_status(server, cid2) is CommandStatus.DELIVERED, what="the push")
     device = Device.load(state, transport=MqttTransport())
     command = device.receive(timeout=20)
     assert command is not None and command.cid == cid2
@@ -121,20 +121,43 @@ def test_cli_send_poll_and_listen(server: ServerProcess, tmp_path: Path, prefix:
     state = tmp_path / "meter-002.json"
     env = {"HATCHWAY_ENROLMENT_SECRET": secret, "HATCHWAY_CA_FILE": str(server.ca_file)}
     cli(
-        "device", "enroll", "--server", server.https_url, "--device-id", "meter-002",
-        "--state", str(state), data_dir=data, env=env,
+        "device",
+        "enroll",
+        "--server",
+        server.https_url,
+        "--device-id",
+        "meter-002",
+        "--state",
+        str(state),
+        data_dir=data,
+        env=env,
     )
     broker = "mqtt://127.0.0.1:1883"
     sent = cli(
-        "device", "send", "--state", str(state), "--transport", "mqtt", "--broker", broker,
-        '{"kwh": 1}', data_dir=data,
+        "device",
+        "send",
+        "--state",
+        str(state),
+        "--transport",
+        "mqtt",
+        "--broker",
+        broker,
+        '{"kwh": 1}',
+        data_dir=data,
     )
     assert sent["acknowledged"] is True
 
     # poll over MQTT (a one-shot session): receive and answer.
     cid = str(cli("device", "command", "meter-002", '{"op": "a"}', data_dir=data)["cid"])
     polled = cli(
-        "device", "poll", "--state", str(state), "--transport", "mqtt", "--result", '{"r": 1}',
+        "device",
+        "poll",
+        "--state",
+        str(state),
+        "--transport",
+        "mqtt",
+        "--result",
+        '{"r": 1}',
         data_dir=data,
     )
     assert polled["command"]["cid"] == cid and polled["answered"] is True
@@ -148,8 +171,16 @@ def test_cli_send_poll_and_listen(server: ServerProcess, tmp_path: Path, prefix:
     errors = (tmp_path / "listen.err").open("w")
     listener = subprocess.Popen(
         [
-            sys.executable, "-m", "hatchway", "device", "listen", "--state", str(state),
-            "--result", '{"done": true}', "--json",
+            sys.executable,
+            "-m",
+            "hatchway",
+            "device",
+            "listen",
+            "--state",
+            str(state),
+            "--result",
+            '{"done": true}',
+            "--json",
         ],
         stdout=subprocess.PIPE,
         stderr=errors,
@@ -187,9 +218,7 @@ def test_listen_catches_up_on_pushes_that_expired_while_offline(
     polls, which re-seals each pending command, and answers them all (with no start-up
     poll, the command pushed before the session existed is found only that way)."""
     url = require_system_broker()
-    server = mqtt_server(
-        tmp_path / "data", url=url, prefix=prefix, HATCHWAY_MESSAGE_TTL="10"
-    )
+    server = mqtt_server(tmp_path / "data", url=url, prefix=prefix, HATCHWAY_MESSAGE_TTL="10")
     server.start()
     try:
         wait_mqtt(server)
@@ -217,8 +246,17 @@ def test_listen_catches_up_on_pushes_that_expired_while_offline(
         time.sleep(11)  # both queued pushes are now past their `exp`
         done = subprocess.run(
             [
-                sys.executable, "-m", "hatchway", "device", "listen", "--state", str(state),
-                "--count", "3", "--no-catch-up", "--json",
+                sys.executable,
+                "-m",
+                "hatchway",
+                "device",
+                "listen",
+                "--state",
+                str(state),
+                "--count",
+                "3",
+                "--no-catch-up",
+                "--json",
             ],
             capture_output=True,
             text=True,

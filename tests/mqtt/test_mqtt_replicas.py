@@ -7,8 +7,6 @@ the PostgreSQL bus; the timer sweep alone would take 30 s) by exactly one replic
 
 from __future__ import annotations
 
-import json
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +15,8 @@ import pytest
 from hatchway.device import Device, MqttTransport
 from hatchway.server.process import ServerProcess, free_port
 from tests.mqtt.brokers import require_system_broker, unique_prefix, wait_mqtt
-from tests.mqtt.helpers import cli
-from tests.replicas.conftest import _copy_identity, fresh_database
+from tests.mqtt.helpers import cli, mqtt_lines
+from tests.replicas.conftest import _copy_identity, fresh_database, replica_pair
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.postgres, pytest.mark.e2e]
 
@@ -40,13 +38,7 @@ def replicas(tmp_path: Path, database_url: str) -> Iterator[tuple[ServerProcess,
         "HATCHWAY_MQTT_URL": broker,
         "HATCHWAY_MQTT_TOPIC_PREFIX": unique_prefix(),
     }
-    a = ServerProcess(
-        tmp_path / "a", https_port=https, http_port=http,
-        env={**env, "HATCHWAY_MQTT_CLIENT_ID": f"hw-a-{secrets.token_hex(4)}"},
-    )
-    b = ServerProcess(
-        tmp_path / "b", env={**env, "HATCHWAY_MQTT_CLIENT_ID": f"hw-b-{secrets.token_hex(4)}"}
-    )
+    a, b = replica_pair(tmp_path, env, name="hw", a_ports=(https, http))
     try:
         a.start()
         _copy_identity(a.data_dir, b.data_dir)
@@ -57,11 +49,6 @@ def replicas(tmp_path: Path, database_url: str) -> Iterator[tuple[ServerProcess,
     finally:
         b.stop()
         a.stop()
-
-
-def mqtt_lines(server: ServerProcess) -> list[dict[str, object]]:
-    lines = [json.loads(x) for x in server.log_path.read_text().splitlines() if x.startswith("{")]
-    return [line for line in lines if line.get("listener") == "mqtt"]
 
 
 def test_shared_subscription_and_one_push_woken_by_the_bus(
@@ -80,9 +67,7 @@ def test_shared_subscription_and_one_push_woken_by_the_bus(
     )
     for i in range(20):
         assert device.send({"i": i}).body["status"] == "stored"
-    handled = [
-        sum(1 for line in mqtt_lines(s) if line["status"] == "ok") for s in (a, b)
-    ]
+    handled = [sum(1 for line in mqtt_lines(s) if line["status"] == "ok") for s in (a, b)]
     assert sum(handled) == 20 and min(handled) > 0  # both replicas took a share
 
     queued = cli("device", "command", "meter-r", '{"op": "r"}', data_dir=b.data_dir, env=pg)

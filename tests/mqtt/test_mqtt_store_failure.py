@@ -28,7 +28,6 @@ from tests.mqtt.helpers import Spy, cli, eventually, open_store
 pytestmark = [pytest.mark.mqtt, pytest.mark.e2e]
 
 
-
 def errors_logged(server: ServerProcess) -> int:
     lines = [json.loads(x) for x in server.log_path.read_text().splitlines() if x[:1] == "{"]
     return sum(1 for line in lines if line.get("status") == "error")

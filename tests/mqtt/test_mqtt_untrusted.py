@@ -29,7 +29,6 @@ from tests.mqtt.helpers import Spy, cli, eventually, open_store
 pytestmark = [pytest.mark.mqtt, pytest.mark.e2e]
 
 
-
 def enrol(server: ServerProcess, device_id: str, tmp_path: Path) -> Device:
     secret = str(cli("device", "provision", device_id, data_dir=server.data_dir)["secret"])
     return Device.enroll(
@@ -223,8 +222,10 @@ def test_garbage_on_uplinks_is_refused_and_the_server_carries_on(
     finally:
         attacker.close()
     eventually(
-        lambda: sum(1 for line in log_lines(server) if line.get("status") == "refused")
-        == len(payloads) + 1,
+        lambda: (
+            sum(1 for line in log_lines(server) if line.get("status") == "refused")
+            == len(payloads) + 1
+        ),
         what="every payload refused",
     )
     assert device.send({"n": 1}).body["status"] == "stored"

@@ -173,6 +173,25 @@ def start_replicas(
         a.stop()
 
 
+def replica_pair(
+    root: Path,
+    env: dict[str, str],
+    *,
+    name: str,
+    a_ports: tuple[int, int] | None = None,
+    b_ports: tuple[int, int] | None = None,
+) -> tuple[ServerProcess, ServerProcess]:
+    """Replicas A and B (not started) with one environment and an MQTT session each:
+    a client id of their own, stable for the run (``name-a-…``, ``name-b-…``)."""
+    tag = secrets.token_hex(4)
+    pair = []
+    for which, ports in (("a", a_ports), ("b", b_ports)):
+        https, http = ports or (free_port(), free_port())
+        own = {**env, "HATCHWAY_MQTT_CLIENT_ID": f"{name}-{which}-{tag}"}
+        pair.append(ServerProcess(root / which, https_port=https, http_port=http, env=own))
+    return pair[0], pair[1]
+
+
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[Replicas]:
     with start_replicas(tmp_path_factory.mktemp("replicas"), database_url) as both:

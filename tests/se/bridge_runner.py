@@ -58,8 +58,9 @@ class RunningBridge:
 
 
 @contextmanager
-def running_bridge(card: CardTransport, origins: list[str], **kwargs: Any
-                   ) -> Iterator[RunningBridge]:
+def running_bridge(
+    card: CardTransport, origins: list[str], **kwargs: Any
+) -> Iterator[RunningBridge]:
     bridge = Bridge(card, origins, port=0, **kwargs)
     loop = asyncio.new_event_loop()
     ready = threading.Event()

@@ -67,8 +67,13 @@ def pki() -> Pki:
     ca_cert = make_ca("hatchway test CA", NOW, ca_key)
     oce_key = p256_key_from_random(rng)
     oce_cert = issue_application_certificate(
-        ca_cert, ca_key, oce_key.public_key(),
-        origin=ORIGIN, tls_spki_sha256=None, now=NOW, valid_days=30,
+        ca_cert,
+        ca_key,
+        oce_key.public_key(),
+        origin=ORIGIN,
+        tls_spki_sha256=None,
+        now=NOW,
+        valid_days=30,
     )
     return Pki(ca_key, ca_cert, oce_key, oce_cert)
 
@@ -101,8 +106,13 @@ def other_pki() -> Pki:
     ca_cert = make_ca("hatchway test CA", NOW, ca_key)  # same name: only the key differs
     oce_key = p256_key_from_random(rng)
     oce_cert = issue_application_certificate(
-        ca_cert, ca_key, oce_key.public_key(),
-        origin=ORIGIN, tls_spki_sha256=None, now=NOW, valid_days=30,
+        ca_cert,
+        ca_key,
+        oce_key.public_key(),
+        origin=ORIGIN,
+        tls_spki_sha256=None,
+        now=NOW,
+        valid_days=30,
     )
     return Pki(ca_key, ca_cert, oce_key, oce_cert)
 

@@ -76,7 +76,10 @@ def test_status_word_names_print_in_errors() -> None:
 
 commands = st.builds(
     CommandApdu,
-    st.integers(0, 255), st.integers(0, 255), st.integers(0, 255), st.integers(0, 255),
+    st.integers(0, 255),
+    st.integers(0, 255),
+    st.integers(0, 255),
+    st.integers(0, 255),
     st.binary(max_size=600),
     st.none() | st.integers(1, 65536),
     st.booleans(),
@@ -87,7 +90,13 @@ commands = st.builds(
 def test_round_trip(cmd: CommandApdu) -> None:
     parsed = CommandApdu.parse(cmd.encode())
     assert (parsed.cla, parsed.ins, parsed.p1, parsed.p2, parsed.data, parsed.le) == (
-        cmd.cla, cmd.ins, cmd.p1, cmd.p2, cmd.data, cmd.le)
+        cmd.cla,
+        cmd.ins,
+        cmd.p1,
+        cmd.p2,
+        cmd.data,
+        cmd.le,
+    )
     assert parsed.encode() == cmd.encode()
 
 

@@ -130,8 +130,15 @@ def test_the_flow_passes_the_allow_list_untouched(
         return transmit_whole(filtered, apdu)  # 61xx → GET RESPONSE, filtered too
 
     card.set_origin(ORIGIN)
-    host = Scp11Host(variant, trust_anchor=pki.ca_cert, random=SeededRandom(b"host"), now=NOW,
-                     oce_chain=[pki.oce_cert], oce_key=pki.oce_key, short_apdus=True)
+    host = Scp11Host(
+        variant,
+        trust_anchor=pki.ca_cert,
+        random=SeededRandom(b"host"),
+        now=NOW,
+        oce_chain=[pki.oce_cert],
+        oce_key=pki.oce_key,
+        short_apdus=True,
+    )
     batch = [SELECT_APPLET, *host.handshake_commands()]
     if variant is Scp11Variant.A:
         assert any(a[0] == 0x90 for a in batch), "the PSO travels chained (CLA 90)"
@@ -142,8 +149,10 @@ def test_the_flow_passes_the_allow_list_untouched(
         wrapped = channel.wrap(CommandApdu(0x80, ins, 0, 0, data, le=256).encode())
         assert ResponseApdu.parse(channel.unwrap(transmit(wrapped))).sw == SW.OK
     if variant is Scp11Variant.A:
-        for cmd in (CommandApdu(0x80, AppletIns.STORE_SECRET, 0, 0, bytes(300)),
-                    CommandApdu(0x80, AppletIns.READ_SECRET, 0, 0, le=256)):
+        for cmd in (
+            CommandApdu(0x80, AppletIns.STORE_SECRET, 0, 0, bytes(300)),
+            CommandApdu(0x80, AppletIns.READ_SECRET, 0, 0, le=256),
+        ):
             # A long wrapped command chains (CLA 94): still allowed.
             links = chain(CommandApdu.parse(channel.wrap(cmd.encode())))
             answers = [transmit(link.encode()) for link in links]
@@ -173,8 +182,9 @@ def test_nothing_but_an_allowed_select_reaches_the_default_applet(card: SoftCard
 
 
 def test_operator_can_allow_an_aid_and_a_command() -> None:
-    policy = ApduPolicy.with_operator_rules([parse_aid("a000000308")],
-                                            [parse_ins_rule("CA/9F7F"), parse_ins_rule("20")])
+    policy = ApduPolicy.with_operator_rules(
+        [parse_aid("a000000308")], [parse_ins_rule("CA/9F7F"), parse_ins_rule("20")]
+    )
     assert policy.check(HOSTILE["SELECT PIV"]) is None
     assert policy.check(HOSTILE["GET DATA CPLC"]) is None
     assert policy.check(HOSTILE["VERIFY PIN (PIV)"]) is None
@@ -201,9 +211,10 @@ def test_bridge_answers_refused_apdus_itself_and_the_card_never_sees_them(
     card: SoftCard,
 ) -> None:
     recording = RecordingCard(card)
-    with running_bridge(recording, [ORIGIN]) as run, connect(
-        run.url, origin=Origin(ORIGIN), open_timeout=5
-    ) as ws:
+    with (
+        running_bridge(recording, [ORIGIN]) as run,
+        connect(run.url, origin=Origin(ORIGIN), open_timeout=5) as ws,
+    ):
         assert json.loads(ws.recv(timeout=5))["type"] == "ready"
         before = len(recording.seen)  # the bridge's own SET ORIGIN
         batch = [apdu.hex() for apdu in HOSTILE.values()] + [SELECT_APPLET.hex()]
@@ -234,8 +245,12 @@ def raw_handshake(port: int, headers: list[str]) -> bytes:
     return data
 
 
-UPGRADE = ["Upgrade: websocket", "Connection: Upgrade",
-           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13"]
+UPGRADE = [
+    "Upgrade: websocket",
+    "Connection: Upgrade",
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version: 13",
+]
 
 
 def test_two_origin_headers_get_403_not_500(card: SoftCard) -> None:
@@ -251,23 +266,29 @@ def test_two_origin_headers_get_403_not_500(card: SoftCard) -> None:
     assert run.bridge.stats.refused_origins == 3
 
 
-@pytest.mark.parametrize("bad_id", [True, False, None, "7", 1.0, -1, MAX_MESSAGE_ID + 1,
-                                    [1], {"n": 1}])
+@pytest.mark.parametrize(
+    "bad_id", [True, False, None, "7", 1.0, -1, MAX_MESSAGE_ID + 1, [1], {"n": 1}]
+)
 def test_message_ids_are_integers_only(bad_id: object) -> None:
     """Regression: ``"id": true`` was accepted and echoed as an id."""
     with pytest.raises(RelayError, match="id must be an integer"):
         parse_request(json.dumps({"id": bad_id, "apdus": [SELECT_APPLET.hex()]}))
     assert parse_request(json.dumps({"id": MAX_MESSAGE_ID, "apdus": ["00c00000"]}))[0] == (
-        MAX_MESSAGE_ID)
+        MAX_MESSAGE_ID
+    )
 
 
 def test_id_true_and_nan_get_an_error_reply(card: SoftCard) -> None:
-    with running_bridge(card, [ORIGIN]) as run, connect(
-        run.url, origin=Origin(ORIGIN), open_timeout=5
-    ) as ws:
+    with (
+        running_bridge(card, [ORIGIN]) as run,
+        connect(run.url, origin=Origin(ORIGIN), open_timeout=5) as ws,
+    ):
         ws.recv(timeout=5)
-        for text in ('{"id": true, "apdus": ["00c00000"]}', '{"id": NaN, "apdus": ["00c00000"]}',
-                     '{"apdus": ["00c00000"]}'):
+        for text in (
+            '{"id": true, "apdus": ["00c00000"]}',
+            '{"id": NaN, "apdus": ["00c00000"]}',
+            '{"apdus": ["00c00000"]}',
+        ):
             ws.send(text)
             answer = json.loads(ws.recv(timeout=5))
             assert answer["id"] is None and answer["error"].startswith("bad request"), text
@@ -288,14 +309,31 @@ def test_bridge_stats_hold_one_entry_per_allowed_origin(card: SoftCard) -> None:
 
 
 def test_cli_takes_operator_additions_and_refuses_bad_ones(card_path: Path) -> None:
-    base = [sys.executable, "-m", "hatchway", "se", "bridge", "--card", str(card_path),
-            "--allow-origin", ORIGIN, "--port", "0", "--json"]
-    done = subprocess.run([*base, "--allow-ins", "A4"], capture_output=True, text=True,
-                          timeout=60, check=False)
+    base = [
+        sys.executable,
+        "-m",
+        "hatchway",
+        "se",
+        "bridge",
+        "--card",
+        str(card_path),
+        "--allow-origin",
+        ORIGIN,
+        "--port",
+        "0",
+        "--json",
+    ]
+    done = subprocess.run(
+        [*base, "--allow-ins", "A4"], capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 2
     assert "use --allow-aid" in json.loads(done.stdout)["error"]
-    proc = subprocess.Popen([*base, "--allow-aid", "a000000308", "--allow-ins", "ca/9f7f"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*base, "--allow-aid", "a000000308", "--allow-ins", "ca/9f7f"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         ready = json.loads(proc.stdout.readline())

@@ -91,8 +91,7 @@ def open_page(run: RunningBridge, timeout: float = 10.0) -> ClientConnection:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            ws = connect(run.url, origin=Origin(ORIGIN), open_timeout=5, max_size=None,
-                         legacy=True)
+            ws = connect(run.url, origin=Origin(ORIGIN), open_timeout=5, max_size=None, legacy=True)
         except InvalidStatus as busy:
             if busy.response.status_code != 409 or time.monotonic() > deadline:
                 raise
@@ -150,18 +149,36 @@ def flip_bits(data: bytes, positions: list[int]) -> bytes:
     return bytes(out)
 
 
-ALLOWED_HEADERS = ["00a40400", "80cabf21", "80ca00e0", "802a0000", "902a0080", "80820111",
-                   "80880113", "84420000", "94440000", "00c00000", "80d80081", "00200080"]
+ALLOWED_HEADERS = [
+    "00a40400",
+    "80cabf21",
+    "80ca00e0",
+    "802a0000",
+    "902a0080",
+    "80820111",
+    "80880113",
+    "84420000",
+    "94440000",
+    "00c00000",
+    "80d80081",
+    "00200080",
+]
 
 # An allowed header with a random body: these pass the allow-list and reach the card.
 allowed_apdu_hex = st.tuples(st.sampled_from(ALLOWED_HEADERS), st.binary(max_size=270)).map(
-    lambda hb: hb[0] + hb[1].hex())
+    lambda hb: hb[0] + hb[1].hex()
+)
 apdu_hex = st.one_of(st.binary(min_size=0, max_size=300).map(bytes.hex), allowed_apdu_hex)
-json_scalar = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
-                        st.text(max_size=20))
-json_value = st.recursive(json_scalar, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
-    max_leaves=12)
+json_scalar = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20)
+)
+json_value = st.recursive(
+    json_scalar,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
 
 frames = st.one_of(
     # random binary and text frames
@@ -169,42 +186,66 @@ frames = st.one_of(
     st.text(max_size=512).map(lambda t: (t.encode(), True)),
     # well-formed requests with random ids and APDUs (some reach the card)
     # (a SELECT of the applet first, often: only then do allowed commands reach the card)
-    st.builds(lambda i, sel, a, extra: (json.dumps(
-                  {"id": i, "apdus": [SELECT_APPLET] * sel + a, **extra}).encode(), True),
-              st.one_of(st.integers(0, 1000), st.integers(-2, 2**54), json_scalar),
-              st.integers(0, 1),
-              st.lists(apdu_hex, min_size=0, max_size=63),
-              st.dictionaries(st.sampled_from(["origin", "type", "x"]), json_value, max_size=2)),
+    st.builds(
+        lambda i, sel, a, extra: (
+            json.dumps({"id": i, "apdus": [SELECT_APPLET] * sel + a, **extra}).encode(),
+            True,
+        ),
+        st.one_of(st.integers(0, 1000), st.integers(-2, 2**54), json_scalar),
+        st.integers(0, 1),
+        st.lists(apdu_hex, min_size=0, max_size=63),
+        st.dictionaries(st.sampled_from(["origin", "type", "x"]), json_value, max_size=2),
+    ),
     # truncations and bit flips of a good request
     st.integers(0, len(GOOD)).map(lambda n: (GOOD[:n].encode(), True)),
-    st.tuples(st.lists(st.integers(0, 8 * len(GOOD)), min_size=1, max_size=6),
-              st.booleans()).map(lambda pt: (flip_bits(GOOD.encode(), pt[0]), pt[1])),
+    st.tuples(st.lists(st.integers(0, 8 * len(GOOD)), min_size=1, max_size=6), st.booleans()).map(
+        lambda pt: (flip_bits(GOOD.encode(), pt[0]), pt[1])
+    ),
     # lone surrogates: JSON escapes (valid UTF-8) and CESU-8 bytes (not UTF-8)
-    st.sampled_from([
-        ('{"id": 1, "apdus": ["\\ud800"]}', True), ('{"id": "\\udfff", "apdus": []}', True),
-        ('{"id": 1, "apdus": ["00a40400"], "\\ud800": 1}', True),
-    ]).map(lambda t: (t[0].encode(), t[1])),
-    st.sampled_from([b'{"id": 1, "apdus": ["\xed\xa0\x80"]}', b"\xed\xa0\x80",
-                     b'{"id": 1, "apdus": ["00a40400"]}\xed\xbf\xbf']).map(lambda b: (b, True)),
+    st.sampled_from(
+        [
+            ('{"id": 1, "apdus": ["\\ud800"]}', True),
+            ('{"id": "\\udfff", "apdus": []}', True),
+            ('{"id": 1, "apdus": ["00a40400"], "\\ud800": 1}', True),
+        ]
+    ).map(lambda t: (t[0].encode(), t[1])),
+    st.sampled_from(
+        [
+            b'{"id": 1, "apdus": ["\xed\xa0\x80"]}',
+            b"\xed\xa0\x80",
+            b'{"id": 1, "apdus": ["00a40400"]}\xed\xbf\xbf',
+        ]
+    ).map(lambda b: (b, True)),
     # NaN, infinities, huge numbers
-    st.sampled_from(['{"id": NaN, "apdus": ["00c00000"]}', '{"id": Infinity, "apdus": []}',
-                     '{"id": 1, "apdus": [-Infinity]}', '{"id": 1e999, "apdus": ["00c00000"]}',
-                     '{"id": ' + "9" * 5000 + ', "apdus": ["00c00000"]}']).map(
-        lambda t: (t.encode(), True)),
+    st.sampled_from(
+        [
+            '{"id": NaN, "apdus": ["00c00000"]}',
+            '{"id": Infinity, "apdus": []}',
+            '{"id": 1, "apdus": [-Infinity]}',
+            '{"id": 1e999, "apdus": ["00c00000"]}',
+            '{"id": ' + "9" * 5000 + ', "apdus": ["00c00000"]}',
+        ]
+    ).map(lambda t: (t.encode(), True)),
     # deep nesting, balanced or not, in every position
-    st.tuples(st.integers(100, 30_000), st.sampled_from(["[", "{\"a\":"]), st.booleans()).map(
-        lambda t: ((t[1] * t[0] + ("]" * t[0] if t[2] and t[1] == "[" else "")).encode(),
-                   True)),
+    st.tuples(st.integers(100, 30_000), st.sampled_from(["[", '{"a":']), st.booleans()).map(
+        lambda t: ((t[1] * t[0] + ("]" * t[0] if t[2] and t[1] == "[" else "")).encode(), True)
+    ),
     st.integers(100, 20_000).map(
-        lambda n: (('{"id": 1, "apdus": ' + "[" * n + "]" * n + "}").encode(), True)),
+        lambda n: (('{"id": 1, "apdus": ' + "[" * n + "]" * n + "}").encode(), True)
+    ),
     # oversized frames
     st.tuples(st.integers(1, 4096), st.booleans()).map(
-        lambda t: (b"[" + b"0," * ((MAX_FRAME + t[0]) // 2) + b"0]", t[1])),
+        lambda t: (b"[" + b"0," * ((MAX_FRAME + t[0]) // 2) + b"0]", t[1])
+    ),
 )
 
 
-@settings(max_examples=250, deadline=None, derandomize=False,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=250,
+    deadline=None,
+    derandomize=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(frame=frames)
 def test_hostile_frames_get_a_documented_refusal(
     live: RunningBridge, page: Session, frame: tuple[bytes, bool]
@@ -242,13 +283,26 @@ def raw_exchange(port: int, request: bytes) -> bytes:
     return data.split(b"\r\n", 1)[0]
 
 
-ORIGINS = st.lists(st.sampled_from([
-    ORIGIN, "https://evil.example", "null", "HTTPS://LOCALHOST:8443", ORIGIN + "/path",
-    "https://localhost:8443.evil.example", "", "x" * 600, "https://\xe9.example",
-]), max_size=3)
+ORIGINS = st.lists(
+    st.sampled_from(
+        [
+            ORIGIN,
+            "https://evil.example",
+            "null",
+            "HTTPS://LOCALHOST:8443",
+            ORIGIN + "/path",
+            "https://localhost:8443.evil.example",
+            "",
+            "x" * 600,
+            "https://\xe9.example",
+        ]
+    ),
+    max_size=3,
+)
 BREAKS_PARSE = ["Bad Name: y", "Content-Length: 5", "Transfer-Encoding: chunked", ":x"]
-EXTRAS = st.lists(st.sampled_from(["X-A: b", "Host: other", "X-B: \xff", *BREAKS_PARSE]),
-                  max_size=2)
+EXTRAS = st.lists(
+    st.sampled_from(["X-A: b", "Host: other", "X-B: \xff", *BREAKS_PARSE]), max_size=2
+)
 
 
 @st.composite
@@ -263,8 +317,12 @@ def handshakes(draw: st.DrawFn) -> tuple[bytes, dict[str, Any]]:
     extras = draw(EXTRAS)
     lines = [f"{method} / {version}", "Host: 127.0.0.1"]
     lines += [f"Origin: {o}" for o in origins]
-    for name, value in (("Upgrade", upgrade), ("Connection", connection),
-                        ("Sec-WebSocket-Key", key), ("Sec-WebSocket-Version", ws_version)):
+    for name, value in (
+        ("Upgrade", upgrade),
+        ("Connection", connection),
+        ("Sec-WebSocket-Key", key),
+        ("Sec-WebSocket-Version", ws_version),
+    ):
         if value is not None:
             lines.append(f"{name}: {value}")
     lines += extras
@@ -310,8 +368,10 @@ def test_the_bridge_still_serves_after_the_attacks(live: RunningBridge) -> None:
 
 
 def load_vectors() -> list[dict[str, Any]]:
-    return [json.loads(p.read_text(encoding="utf-8")) | {"file": p.name}
-            for p in sorted(VECTORS.glob("bridge-*.json"))]
+    return [
+        json.loads(p.read_text(encoding="utf-8")) | {"file": p.name}
+        for p in sorted(VECTORS.glob("bridge-*.json"))
+    ]
 
 
 @pytest.mark.parametrize("vector", load_vectors(), ids=lambda v: v["file"])

@@ -49,20 +49,38 @@ def test_origin_longer_than_set_origin_can_carry_is_refused_at_startup(card: Sof
 
 def test_cli_reports_a_too_long_origin_and_exits_2(card_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "hatchway", "se", "bridge", "--card", str(card_path),
-         "--allow-origin", LONG, "--port", "0"],
-        capture_output=True, text=True, timeout=60, check=False)
+        [
+            sys.executable,
+            "-m",
+            "hatchway",
+            "se",
+            "bridge",
+            "--card",
+            str(card_path),
+            "--allow-origin",
+            LONG,
+            "--port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2
     assert "SET ORIGIN carries at most 255" in done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("message", [
-    "[" * 100_000,
-    '{"apdus": ["00a40400"], "id": ' + "[" * 50_000 + "]" * 50_000 + "}",
-    b"\xff\xfe{",
-    '{"apdus": ["00a40400"], "id": ' + "9" * 5000 + "}",  # int digit limit
-    "",
-])
+@pytest.mark.parametrize(
+    "message",
+    [
+        "[" * 100_000,
+        '{"apdus": ["00a40400"], "id": ' + "[" * 50_000 + "]" * 50_000 + "}",
+        b"\xff\xfe{",
+        '{"apdus": ["00a40400"], "id": ' + "9" * 5000 + "}",  # int digit limit
+        "",
+    ],
+)
 def test_parser_bombs_get_an_error_reply(card: SoftCard, message: str | bytes) -> None:
     with pytest.raises(RelayError):
         parse_request(message)
@@ -73,16 +91,37 @@ def test_parser_bombs_get_an_error_reply(card: SoftCard, message: str | bytes) -
 
 
 def test_plaintext_non_loopback_origins_are_flagged() -> None:
-    origins = ["https://se.example", "http://localhost:8080", "http://127.0.0.1:9",
-               "http://[::1]:8080", "http://se.example", "http://10.0.0.2:8080"]
+    origins = [
+        "https://se.example",
+        "http://localhost:8080",
+        "http://127.0.0.1:9",
+        "http://[::1]:8080",
+        "http://se.example",
+        "http://10.0.0.2:8080",
+    ]
     assert plaintext_origins(origins) == ["http://se.example", "http://10.0.0.2:8080"]
 
 
 def test_cli_warns_about_a_plaintext_origin(card_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hatchway", "se", "bridge", "--card", str(card_path),
-         "--allow-origin", "http://se.example", "--port", "0", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "hatchway",
+            "se",
+            "bridge",
+            "--card",
+            str(card_path),
+            "--allow-origin",
+            "http://se.example",
+            "--port",
+            "0",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None and json.loads(proc.stdout.readline())["port"]
     finally:

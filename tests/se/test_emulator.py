@@ -89,8 +89,9 @@ def test_select_returns_fci_and_p2_0c_suppresses_it(card: SoftCard) -> None:
 
 
 def test_long_answers_come_back_through_61xx(card: SoftCard) -> None:
-    short = transceive(card.transmit, CommandApdu(0x80, 0xCA, 0xBF, 0x21, le=256),
-                       short_only=True).check()
+    short = transceive(
+        card.transmit, CommandApdu(0x80, 0xCA, 0xBF, 0x21, le=256), short_only=True
+    ).check()
     assert short == card.state.sd_certificate.public_bytes(Encoding.DER)
     first = card.transmit(CommandApdu(0x80, 0xCA, 0xBF, 0x21, le=256).encode())
     if len(short) > 256:
@@ -108,7 +109,8 @@ def test_broken_command_chain(card: SoftCard) -> None:
 def test_sign_challenge_counts_and_verifies(card: SoftCard, pki: Pki) -> None:
     channel = open_channel(card, pki)
     public = ec.EllipticCurvePublicKey.from_encoded_point(
-        ec.SECP256R1(), send(card, channel, AppletIns.GET_PUBLIC_KEY).check())
+        ec.SECP256R1(), send(card, channel, AppletIns.GET_PUBLIC_KEY).check()
+    )
     challenge = b"c" * 32
     for expected in (1, 2):
         answer = send(card, channel, AppletIns.SIGN_CHALLENGE, challenge).check()

@@ -64,7 +64,11 @@ def test_amendment_f_3_1_2_key_derivation_and_receipt(name: str) -> None:
     keys = derive_scp11_keys(sh_see, sh_ses, h(v["shared_info"]))
     assert keys.receipt_key == h(v["receipt_key"])
     assert (keys.session.s_enc, keys.session.s_mac, keys.session.s_rmac, keys.session.s_dek) == (
-        h(v["s_enc"]), h(v["s_mac"]), h(v["s_rmac"]), h(v["s_dek"]))
+        h(v["s_enc"]),
+        h(v["s_mac"]),
+        h(v["s_rmac"]),
+        h(v["s_dek"]),
+    )
     command = CommandApdu.parse(h(v["command"]))
     epk_sd_tlv = tlv.parse_all(h(v["response_data"]))[0].encode()
     assert receipt(keys.receipt_key, command.data + epk_sd_tlv) == h(v["receipt"])
@@ -102,9 +106,13 @@ def test_host_emits_the_recorded_command_and_accepts_the_recorded_answer(
     oce = key(v["sk_oce_ecka"]) if v["sk_oce_ecka"] else None
     # The vectors give bare keys, so there is no certificate chain to verify here.
     host = Scp11Host(
-        Scp11Variant[variant], card_certificates=[card_cert], random=lambda n: next(scalars),
+        Scp11Variant[variant],
+        card_certificates=[card_cert],
+        random=lambda n: next(scalars),
         trust_anchor=INSECURE_SKIP_CARD_VERIFICATION,
-        now=1_700_000_000.0, oce_chain=[_self_signed(oce)] if oce else (), oce_key=oce,
+        now=1_700_000_000.0,
+        oce_chain=[_self_signed(oce)] if oce else (),
+        oce_key=oce,
     )
     commands = host.handshake_commands()
     assert CommandApdu.parse(commands[-1]).data == CommandApdu.parse(h(v["command"])).data
@@ -132,8 +140,9 @@ def test_amendment_d_6_2_secure_messaging(name: str) -> None:
 
 def test_amendment_d_6_2_2_scp03_session_keys() -> None:
     v = load("scp03.json")
-    keys = scp03_session_keys(h(v["static_key"]), h(v["static_key"]), h(v["host_challenge"]),
-                              h(v["card_challenge"]))
+    keys = scp03_session_keys(
+        h(v["static_key"]), h(v["static_key"]), h(v["host_challenge"]), h(v["card_challenge"])
+    )
     assert (keys.s_enc, keys.s_mac, keys.s_rmac) == (h(v["s_enc"]), h(v["s_mac"]), h(v["s_rmac"]))
     context = h(v["host_challenge"]) + h(v["card_challenge"])
     assert scp03_derive(keys.s_mac, 0, context, 64) == h(v["card_cryptogram"])
@@ -154,8 +163,12 @@ def _self_signed(k: ec.EllipticCurvePrivateKey) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vector")])
     start = dt.datetime(2023, 1, 1, tzinfo=dt.UTC)
     return (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(k.public_key()).serial_number(1)
-        .not_valid_before(start).not_valid_after(start + dt.timedelta(days=3650))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(k.public_key())
+        .serial_number(1)
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=3650))
         .sign(k, hashes.SHA256())
     )

@@ -36,8 +36,9 @@ def test_key_information_template_shapes() -> None:
     assert [k.kid for k in keys] == [0x11, 0x13, 0x15, 0x10]
 
 
-@pytest.mark.parametrize("bad", ["C00111", "C0031101B1", "C1021101", "E003C00111",
-                                 "C0041101B120FF"])
+@pytest.mark.parametrize(
+    "bad", ["C00111", "C0031101B1", "C1021101", "E003C00111", "C0041101B120FF"]
+)
 def test_key_information_parser_is_strict(bad: str) -> None:
     with pytest.raises(MalformedTlv):
         parse_key_information(bytes.fromhex(bad))
@@ -94,7 +95,9 @@ def test_emulator_answers_discovery_get_data_in_both_conventions(card: SoftCard)
     assert KeyInfo(0x13, card.state.sd_kvn, ((0xB1, 32), (0xF0, 0))) in keys
     assert get_data(card, 0x80, 0x0066).data == tlv.encode(0x66, get_data(card, 0, 0x66).data)
     cplc = get_data(card, 0x80, 0x9F7F)
-    assert cplc.sw == SW.OK and parse_cplc(cplc.data)["ic_serial_number"] == bytes.fromhex(
-        card.state.serial)[:4]
+    assert (
+        cplc.sw == SW.OK
+        and parse_cplc(cplc.data)["ic_serial_number"] == bytes.fromhex(card.state.serial)[:4]
+    )
     assert get_data(card, 0x80, 0x00E0, b"\x5c\x00").sw == SW.WRONG_DATA
     assert get_data(card, 0x80, 0x0042).sw == SW.REFERENCE_DATA_NOT_FOUND

@@ -40,8 +40,9 @@ def select_applet(card: SoftCard) -> None:
     transceive(card.transmit, CommandApdu(0, 0xA4, 4, 0, HATCHWAY_AID)).check()
 
 
-def make_host(card: SoftCard, pki: Pki, variant: Scp11Variant = Scp11Variant.A,
-              **overrides: object) -> Scp11Host:
+def make_host(
+    card: SoftCard, pki: Pki, variant: Scp11Variant = Scp11Variant.A, **overrides: object
+) -> Scp11Host:
     store = transceive(card.transmit, get_certificate_store_command(KeyRef(variant.kid, 1)))
     kwargs: dict[str, object] = {
         "card_certificates": parse_certificate_store(store.check()),
@@ -56,12 +57,14 @@ def make_host(card: SoftCard, pki: Pki, variant: Scp11Variant = Scp11Variant.A,
 
 
 def send(card: SoftCard, channel: SecureChannel, ins: int, data: bytes = b"") -> ResponseApdu:
-    return ResponseApdu.parse(channel.unwrap(card.transmit(
-        channel.wrap(CommandApdu(0x80, ins, 0, 0, data).encode()))))
+    return ResponseApdu.parse(
+        channel.unwrap(card.transmit(channel.wrap(CommandApdu(0x80, ins, 0, 0, data).encode())))
+    )
 
 
-def open_channel(card: SoftCard, pki: Pki, variant: Scp11Variant = Scp11Variant.A,
-                 **overrides: object) -> SecureChannel:
+def open_channel(
+    card: SoftCard, pki: Pki, variant: Scp11Variant = Scp11Variant.A, **overrides: object
+) -> SecureChannel:
     card.set_origin(ORIGIN)
     select_applet(card)
     host = make_host(card, pki, variant, **overrides)
@@ -105,7 +108,8 @@ def refused(card: SoftCard, pki: Pki, origin: str = ORIGIN, **overrides: object)
 
 def test_wrong_ca(card: SoftCard, pki: Pki, other_pki: Pki) -> None:
     assert refused(card, pki, oce_chain=[other_pki.oce_cert], oce_key=other_pki.oce_key) == (
-        SW.SECURITY_STATUS_NOT_SATISFIED)
+        SW.SECURITY_STATUS_NOT_SATISFIED
+    )
 
 
 def test_expired_certificate(card: SoftCard, pki: Pki, card_clock: FrozenClock) -> None:
@@ -119,7 +123,8 @@ def test_wrong_key_usage(card: SoftCard, pki: Pki, signing_cert: Pki) -> None:
 
 def test_phishing_origin_relaying_the_genuine_certificate(card: SoftCard, pki: Pki) -> None:
     assert refused(card, pki, origin="https://hatchway.example.evil") == (
-        SW.REFERENCE_DATA_NOT_FOUND)
+        SW.REFERENCE_DATA_NOT_FOUND
+    )
     # Nothing is reachable afterwards.
     select_applet(card)
     r = transceive(card.transmit, CommandApdu(0x80, AppletIns.READ_SECRET, 0, 0))
@@ -206,8 +211,9 @@ def test_plain_command_inside_a_channel_ends_it(card: SoftCard, pki: Pki) -> Non
     assert not card.channel_open
 
 
-def test_host_refuses_a_card_not_issued_by_the_anchor(card: SoftCard, pki: Pki,
-                                                      other_pki: Pki) -> None:
+def test_host_refuses_a_card_not_issued_by_the_anchor(
+    card: SoftCard, pki: Pki, other_pki: Pki
+) -> None:
     with pytest.raises(InvalidMessage):
         make_host(card, pki, trust_anchor=other_pki.ca_cert)
     with pytest.raises(LocalProtocolError):
@@ -279,7 +285,13 @@ def test_mutated_handshake_never_crashes_and_never_opens(
 
 
 def test_issue_fixture_sanity(pki: Pki) -> None:
-    cert = issue_application_certificate(pki.ca_cert, pki.ca_key, pki.oce_key.public_key(),
-                                         origin=ORIGIN, tls_spki_sha256=None, now=NOW,
-                                         valid_days=1)
+    cert = issue_application_certificate(
+        pki.ca_cert,
+        pki.ca_key,
+        pki.oce_key.public_key(),
+        origin=ORIGIN,
+        tls_spki_sha256=None,
+        now=NOW,
+        valid_days=1,
+    )
     assert cert.issuer == pki.ca_cert.subject

@@ -143,8 +143,9 @@ def test_yubikit_discovers_the_scp11_key_references_then_opens_scp11b_and_a(
     ref_a = next(ref for ref in info if ref.kid == ScpKid.SCP11a)
     kloc = next(ref for ref in info if ref.kid == 0x10)
     bundle = session.get_certificate_bundle(ref_a)
-    session.authenticate(Scp11KeyParams(ref_a, bundle[-1].public_key(), kloc, pki.oce_key,
-                                        [pki.oce_cert]))
+    session.authenticate(
+        Scp11KeyParams(ref_a, bundle[-1].public_key(), kloc, pki.oce_key, [pki.oce_cert])
+    )
     assert card.channel_open
 
 
@@ -153,8 +154,10 @@ def test_yubikit_reads_card_recognition_data_and_cplc(card: SoftCard) -> None:
     recognition = Tlv.parse_list(session.get_card_recognition_data())
     assert Oid(recognition[0].value).dotted_string == "1.2.840.114283.1"  # GP card
     oids = [(t.tag, Oid(Tlv(t.value).value).dotted_string) for t in recognition[1:]]
-    assert oids[:2] == [(0x60, "1.2.840.114283.2.2.3.1"),  # GP Card Spec v2.3.1
-                        (0x63, "1.2.840.114283.3")]
+    assert oids[:2] == [
+        (0x60, "1.2.840.114283.2.2.3.1"),  # GP Card Spec v2.3.1
+        (0x63, "1.2.840.114283.3"),
+    ]
     scps = [oid for tag, oid in oids if tag == 0x64]
     assert scps == [f"1.2.840.114283.4.17.{i}" for i in (1, 0, 3)]  # SCP '11', i = tag 90
     cplc = Tlv.unpack(0x9F7F, session.get_data(0x9F7F))

@@ -24,7 +24,8 @@ KEYS = SessionKeys(b"\x01" * 16, b"\x02" * 16, b"\x03" * 16)
 
 def pair() -> tuple[SecureChannel, CardSecureChannel]:
     return SecureChannel(KEYS, b"\x07" * 16), CardSecureChannel(
-        KEYS, b"\x07" * 16, oce_authenticated=True)
+        KEYS, b"\x07" * 16, oce_authenticated=True
+    )
 
 
 @given(st.binary(max_size=600), st.binary(max_size=600), st.integers(1, 5))
@@ -35,7 +36,8 @@ def test_round_trip_any_size(data: bytes, answer: bytes, rounds: int) -> None:
         inner = card.unwrap_command(CommandApdu.parse(host.wrap_command(cmd).encode()))
         assert inner.data == data and inner.cla == 0x80
         assert host.unwrap_response(card.wrap_response(ResponseApdu(answer, 0x9000))) == (
-            ResponseApdu(answer, 0x9000))
+            ResponseApdu(answer, 0x9000)
+        )
 
 
 def test_flipping_any_bit_of_a_command_closes_the_card_channel_for_good() -> None:
@@ -98,8 +100,7 @@ def test_pipelined_commands_are_answered_in_order() -> None:
     """Several commands wrapped before any answer (one relay batch): each response is
     checked against its own command's MAC chaining value and counter."""
     host, card = pair()
-    wrapped = [host.wrap(CommandApdu(0x80, 0x42, 0, 0, bytes([i]) * 20).encode())
-               for i in range(3)]
+    wrapped = [host.wrap(CommandApdu(0x80, 0x42, 0, 0, bytes([i]) * 20).encode()) for i in range(3)]
     assert host.in_flight == 3 and host.state is ChannelState.BUSY
     answers = []
     for i, raw in enumerate(wrapped):

@@ -39,9 +39,21 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 def card_file(tmp_path: Path, server: ServerProcess) -> Path:
     path = tmp_path / "card.json"
     subprocess.run(
-        [sys.executable, "-m", "hatchway", "se", "personalize", "--card", str(path),
-         "--data-dir", str(server.data_dir), "--json"],
-        check=True, capture_output=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "hatchway",
+            "se",
+            "personalize",
+            "--card",
+            str(path),
+            "--data-dir",
+            str(server.data_dir),
+            "--json",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     return path
 
@@ -60,7 +72,8 @@ def phishing(server: ServerProcess) -> Iterator[PhishingProxy]:
 def spki_pin(server: ServerProcess) -> str:
     cert = x509.load_pem_x509_certificate((server.data_dir / "tls.pem").read_bytes())
     spki = cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return base64.b64encode(hashlib.sha256(spki).digest()).decode()
 
 

@@ -29,7 +29,8 @@ class PhishingProxy:
     def __init__(self, upstream: str, ca_file: Path) -> None:
         self.upstream = upstream.rstrip("/")
         self.client = httpx.Client(
-            verify=ssl.create_default_context(cafile=str(ca_file)), timeout=30)
+            verify=ssl.create_default_context(cafile=str(ca_file)), timeout=30
+        )
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -38,10 +39,13 @@ class PhishingProxy:
                 body = self.rfile.read(length) if length else None
                 # An attacker's proxy rewrites Origin for the genuine server, so the
                 # server's same-origin check passes: only the card can tell.
-                headers = {"content-type": self.headers.get("content-type", "text/plain"),
-                           "origin": proxy.upstream}
+                headers = {
+                    "content-type": self.headers.get("content-type", "text/plain"),
+                    "origin": proxy.upstream,
+                }
                 answer = proxy.client.request(
-                    method, proxy.upstream + self.path, content=body, headers=headers)
+                    method, proxy.upstream + self.path, content=body, headers=headers
+                )
                 self.send_response(answer.status_code)
                 for name in ("content-type", "content-security-policy"):
                     if name in answer.headers:
@@ -131,8 +135,8 @@ class Pcscd:
             PCSCD_SOCKET.unlink()
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [self.pcscd, "--foreground", "--apdu", "--config", str(conf)],
-            stdout=log, stderr=log)
+            [self.pcscd, "--foreground", "--apdu", "--config", str(conf)], stdout=log, stderr=log
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while not PCSCD_SOCKET.exists():

@@ -27,8 +27,7 @@ def run_page(browser: object, url: str) -> tuple[str, str]:
     try:
         page.goto(url)
         page.click("#start")
-        page.wait_for_selector("#status[data-state=ok], #status[data-state=failed]",
-                               timeout=30_000)
+        page.wait_for_selector("#status[data-state=ok], #status[data-state=failed]", timeout=30_000)
         status = page.locator("#status")
         return status.get_attribute("data-state"), status.inner_text()
     finally:

@@ -61,9 +61,22 @@ def pcscd(tmp_path: Path) -> Iterator[Pcscd]:
 def emulator(pcscd: Pcscd, card_file: Path, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     log = (tmp_path / "emulate.log").open("a")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hatchway", "se", "emulate", "--card", str(card_file),
-         "--vpcd", f"127.0.0.1:{pcscd.port}", "--json"],
-        stdout=subprocess.PIPE, stderr=log, text=True)
+        [
+            sys.executable,
+            "-m",
+            "hatchway",
+            "se",
+            "emulate",
+            "--card",
+            str(card_file),
+            "--vpcd",
+            f"127.0.0.1:{pcscd.port}",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
     log.close()
     try:
         yield proc
@@ -107,16 +120,26 @@ def test_pyscard_sees_the_card_and_opens_scp11(
         assert card.atr.startswith(b"\x3b") and card.atr.endswith(b"hatchway" + card.atr[-1:])
         identity = ensure_data_dir(server.data_dir)
         app = ensure_application_identity(
-            server.data_dir, identity.ca, origin=server.https_url,
-            tls_cert_path=identity.tls_cert_path, now=system_clock())
+            server.data_dir,
+            identity.ca,
+            origin=server.https_url,
+            tls_cert_path=identity.tls_cert_path,
+            now=system_clock(),
+        )
         ResponseApdu.parse(card.transmit(set_origin_apdu(server.https_url))).check()
         transceive(card.transmit, CommandApdu(0, 0xA4, 4, 0, HATCHWAY_AID)).check()
         store = transceive(card.transmit, get_certificate_store_command(KeyRef(0x11, 1)))
         certs = parse_certificate_store(store.check())
         host = Scp11Host(
-            Scp11Variant.A, card_certificates=certs, random=system_random,
-            now=system_clock(), trust_anchor=identity.ca.certificate,
-            oce_chain=[app.certificate], oce_key=app.oce_key, short_apdus=True)
+            Scp11Variant.A,
+            card_certificates=certs,
+            random=system_random,
+            now=system_clock(),
+            trust_anchor=identity.ca.certificate,
+            oce_chain=[app.certificate],
+            oce_key=app.oce_key,
+            short_apdus=True,
+        )
         channel = host.run(card.transmit)
         cmd = CommandApdu(0x80, AppletIns.READ_COUNTER, 0, 0, le=256)
         counter = ResponseApdu.parse(channel.unwrap(card.transmit(channel.wrap(cmd.encode()))))
@@ -134,9 +157,25 @@ def test_web_flow_through_bridge_pcsc(
     reader = wait_for_reader()
     log = (tmp_path / "bridge.log").open("a")
     bridge = subprocess.Popen(
-        [sys.executable, "-m", "hatchway", "se", "bridge", "--pcsc", reader,
-         "--allow-origin", server.https_url, "--port", "0", "--json"],
-        stdout=subprocess.PIPE, stderr=log, text=True, env=dict(os.environ))
+        [
+            sys.executable,
+            "-m",
+            "hatchway",
+            "se",
+            "bridge",
+            "--pcsc",
+            reader,
+            "--allow-origin",
+            server.https_url,
+            "--port",
+            "0",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        env=dict(os.environ),
+    )
     log.close()
     try:
         assert bridge.stdout is not None
@@ -144,8 +183,9 @@ def test_web_flow_through_bridge_pcsc(
 
         port = json.loads(bridge.stdout.readline())["port"]
         tls = ssl.create_default_context(cafile=str(server.ca_file))
-        with PageClient(server.https_url, f"ws://127.0.0.1:{port}/",
-                        origin=server.https_url, verify=tls) as page:
+        with PageClient(
+            server.https_url, f"ws://127.0.0.1:{port}/", origin=server.https_url, verify=tls
+        ) as page:
             result = page.run()
         assert result.ok, result.outcome
     finally:

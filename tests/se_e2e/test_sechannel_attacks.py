@@ -54,21 +54,30 @@ def ident(tmp_path: Path) -> ServerIdentity:
     return ensure_data_dir(tmp_path / "data")
 
 
-def service_for(tmp_path: Path, ident: ServerIdentity, clock: FrozenClock,
-                **kwargs: object) -> SecureChannelService:
-    app = ensure_application_identity(tmp_path / "data", ident.ca, origin=ORIGIN,
-                                      tls_cert_path=ident.tls_cert_path, now=clock())
-    return SecureChannelService(app, clock=clock, random=SeededRandom(b"server"),
-                                **kwargs)  # type: ignore[arg-type]
+def service_for(
+    tmp_path: Path, ident: ServerIdentity, clock: FrozenClock, **kwargs: object
+) -> SecureChannelService:
+    app = ensure_application_identity(
+        tmp_path / "data", ident.ca, origin=ORIGIN, tls_cert_path=ident.tls_cert_path, now=clock()
+    )
+    return SecureChannelService(app, clock=clock, random=SeededRandom(b"server"), **kwargs)  # type: ignore[arg-type]
 
 
-def fake_card(ident: ServerIdentity, key: ec.EllipticCurvePrivateKey,
-              cert: x509.Certificate, clock: FrozenClock) -> SoftCard:
+def fake_card(
+    ident: ServerIdentity,
+    key: ec.EllipticCurvePrivateKey,
+    cert: x509.Certificate,
+    clock: FrozenClock,
+) -> SoftCard:
     """The stock emulator, re-keyed by its owner with a key and certificate they hold."""
-    genuine = personalize(ident.ca.certificate, ident.ca.private_key, now=clock(),
-                          random=SeededRandom(b"card"))
-    card = SoftCard(replace(genuine, sd_key=key, sd_certificate=cert), clock=clock,
-                    random=SeededRandom(b"card-rng"))
+    genuine = personalize(
+        ident.ca.certificate, ident.ca.private_key, now=clock(), random=SeededRandom(b"card")
+    )
+    card = SoftCard(
+        replace(genuine, sd_key=key, sd_certificate=cert),
+        clock=clock,
+        random=SeededRandom(b"card-rng"),
+    )
     card.power_on()
     assert card.transmit(set_origin_apdu(ORIGIN))[-2:] == b"\x90\x00"
     return card
@@ -77,13 +86,19 @@ def fake_card(ident: ServerIdentity, key: ec.EllipticCurvePrivateKey,
 def run_flow(service: SecureChannelService, card: SoftCard) -> None:
     step = service.start("203.0.113.7")
     while isinstance(step, Step):
-        step = service.advance(step.session, step.stage,
-                               [transmit_whole(card, a) for a in step.apdus])
+        step = service.advance(
+            step.session, step.stage, [transmit_whole(card, a) for a in step.apdus]
+        )
 
 
-def ca_issued(ident: ServerIdentity, key: ec.EllipticCurvePrivateKey, *,
-              usage: x509.KeyUsage, eku: list[x509.ObjectIdentifier] | None,
-              ca: bool = False) -> x509.Certificate:
+def ca_issued(
+    ident: ServerIdentity,
+    key: ec.EllipticCurvePrivateKey,
+    *,
+    usage: x509.KeyUsage,
+    eku: list[x509.ObjectIdentifier] | None,
+    ca: bool = False,
+) -> x509.Certificate:
     start = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
@@ -102,13 +117,13 @@ def ca_issued(ident: ServerIdentity, key: ec.EllipticCurvePrivateKey, *,
 
 
 def _device(ident: ServerIdentity, key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
-    return ident.ca.issue_device("my-device", key.public_key(),
-                                 now=dt.datetime.now(dt.UTC))
+    return ident.ca.issue_device("my-device", key.public_key(), now=dt.datetime.now(dt.UTC))
 
 
 def _tls(ident: ServerIdentity, key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
-    return ident.ca.issue_tls_server(key.public_key(), dns_names=["localhost"],
-                                     ip_addresses=[], now=dt.datetime.now(dt.UTC))
+    return ident.ca.issue_tls_server(
+        key.public_key(), dns_names=["localhost"], ip_addresses=[], now=dt.datetime.now(dt.UTC)
+    )
 
 
 def _agreement_no_eku(ident: ServerIdentity, key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
@@ -155,8 +170,14 @@ def test_flooding_start_from_one_address_leaves_others_served(
     tmp_path: Path, ident: ServerIdentity
 ) -> None:
     clock = FrozenClock(_now())
-    service = service_for(tmp_path, ident, clock, max_sessions=16, max_per_client=4,
-                          start_rate=TokenBucket(capacity=6, refill_per_second=0.5))
+    service = service_for(
+        tmp_path,
+        ident,
+        clock,
+        max_sessions=16,
+        max_per_client=4,
+        start_rate=TokenBucket(capacity=6, refill_per_second=0.5),
+    )
     attacker = "198.51.100.9"
     for _ in range(4):
         service.start(attacker)
@@ -194,8 +215,9 @@ def test_a_relay_that_swaps_the_job_answers_gets_nothing(
     service = service_for(tmp_path, ident, clock)
     card = fake_card(ident, *_genuine(ident, clock), clock)
     step = service.start()
-    job = service.advance(step.session, Stage.HANDSHAKE,
-                          [transmit_whole(card, a) for a in step.apdus])
+    job = service.advance(
+        step.session, Stage.HANDSHAKE, [transmit_whole(card, a) for a in step.apdus]
+    )
     assert isinstance(job, Step) and len(job.apdus) == 2
     answers = [transmit_whole(card, a) for a in job.apdus]
     with pytest.raises(SessionRefused) as refused:
@@ -203,16 +225,19 @@ def test_a_relay_that_swaps_the_job_answers_gets_nothing(
     assert refused.value.code == "channel_failed" and service.provisioned == {}
 
 
-def _genuine(ident: ServerIdentity, clock: FrozenClock
-             ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    state = personalize(ident.ca.certificate, ident.ca.private_key, now=clock(),
-                        random=SeededRandom(b"genuine"))
+def _genuine(
+    ident: ServerIdentity, clock: FrozenClock
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    state = personalize(
+        ident.ca.certificate, ident.ca.private_key, now=clock(), random=SeededRandom(b"genuine")
+    )
     return state.sd_key, state.sd_certificate
 
 
 def test_public_url_with_a_path_starts_and_binds_its_origin(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "data",
-                        public_https_url="https://se.example:8443/hatchway/")
+    settings = Settings(
+        data_dir=tmp_path / "data", public_https_url="https://se.example:8443/hatchway/"
+    )
     ctx = ServerContext.create(settings, clock=FrozenClock(_now()), random=system_random)
     try:
         assert ctx.sechannel is not None

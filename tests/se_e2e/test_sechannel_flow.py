@@ -42,14 +42,17 @@ def ident(tmp_path: Path) -> ServerIdentity:
     return ensure_data_dir(tmp_path / "data")
 
 
-def make(tmp_path: Path, ident: ServerIdentity, origin: str = ORIGIN,
-         clock: FrozenClock | None = None) -> tuple[SecureChannelService, SoftCard, FrozenClock]:
+def make(
+    tmp_path: Path, ident: ServerIdentity, origin: str = ORIGIN, clock: FrozenClock | None = None
+) -> tuple[SecureChannelService, SoftCard, FrozenClock]:
     clock = clock or FrozenClock(_now())
-    app = ensure_application_identity(tmp_path / "data", ident.ca, origin=ORIGIN,
-                                      tls_cert_path=ident.tls_cert_path, now=clock())
+    app = ensure_application_identity(
+        tmp_path / "data", ident.ca, origin=ORIGIN, tls_cert_path=ident.tls_cert_path, now=clock()
+    )
     service = SecureChannelService(app, clock=clock, random=SeededRandom(b"server"))
-    state = personalize(ident.ca.certificate, ident.ca.private_key, now=clock(),
-                        random=SeededRandom(b"card"))
+    state = personalize(
+        ident.ca.certificate, ident.ca.private_key, now=clock(), random=SeededRandom(b"card")
+    )
     card = SoftCard(state, clock=clock, random=SeededRandom(b"card-rng"))
     card.power_on()
     assert card.transmit(set_origin_apdu(origin))[-2:] == b"\x90\x00"
@@ -105,22 +108,29 @@ def test_application_certificate_follows_origin_and_tls_key(
     tmp_path: Path, ident: ServerIdentity
 ) -> None:
     data, now = tmp_path / "data", _now()
-    first = ensure_application_identity(data, ident.ca, origin=ORIGIN,
-                                        tls_cert_path=ident.tls_cert_path, now=now)
-    again = ensure_application_identity(data, ident.ca, origin=ORIGIN,
-                                        tls_cert_path=ident.tls_cert_path, now=now)
+    first = ensure_application_identity(
+        data, ident.ca, origin=ORIGIN, tls_cert_path=ident.tls_cert_path, now=now
+    )
+    again = ensure_application_identity(
+        data, ident.ca, origin=ORIGIN, tls_cert_path=ident.tls_cert_path, now=now
+    )
     assert again.certificate == first.certificate
-    moved = ensure_application_identity(data, ident.ca, origin="https://se.example",
-                                        tls_cert_path=ident.tls_cert_path, now=now)
+    moved = ensure_application_identity(
+        data, ident.ca, origin="https://se.example", tls_cert_path=ident.tls_cert_path, now=now
+    )
     assert moved.certificate != first.certificate
     ext = moved.certificate.extensions.get_extension_for_oid(ORIGIN_BINDING_OID).value
     assert isinstance(ext, x509.UnrecognizedExtension)
     binding = OriginBinding.decode(ext.value)
     assert binding.origin_digest == origin_identity("https://se.example")
     assert binding.tls_spki_digest is not None
-    late = ensure_application_identity(data, ident.ca, origin="https://se.example",
-                                       tls_cert_path=ident.tls_cert_path,
-                                       now=now + 86 * 86400)
+    late = ensure_application_identity(
+        data,
+        ident.ca,
+        origin="https://se.example",
+        tls_cert_path=ident.tls_cert_path,
+        now=now + 86 * 86400,
+    )
     assert late.certificate != moved.certificate
     assert (data / APP_CERT_FILE).stat().st_mode & 0o777 == 0o644
 
@@ -133,8 +143,9 @@ def test_web_app_is_served_under_a_strict_csp(server: ServerProcess) -> None:
         assert page.status_code == 200 and 'src="app.js"' in page.text
         assert "<script>" not in page.text
         csp = page.headers["content-security-policy"]
-        assert csp == ("default-src 'self'; connect-src 'self' ws://127.0.0.1:*; "
-                       "frame-ancestors 'none'")
+        assert csp == (
+            "default-src 'self'; connect-src 'self' ws://127.0.0.1:*; frame-ancestors 'none'"
+        )
         script = http.get("/se/app.js")
         assert script.headers["content-type"].startswith("text/javascript")
         assert script.headers["x-content-type-options"] == "nosniff"
@@ -143,6 +154,5 @@ def test_web_app_is_served_under_a_strict_csp(server: ServerProcess) -> None:
         assert cert["certificate"].startswith("-----BEGIN CERTIFICATE-----")
         same = {"Origin": server.https_url}
         assert http.post("/se/api/job", json={"session": "x"}, headers=same).status_code == 400
-        missing = http.post("/se/api/job", json={"session": "x", "responses": []},
-                            headers=same)
+        missing = http.post("/se/api/job", json={"session": "x", "responses": []}, headers=same)
         assert missing.status_code == 404 and missing.json()["error"] == "unknown_session"

@@ -18,12 +18,15 @@ from hatchway.server.datadir import ensure_data_dir
 from hatchway.server.process import free_port
 
 
-@pytest.mark.parametrize(("text", "address"), [
-    ("127.0.0.1:35963", ("127.0.0.1", 35963)),
-    ("localhost", ("localhost", DEFAULT_PORT)),
-    ("[::1]:4000", ("::1", 4000)),
-    ("[::1]", ("::1", DEFAULT_PORT)),
-])
+@pytest.mark.parametrize(
+    ("text", "address"),
+    [
+        ("127.0.0.1:35963", ("127.0.0.1", 35963)),
+        ("localhost", ("localhost", DEFAULT_PORT)),
+        ("[::1]:4000", ("::1", 4000)),
+        ("[::1]", ("::1", DEFAULT_PORT)),
+    ],
+)
 def test_parse_address(text: str, address: tuple[str, int]) -> None:
     assert parse_address(text) == address
 
@@ -36,8 +39,9 @@ def test_parse_address_refuses(text: str) -> None:
 
 def test_control_codes_and_apdus(tmp_path: Path) -> None:
     ca = ensure_data_dir(tmp_path / "data").ca
-    state = personalize(ca.certificate, ca.private_key, now=time.time(),
-                        random=SeededRandom(b"vpcd"))
+    state = personalize(
+        ca.certificate, ca.private_key, now=time.time(), random=SeededRandom(b"vpcd")
+    )
     card = SoftCard(state, clock=FrozenClock(time.time()), random=SeededRandom(b"r"))
     vicc = VpcdCard(card, ("127.0.0.1", 1))
     assert vicc.handle(b"\x00a40400") == b"\x6f\x00"  # unpowered: no diagnosis, no crash
@@ -55,12 +59,26 @@ def test_emulate_retries_then_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     from hatchway.se import CardStateFile
 
     card = tmp_path / "card.json"
-    CardStateFile(card).save(personalize(ca.certificate, ca.private_key, now=time.time(),
-                                         random=SeededRandom(b"vpcd2")))
+    CardStateFile(card).save(
+        personalize(ca.certificate, ca.private_key, now=time.time(), random=SeededRandom(b"vpcd2"))
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hatchway", "se", "emulate", "--card", str(card),
-         "--vpcd", f"127.0.0.1:{free_port()}", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "hatchway",
+            "se",
+            "emulate",
+            "--card",
+            str(card),
+            "--vpcd",
+            f"127.0.0.1:{free_port()}",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     # Wait until it says it runs (its SIGTERM handler is installed by then): on a loaded
     # machine the interpreter alone can take longer than any fixed sleep.
     assert proc.stderr is not None
@@ -70,5 +88,8 @@ def test_emulate_retries_then_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=15)
     assert proc.returncode == 0
-    assert json.loads(out) == {"apdus": 0, "card": json.loads(card.read_text())["serial"],
-                               "stopped": True}
+    assert json.loads(out) == {
+        "apdus": 0,
+        "card": json.loads(card.read_text())["serial"],
+        "stopped": True,
+    }

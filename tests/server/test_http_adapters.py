@@ -154,9 +154,7 @@ def test_metadata_names_the_endpoints(https: AsgiClient) -> None:
     assert meta["hatchway_enrolment_token_endpoint"].endswith("/enrol/token")
 
 
-@pytest.mark.parametrize(
-    "body", [b"", b"[]", b"not json", b"{" * 20000, b"[" * 5000 + b"]" * 5000]
-)
+@pytest.mark.parametrize("body", [b"", b"[]", b"not json", b"{" * 20000, b"[" * 5000 + b"]" * 5000])
 def test_enrolment_rejects_malformed_json(https: AsgiClient, body: bytes) -> None:
     response = https.post("/enrol/token", content=body)
     assert response.status_code == 400

@@ -320,7 +320,11 @@ def test_concurrent_retries_share_one_successor(store: Store) -> None:
     family = store.get_session_family("fam-1")
     assert family is not None and family.revoked_at is None
     with store.engine.connect() as conn:
-        live = conn.execute(
-            select(refresh_tokens.c.token_hash).where(refresh_tokens.c.used_at.is_(None))
-        ).scalars().all()
+        live = (
+            conn.execute(
+                select(refresh_tokens.c.token_hash).where(refresh_tokens.c.used_at.is_(None))
+            )
+            .scalars()
+            .all()
+        )
     assert [bytes(v) for v in live] == [winner]

@@ -138,11 +138,7 @@ def _msgsec(
     device.respond(command, {"ok": True})
     say(f"  5. operator queued {cid[:8]}…; the device polled, got it sealed, and answered sealed")
 
-    with (
-        console.status("restarting the server mid-stream…", spinner="dots")
-        if spin
-        else _null()
-    ):
+    with console.status("restarting the server mid-stream…", spinner="dots") if spin else _null():
         server.restart()
     _send_many(device, half, count, quiet)
     say(f"  6. server restarted; {count - half} more messages went through, none lost")

@@ -142,6 +142,24 @@ def enroll(
     sign_alg: Annotated[str, typer.Option(help="ES256 (P-256) or EdDSA (Ed25519).")] = "ES256",
     enc_curve: Annotated[str, typer.Option(help="P-256 or X25519.")] = "P-256",
     key_alg: Annotated[str, typer.Option(help="ECDH-ES or ECDH-ES+A256KW.")] = "ECDH-ES",
+    device_class: Annotated[
+        str | None,
+        typer.Option("--class", help="Firmware device class, e.g. acme-meter-v2."),
+    ] = None,
+    firmware_version: Annotated[
+        str, typer.Option("--firmware-version", help="Installed firmware version.")
+    ] = "0",
+    firmware_sequence: Annotated[
+        int, typer.Option("--firmware-sequence", min=0, help="Installed manifest sequence.")
+    ] = 0,
+    firmware_keys: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--firmware-key",
+            help="Trust this firmware public key (.pub.jwk; repeatable) instead of the "
+            "keys the server names at enrolment.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Enrol over TLS: secret -> first token -> key exchange; then TLS is closed.
@@ -150,9 +168,14 @@ def enroll(
 
     Never overwrites another device's state; resumes a pending enrolment with its keys."""
     from hatchway.device import Device
+    from hatchway.device.firmware import FirmwareIdentity
+    from hatchway.firmware import TrustStore
+    from hatchway.firmware.files import read_public_key
     from hatchway.msgsec import KeyAlg, SignAlg
 
     with errors_reported(as_json):
+        pinned = TrustStore.of(*(read_public_key(p) for p in firmware_keys or []))
+        position = FirmwareIdentity(device_class, firmware_version, firmware_sequence, pinned)
         secret = os.environ.get("HATCHWAY_ENROLMENT_SECRET") or _read_secret()
         ca_file = _ca_file(ca)
         device = Device.enroll(
@@ -164,8 +187,10 @@ def enroll(
             sign_alg=SignAlg(sign_alg),
             enc_curve=enc_curve,
             key_alg=KeyAlg(key_alg),
+            firmware=position,
         )
         st = device.state
+        fw = st.firmware
         emit(
             as_json,
             {
@@ -173,6 +198,8 @@ def enroll(
                 "state": str(state),
                 "suite": st.suite,
                 "endpoints": st.endpoints,
+                "firmware": {k: fw[k] for k in ("class", "version", "sequence")}
+                | {"keys": [e["jwk"]["kid"] for e in fw["trust"]["keys"]]},
             },
             lambda: console.print(
                 f"enrolled [bold]{shown(device_id)}[/]; TLS closed. "
@@ -410,11 +437,24 @@ def listen(
             help="Poll once at start for commands pushed before this device had a session.",
         ),
     ] = True,
+    install_cmd: Annotated[
+        str | None,
+        typer.Option(
+            "--install-cmd",
+            help="Also install pushed firmware offers with this program (as `device update`).",
+        ),
+    ] = None,
+    health_cmd: Annotated[
+        str | None, typer.Option("--health-cmd", help="Health check for installed firmware.")
+    ] = None,
     transport: TransportOption = "mqtt",
     broker: BrokerOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Wait for pushed commands (MQTT), print each as it arrives and answer it.
+
+    With --install-cmd, firmware offers are installed as they arrive (see `device update`)
+    and each outcome printed ({"firmware": {"release", "state", "reason", "version"}}).
 
     Uses the device's persistent session, so commands queued while it was offline
     arrive when it connects. Stops cleanly on Ctrl-C or SIGTERM. With --json it prints a
@@ -424,6 +464,7 @@ def listen(
     import signal
 
     from hatchway.cli.listen import Listener
+    from hatchway.cli.update import listen_installer
     from hatchway.device import Device, MqttTransport
 
     with device_errors(as_json):
@@ -459,6 +500,7 @@ def listen(
                     program=exec_,
                     count=count,
                     report=lambda c, ok, answer: _print_command(as_json, c, ok, answer),
+                    on_offer=listen_installer(device, install_cmd, health_cmd, as_json),
                 )
                 listener.run(stopping=lambda: bool(stopping), catch_up=catch_up)
         finally:

@@ -1,9 +1,9 @@
 """``hatchway firmware …``: offline firmware keys, signed manifests, the server's trust file.
 
-What exists today (issue 9, foundation): ``keygen``, ``sign`` and ``verify`` work
-offline on files; ``trust`` and ``keys list|retire|revoke`` edit the firmware trust
-store in the server's data dir (``firmware-trust.json``). Publishing, rollouts and
-the device side of delivery are not built yet (docs/firmware.md, "Not yet built").
+``keygen``, ``sign`` and ``verify`` work offline on files; ``trust`` and ``keys
+list|retire|revoke`` edit the firmware trust store in the server's store;
+``publish``, ``rollout``, ``pause``, ``resume``, ``cancel`` and ``status`` are in
+``fw_publish`` and ``fw_rollout`` (docs/firmware.md).
 """
 
 from __future__ import annotations
@@ -12,13 +12,16 @@ import json
 import re
 import sys
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from hatchway.cli.common import DataDirOption, JsonOption, load_settings
+from hatchway.cli import fw_publish, fw_rollout
+from hatchway.cli.common import DatabaseOption, DataDirOption, JsonOption
+from hatchway.cli.fw_store import open_firmware_store
 from hatchway.cli.output import console, emit, errors_reported, shown
 from hatchway.firmware import (
     CHUNK_SIZE,
@@ -229,34 +232,33 @@ def _refused(as_json: bool, exc: ManifestRefused) -> None:
     raise typer.Exit(1)
 
 
-def _trust_dir(data_dir: Path | None) -> Path:
-    return load_settings(data_dir).data_dir
-
-
 @app.command("trust")
 def trust_key(
     public_key: Annotated[Path, typer.Argument(help="Public firmware JWK (.pub.jwk).")],
     data_dir: DataDirOption = None,
+    database_url: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Trust a firmware public key on this server (stored in the data dir's trust file)."""
+    """Trust a firmware public key on this server (in its store; enrolling devices learn it)."""
     with errors_reported(as_json):
         key = fwfiles.read_public_key(public_key)
-        directory = _trust_dir(data_dir)
-        store = fwfiles.load_trust(directory).add(key, int(system_clock()))
-        path = fwfiles.save_trust(directory, store)
-        data = {"kid": key.kid, "status": "active", "trust_file": str(path)}
+        with closing(open_firmware_store(data_dir, database_url)) as store:
+            now = system_clock()
+            store.change_firmware_trust(lambda t: t.add(key, int(now)), now=now)
+        data = {"kid": key.kid, "status": "active"}
         emit(as_json, data, lambda: console.print(f"trusted firmware key {shown(key.kid)}"))
 
 
 @keys_app.command("list")
-def keys_list(data_dir: DataDirOption = None, as_json: JsonOption = False) -> None:
+def keys_list(
+    data_dir: DataDirOption = None, database_url: DatabaseOption = None, as_json: JsonOption = False
+) -> None:
     """Firmware keys this server trusts, with their status."""
     with errors_reported(as_json):
-        directory = _trust_dir(data_dir)
-        store = fwfiles.load_trust(directory)
+        with closing(open_firmware_store(data_dir, database_url)) as store:
+            trust = store.firmware_trust()
         rows = [
-            {"kid": e.kid, **{k: v for k, v in e.to_json().items() if k != "jwk"}} for e in store
+            {"kid": e.kid, **{k: v for k, v in e.to_json().items() if k != "jwk"}} for e in trust
         ]
 
         def human() -> None:
@@ -272,7 +274,7 @@ def keys_list(data_dir: DataDirOption = None, as_json: JsonOption = False) -> No
                     line += f"  reason: {shown(row['reason'])}"
                 console.print(line, highlight=False)
 
-        emit(as_json, {"keys": rows, "trust_file": str(directory / fwfiles.TRUST_FILE)}, human)
+        emit(as_json, {"keys": rows}, human)
 
 
 @keys_app.command("retire")
@@ -280,14 +282,16 @@ def keys_retire(
     kid: Annotated[str, typer.Argument(help="Key id (RFC 7638 thumbprint).")],
     overlap: Annotated[str, typer.Option("--overlap", help="Accepted for this long.")] = "30d",
     data_dir: DataDirOption = None,
+    database_url: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Stop publishing under KID; devices accept it until the overlap ends."""
     with errors_reported(as_json):
-        directory = _trust_dir(data_dir)
         until = int(system_clock()) + parse_duration(overlap)
-        store = _known(fwfiles.load_trust(directory), kid).retire(kid, until)
-        fwfiles.save_trust(directory, store)
+        with closing(open_firmware_store(data_dir, database_url)) as store:
+            store.change_firmware_trust(
+                lambda t: _known(t, kid).retire(kid, until), now=system_clock()
+            )
         emit(
             as_json,
             {"kid": kid, "status": "retired", "not_after": until},
@@ -300,13 +304,16 @@ def keys_revoke(
     kid: Annotated[str, typer.Argument(help="Key id (RFC 7638 thumbprint).")],
     reason: Annotated[str | None, typer.Option("--reason", help="Why, for the record.")] = None,
     data_dir: DataDirOption = None,
+    database_url: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Revoke KID for good: never trusted again on this server."""
+    """Revoke KID for good: never trusted again, and nothing is published under it."""
     with errors_reported(as_json):
-        directory = _trust_dir(data_dir)
-        store = _known(fwfiles.load_trust(directory), kid).revoke(kid, int(system_clock()), reason)
-        fwfiles.save_trust(directory, store)
+        now = system_clock()
+        with closing(open_firmware_store(data_dir, database_url)) as store:
+            store.change_firmware_trust(
+                lambda t: _known(t, kid).revoke(kid, int(now), reason), now=now
+            )
         emit(
             as_json,
             {"kid": kid, "status": "revoked", "reason": reason},
@@ -322,5 +329,14 @@ def _when(value: object) -> str:
 
 def _known(store: TrustStore, kid: str) -> TrustStore:
     if kid not in store:
-        raise ValueError(f"no firmware key {kid!r} in the trust file")
+        raise ValueError(f"no firmware key {kid!r} is trusted on this server")
     return store
+
+
+# Publishing and rollouts run against the server's store (cli/fw_publish.py, cli/fw_rollout.py).
+app.command("publish")(fw_publish.publish)
+app.command("rollout")(fw_rollout.rollout)
+app.command("pause")(fw_rollout.pause)
+app.command("resume")(fw_rollout.resume)
+app.command("cancel")(fw_rollout.cancel)
+app.command("status")(fw_rollout.status)

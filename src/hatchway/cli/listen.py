@@ -6,6 +6,10 @@ re-seals every pending command; so does starting up (``--catch-up``), for comman
 pushed before the device had a session. A command can therefore arrive twice (a push
 and a poll); it is answered once.
 
+Firmware offers (pushed, or met by a catch-up poll) are carried through by
+``hatchway.device.firmware`` when the listener has an installer (``--install-cmd``);
+without one they stay for ``hatchway device update``.
+
 Answers are a fixed result, or a program's: the program gets the command (``{"cid",
 "op", "args"}``) as JSON on stdin and no shell; its stdout must be one JSON object, the
 result. A non-zero exit, a timeout or other output is answered as an error, so the
@@ -69,8 +73,11 @@ class Listener:
         program: str | None,
         count: int,
         report: Callable[[Command, bool, Any], None],
+        on_offer: Callable[[], None] | None = None,
     ) -> None:
         self.device = device
+        #: Runs a firmware update when an offer arrived (pushed, or met by a poll).
+        self.on_offer = on_offer
         self.fixed = fixed
         self.program = program
         self.count = count
@@ -97,6 +104,8 @@ class Listener:
                     continue
                 commands = self._pending()
             self._answer_all(commands)
+            if self.device.offers and self.on_offer is not None:
+                self.on_offer()
 
     def _answer_all(self, commands: Iterable[Command | None]) -> None:
         for command in commands:

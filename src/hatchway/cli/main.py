@@ -10,6 +10,7 @@ from hatchway.cli import (
     demo,
     device,
     firmware,
+    groups,
     keys,
     login,
     mqtt,
@@ -17,6 +18,7 @@ from hatchway.cli import (
     se,
     serve,
     sessions,
+    update,
     users,
 )
 from hatchway.cli.common import JsonOption
@@ -31,8 +33,10 @@ app = typer.Typer(
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 device.app.command("rotate-keys")(rotate.rotate_keys)
+device.app.command("update")(update.update)
 app.add_typer(device.app, name="device")
 app.add_typer(firmware.app, name="firmware")
+app.add_typer(groups.app, name="groups")
 app.add_typer(se.app, name="se")
 app.add_typer(mqtt.app, name="mqtt")
 app.add_typer(users.app, name="users")

@@ -122,14 +122,19 @@ def bridge(
     ] = None,
     allow_aid: Annotated[
         list[str] | None,
-        typer.Option("--allow-aid", help="Also relay SELECT of this AID (hex, repeatable).",
-                     show_default=False),
+        typer.Option(
+            "--allow-aid",
+            help="Also relay SELECT of this AID (hex, repeatable).",
+            show_default=False,
+        ),
     ] = None,
     allow_ins: Annotated[
         list[str] | None,
-        typer.Option("--allow-ins",
-                     help="Also relay this command: INS or INS/P1P2 in hex, e.g. CA/9F7F "
-                          "(repeatable).", show_default=False),
+        typer.Option(
+            "--allow-ins",
+            help="Also relay this command: INS or INS/P1P2 in hex, e.g. CA/9F7F (repeatable).",
+            show_default=False,
+        ),
     ] = None,
     idle_timeout: Annotated[
         float, typer.Option(min=0.1, max=3600, help="Close a session silent this many seconds.")
@@ -150,7 +155,8 @@ def bridge(
         try:
             policy = ApduPolicy.with_operator_rules(
                 [parse_aid(a) for a in allow_aid or ()],
-                [parse_ins_rule(i) for i in allow_ins or ()])
+                [parse_ins_rule(i) for i in allow_ins or ()],
+            )
         except ValueError as exc:
             fail(as_json, f"--allow-aid/--allow-ins: {exc}", code=2)
         transport: CardTransport
@@ -162,20 +168,24 @@ def bridge(
             from hatchway.se.pcsc import PcscTransport
 
             transport = PcscTransport(None if pcsc in ("", "auto") else pcsc)
-        relay = Bridge(transport, allow_origin, port=port, idle_timeout=idle_timeout,
-                       policy=policy)
+        relay = Bridge(transport, allow_origin, port=port, idle_timeout=idle_timeout, policy=policy)
         for origin in plaintext_origins(relay.allowed):
             err_console.print(
                 f"warning: {shown(origin)} is plain http and not loopback: anyone on the network "
-                "path can change that page and use the card as that origin")
+                "path can change that page and use the card as that origin"
+            )
 
         def ready(bound: int) -> None:
             url = f"ws://127.0.0.1:{bound}/"
             emit(
                 as_json,
-                {"bridge": url, "port": bound, "origins": sorted(relay.allowed),
-                 "aids": sorted(a.hex().upper() for a in relay.policy.aids),
-                 "extra_commands": sorted(i.upper() for i in allow_ins or ())},
+                {
+                    "bridge": url,
+                    "port": bound,
+                    "origins": sorted(relay.allowed),
+                    "aids": sorted(a.hex().upper() for a in relay.policy.aids),
+                    "extra_commands": sorted(i.upper() for i in allow_ins or ()),
+                },
                 lambda: console.print(
                     f"bridge on {url} for {shown(', '.join(sorted(relay.allowed)))}"
                 ),

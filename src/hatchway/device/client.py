@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hatchway.device.enrol import enroll
+from hatchway.device.firmware.identity import FirmwareIdentity
 from hatchway.device.revoked import DeviceRevoked, bury
 from hatchway.device.rotation import (
     PendingRotation,
@@ -85,6 +87,8 @@ class Device:
         self._pending_decryption = None if pending is None else pending.decryption
         self._url = st.endpoints["messages"]
         self._revoked: DeviceRevoked | None = None
+        #: Firmware offers received (poll replies, pushes), newest last; see device/firmware.
+        self.offers: deque[Message] = deque(maxlen=4)
         # Transports that address by device rather than URL (MQTT topics) learn it here.
         bind = getattr(self._transport, "bind", None)
         if callable(bind):
@@ -112,6 +116,7 @@ class Device:
         sign_alg: SignAlg = SignAlg.ES256,
         enc_curve: str = "P-256",
         key_alg: KeyAlg = KeyAlg.ECDH_ES,
+        firmware: FirmwareIdentity | None = None,
         **options: Any,
     ) -> Device:
         state = enroll(
@@ -123,6 +128,7 @@ class Device:
             sign_alg=sign_alg,
             enc_curve=enc_curve,
             key_alg=key_alg,
+            firmware=firmware,
         )
         return cls(state, **options)
 
@@ -144,11 +150,55 @@ class Device:
         return self._exchange(MessageType.TELEMETRY, {"readings": data}, {MessageType.ACK})
 
     def poll(self) -> Command | None:
-        """Ask for the next queued command; ``None`` when there is none."""
-        reply = self._exchange(MessageType.POLL, {}, {MessageType.ACK, MessageType.COMMAND})
-        if reply.typ is not MessageType.COMMAND:
-            return None
-        return self._remember(reply)
+        """Ask for the next queued command; ``None`` when there is none.
+
+        A firmware offer answering the poll is kept in ``offers`` and the poll repeated
+        (a few times at most), so commands still come through while an update is offered.
+        """
+        for _ in range(3):
+            reply = self._exchange(MessageType.POLL, {}, _POLL_REPLIES)
+            if reply.typ is MessageType.FIRMWARE_UPDATE:
+                self._offered(reply)
+                continue
+            return self._remember(reply) if reply.typ is MessageType.COMMAND else None
+        return None
+
+    def poll_offer(self) -> dict[str, Any] | None:
+        """The newest firmware offer's body: one received before, else a poll's answer.
+
+        A command answering the poll instead is remembered (answerable later; the
+        server delivers it again until answered).
+        """
+        if not self.offers and "firmware_offer" not in self._file.state.extra:
+            reply = self._exchange(MessageType.POLL, {}, _POLL_REPLIES)
+            if reply.typ is MessageType.COMMAND:
+                self._remember(reply)
+            elif reply.typ is MessageType.FIRMWARE_UPDATE:
+                self._offered(reply)
+        extra = dict(self._file.state.extra)
+        kept = extra.pop("firmware_offer", None)
+        body = self.offers.pop().body if self.offers else kept
+        self.offers.clear()
+        if kept is not None:
+            self._file.update(extra=extra)
+            self._file.save()
+        return body if isinstance(body, dict) else None
+
+    def _offered(self, message: Message) -> None:
+        # An offer is delivered once: keep it on disk until an updater takes it, so a
+        # `device poll` that met it does not lose it.
+        self.offers.append(message)
+        self._file.update(extra={**self._file.state.extra, "firmware_offer": message.body})
+        self._file.save()
+
+    def report_firmware(self, body: dict[str, Any]) -> Message:
+        """Send a FIRMWARE_REPORT (firmware/wire.py) and check the acknowledgement."""
+        return self._exchange(MessageType.FIRMWARE_REPORT, body, {MessageType.ACK})
+
+    def save_firmware(self, firmware: dict[str, Any]) -> None:
+        """Persist the firmware position and trust (device/firmware/identity.py)."""
+        self._file.update(firmware=firmware)
+        self._file.save()
 
     def receive(self, timeout: float | None = None) -> Command | None:
         """Wait up to ``timeout`` seconds for a command the server pushed.
@@ -165,8 +215,7 @@ class Device:
         # Every reply kind too, so that a stray reply is skipped below, not an error.
         expected = frozenset(
             {
-                MessageType.COMMAND,
-                MessageType.ACK,
+                *_POLL_REPLIES,
                 MessageType.DEREGISTERED,
                 MessageType.SERVER_KEYS,
                 MessageType.KEY_ROTATED,
@@ -193,6 +242,10 @@ class Device:
             if push.in_reply_to is None and push.typ is MessageType.COMMAND:
                 self._accept_inbound(push)
                 return self._remember(push)
+            if push.in_reply_to is None and push.typ is MessageType.FIRMWARE_UPDATE:
+                self._accept_inbound(push)
+                self._offered(push)
+                return None
 
     def _remember(self, delivery: Message) -> Command:
         cid = str(delivery.body["cid"])
@@ -368,6 +421,9 @@ class Device:
             message.seq
         )
         self._file.update(inbound_highest=window.highest, inbound_bitmap=window.bitmap)
+
+
+_POLL_REPLIES = {MessageType.ACK, MessageType.COMMAND, MessageType.FIRMWARE_UPDATE}
 
 
 def _server_keys(jwks: dict[str, Any]) -> tuple[VerifyingKey, EncryptionKey]:

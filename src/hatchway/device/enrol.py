@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import ssl
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ import httpx
 from joserfc import jws
 
 from hatchway import strictjson
+from hatchway.device.firmware.identity import FirmwareIdentity, trust_from_enrolment
 from hatchway.device.revoked import REVOKED
 from hatchway.device.state import (
     FORMAT,
@@ -70,8 +73,13 @@ def enroll(
     enc_curve: str = "P-256",
     key_alg: KeyAlg = KeyAlg.ECDH_ES,
     timeout: float = 15.0,
+    firmware: FirmwareIdentity | None = None,
 ) -> StateFile:
+    """Enrol and save the state. ``firmware``: the device's class and installed
+    version/sequence; keys in its ``trust`` are pinned (the server's list is then
+    ignored), else the trust is the answer's ``"firmware": {"keys": [...]}``."""
     server = server.rstrip("/")
+    firmware = firmware or FirmwareIdentity()
     # Nothing is sent before the path is locked and the keys are on disk.
     lock = acquire_lock(state_path)
     try:
@@ -99,6 +107,7 @@ def enroll(
             endpoints=dict(result["endpoints"]),
             device_certificate=str(result["device_certificate"]),
             ca_certificate=str(result["ca_certificate"]),
+            firmware=_firmware(firmware, result).to_json(),
         )
         state_file = StateFile(state_path, state, lock=lock)
     except BaseException:
@@ -110,6 +119,12 @@ def enroll(
         state_file.close()  # the pending enrolment, with the keys, is still there
         raise
     return state_file
+
+
+def _firmware(position: FirmwareIdentity, answer: dict[str, Any]) -> FirmwareIdentity:
+    pinned = [entry.key for entry in position.trust]
+    now = int(time.time())  # only the keys' "added" stamp, informational
+    return replace(position, trust=trust_from_enrolment(answer, now, pinned=pinned))
 
 
 def _exchange(

@@ -10,6 +10,7 @@ Format ``hatchway-device-state/1`` (documented in docs/device-state.md)::
     device_certificate, ca_certificate   PEM
     seq: {"next", "reserved"}       outbound sequence numbers
     inbound: {"highest", "bitmap"}  replay window over the server's sequence numbers
+    firmware (optional)             class, installed version/sequence, firmware trust
 
 Sequence numbers are reserved in blocks: before ``next`` may reach ``reserved`` the
 file is rewritten with a higher ``reserved``. After a crash the device resumes from
@@ -64,6 +65,9 @@ class DeviceState:
     inbound_highest: int = -1
     inbound_bitmap: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The device's firmware position and trust (``hatchway.device.firmware.identity``);
+    #: empty for a state file written before issue 9.
+    firmware: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -83,6 +87,7 @@ class DeviceState:
                 "bitmap": format(self.inbound_bitmap, "x"),
             },
             **({"extra": self.extra} if self.extra else {}),
+            **({"firmware": self.firmware} if self.firmware else {}),
         }
 
     @classmethod
@@ -113,6 +118,7 @@ class DeviceState:
             inbound_highest=int(data["inbound"]["highest"]),
             inbound_bitmap=int(data["inbound"]["bitmap"], 16),
             extra=dict(data.get("extra", {})),
+            firmware=dict(data.get("firmware", {})),
         )
 
 

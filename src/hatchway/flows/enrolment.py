@@ -29,6 +29,7 @@ from joserfc.errors import JoseError
 from hatchway import strictjson
 from hatchway.config import Settings
 from hatchway.errors import HatchwayError, InvalidMessage
+from hatchway.flows.firmware import firmware_keys
 from hatchway.flows.keyring import ServerKeyring
 from hatchway.mqtt.discovery import enrolment_endpoints
 from hatchway.msgsec import (
@@ -227,6 +228,8 @@ class EnrolmentService:
             "server_keys": self._server_keys(),
             "suite": suite.to_json(),
             "server_suite": {"sign": SignAlg.ES256.value},
+            # Issue 9: the device's first firmware trust store (flows/firmware.py).
+            "firmware": {"keys": firmware_keys(self.store)},
             "endpoints": {
                 "messages": self.settings.plain_base_url + MESSAGE_PATH,
                 # Where the CA's CRL is (the certificate names it too).

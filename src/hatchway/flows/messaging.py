@@ -39,6 +39,7 @@ from typing import Any, TypeGuard
 
 from hatchway.config import Settings
 from hatchway.errors import HatchwayError, InvalidMessage
+from hatchway.flows import firmware as fw
 from hatchway.flows.deregistration import notice_body
 from hatchway.flows.ingest.committer import DEFAULT_MAX_BATCH, GroupCommitter
 from hatchway.flows.keyring import KeyGeneration, ServerKeyring
@@ -90,6 +91,7 @@ INBOUND = frozenset(
         MessageType.COMMAND_RESULT,
         MessageType.DEREGISTER,
         MessageType.KEY_ROTATE,
+        MessageType.FIRMWARE_REPORT,
     }
 )
 
@@ -164,6 +166,7 @@ class MessageService:
         self._cache_size = cache_size
         self._next_purge = 0.0
         self.committer = GroupCommitter(store, max_batch=max_batch)
+        self.offers = fw.Offers(store, random)
 
     def close(self) -> None:
         """Commit and acknowledge what is queued, then stop the writer thread."""
@@ -380,6 +383,8 @@ class MessageService:
             # A retiring key still carries data during the overlap, but may not end the
             # device: a thief of the old key could otherwise de-register it.
             raise InvalidMessage("de-registration signed by a retiring key")
+        elif message.typ is MessageType.FIRMWARE_REPORT:
+            fw.check_report_body(message.body)
 
     def _accept(self, peer: _Peer, message: Message, now: float) -> AcceptResult:
         """Replay-check and store the message, reserving the reply's sequence number."""
@@ -480,6 +485,10 @@ class MessageService:
             return self._seal(
                 new, self._message(peer, MessageType.KEY_ROTATED, message, now, body, seq)
             )
+        if kind is MessageType.FIRMWARE_REPORT:
+            if accepted.duplicate:
+                return ack("duplicate")
+            return ack(fw.record_report(self.store, peer.device_id, message.body, now))
         if kind is MessageType.DEREGISTER:
             # Idempotent, so a retransmission after a failure completes it.
             self.store.deregister_device(peer.device_id, now=now)
@@ -552,8 +561,8 @@ class MessageService:
         self, peer: _Peer, message: Message, now: float, seq: int, retransmission: bool
     ) -> bytes | None:
         def seal_command(command: CommandRecord) -> SealedDelivery:
-            body = command_body(command.command_id, command.body)
-            reply = self._message(peer, MessageType.COMMAND, message, now, body, seq)
+            kind, body = self._outbound(peer, command)
+            reply = self._message(peer, kind, message, now, body, seq)
             sealed = self._seal(peer, reply)
             return SealedDelivery(jti=reply.jti, exp=float(reply.exp), reply=sealed)
 
@@ -580,6 +589,13 @@ class MessageService:
                 delivery.command_id,
             )
         return delivery.reply
+
+    def _outbound(self, peer: _Peer, command: CommandRecord) -> tuple[MessageType, dict[str, Any]]:
+        """A queued row as the message it is sent as: a firmware offer or a command."""
+        offer = self.offers.body(command.body, peer.encryption_key)
+        if offer is not None:
+            return MessageType.FIRMWARE_UPDATE, offer
+        return MessageType.COMMAND, command_body(command.command_id, command.body)
 
     def _purge_expired(self, now: float) -> None:
         """Forget replay-cache entries whose message has expired, at most once a minute."""
@@ -645,7 +661,7 @@ class MessageService:
         return self._seal(peer, message)
 
     def push_command(self, command: CommandRecord) -> bytes | None:
-        """Seal a queued command for a server-initiated push (MQTT downlink).
+        """Seal a queued command (or firmware offer) for a server-initiated push (MQTT).
 
         The command is claimed (queued -> delivered with the push's ``jti``) before it
         is returned, so of several replicas racing to push it exactly one gets bytes;
@@ -656,15 +672,16 @@ class MessageService:
             return None
         peer = _peer_from_record(record)
         now = self.clock()
+        kind, body = self._outbound(peer, command)
         message = Message(
-            typ=MessageType.COMMAND,
+            typ=kind,
             iss=self.server_id,
             aud=peer.device_id,
             iat=int(now),
             exp=int(now) + self.settings.message_ttl,
             jti=self.random(16).hex(),
             seq=self.store.next_outbound_seq(peer.device_id),
-            body=command_body(command.command_id, command.body),
+            body=body,
         )
         sealed = SealedDelivery(
             jti=message.jti, exp=float(message.exp), reply=self._seal(peer, message)

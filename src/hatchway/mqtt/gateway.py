@@ -54,9 +54,6 @@ PUSH_CHANNEL = "hatchway.mqtt.push"
 #: Queue sweep when nothing can wake us (in-process bus) and as a safety net otherwise.
 SWEEP_LOCAL = 1.0
 SWEEP_SHARED = 30.0
-#: How long the broker keeps this replica's session (and its unacknowledged
-#: uplinks) while the replica restarts.
-SERVER_SESSION_EXPIRY = 300
 RECONNECT_INITIAL = 0.2
 RECONNECT_MAX = 30.0
 REPLY_CACHE_SIZE = 4096
@@ -145,7 +142,9 @@ class MqttGateway:
     def _client(self) -> aiomqtt.Client:
         b = self.broker
         connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        connect.SessionExpiryInterval = SERVER_SESSION_EXPIRY
+        # How long the broker keeps this session (and its unacknowledged uplinks)
+        # while the replica restarts: HATCHWAY_MQTT_SESSION_EXPIRY.
+        connect.SessionExpiryInterval = self.ctx.settings.mqtt_session_expiry
         return aiomqtt.Client(
             b.host,
             b.port,

@@ -9,6 +9,7 @@ from hatchway.bus import Bus, bus_from_url
 from hatchway.config import Settings
 from hatchway.flows.clients import ensure_default_clients
 from hatchway.flows.enrolment import EnrolmentService
+from hatchway.flows.firmware import import_legacy_trust
 from hatchway.flows.keyring import ServerKeyring
 from hatchway.flows.login.service import LoginService
 from hatchway.flows.messaging import MessageService
@@ -42,6 +43,8 @@ class ServerContext:
         store = Store.open(settings.resolved_database_url)
         # First run: register hatchway-cli, so `hatchway login` works out of the box.
         ensure_default_clients(store, now=clock())
+        # Before revision 0006 the firmware trust store was a file in the data dir.
+        import_legacy_trust(store, settings.data_dir, now=clock())
         # One bus per process; a PostgreSQL store shares its database as the bus,
         # so an approval on one replica wakes the device waiting on another.
         bus = bus_from_url(settings.database_url or None)

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hatchway import strictjson
 from hatchway.flows.enrolment import KEYS_PATH, MESSAGE_PATH, TOKEN_PATH, EnrolmentRejected
+from hatchway.flows.firmware import firmware_metadata
 from hatchway.flows.login.service import (
     DEVICE_AUTHORIZATION_PATH,
     REFRESH_GRANT,
@@ -134,6 +135,9 @@ def metadata(ctx: ServerContext) -> dict[str, Any]:
         "hatchway_max_message_size": s.max_message_size,
         # The dev CA's CRL of revoked device certificates (docs/revocation.md).
         "hatchway_crl_uri": s.plain_base_url + CRL_PATH,
+        # Issue 9: the firmware keys this server publishes under (status, not_after),
+        # and where encrypted chunks are fetched (GET {endpoint}<release>/<index>).
+        "hatchway_firmware": firmware_metadata(ctx.store, s.plain_base_url),
         **metadata_entries(s),
     }
 
@@ -144,7 +148,8 @@ def build_https_app(ctx: ServerContext) -> FastAPI:
 
     @app.get("/.well-known/oauth-authorization-server")
     async def discovery() -> JSONResponse:
-        return JSONResponse(metadata(ctx), headers=_PUBLIC_HEADERS)
+        # In a worker thread: the firmware keys come from the store.
+        return JSONResponse(await run_in_threadpool(metadata, ctx), headers=_PUBLIC_HEADERS)
 
     @app.get("/jwks.json")
     async def jwks() -> JSONResponse:

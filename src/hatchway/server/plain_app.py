@@ -21,6 +21,7 @@ from hatchway.server.context import ServerContext
 from hatchway.server.edge import PLAIN_SHAPE, UNIFORM_ERROR, install_edge
 from hatchway.server.edge.errors import CLIENT_CLOSED
 from hatchway.server.edge.framing import FramingGuard
+from hatchway.server.fw_chunks import FirmwareChunks
 from hatchway.server.logs import RequestLog
 from hatchway.server.pki_routes import add_crl_route
 
@@ -155,5 +156,6 @@ def build_plain_app(ctx: ServerContext) -> FastAPI:
 
     # The framing check runs before the fast path too: nothing looks at an ambiguous
     # request (two Content-Lengths, Content-Length with Transfer-Encoding).
-    fast = FramingGuard(MessageFastPath(app, ctx), shape=PLAIN_SHAPE)
+    # Firmware chunks (GET /fw/...) are served beside the message fast path.
+    fast = FramingGuard(MessageFastPath(FirmwareChunks(app, ctx), ctx), shape=PLAIN_SHAPE)
     return RequestLog(fast, listener="plain")  # type: ignore[return-value]

@@ -389,6 +389,99 @@ server_keys = Table(
     Column("retires_at", Double, nullable=True),
 )
 
+# --- Firmware update (issue 9): revision 0006_firmware ----------------------
+
+#: Longest release id (hatchway.firmware.wire.RELEASE_ID) and group name.
+MAX_RELEASE_ID_LENGTH = 128
+
+# The firmware trust store (hatchway.firmware.keys.TrustedKey), one row per key;
+# ``entry`` is TrustedKey.to_json() and ``status`` a copy of its status for queries.
+firmware_keys = Table(
+    "firmware_keys",
+    metadata,
+    Column("kid", String(MAX_KID_LENGTH), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("entry", Text, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
+# One published image. The content key encrypts its chunks; it is wrapped to each
+# device at delivery. The encrypted chunks live in the data dir (firmware/<id>.chunks).
+firmware_releases = Table(
+    "firmware_releases",
+    metadata,
+    Column("release_id", String(MAX_RELEASE_ID_LENGTH), primary_key=True),
+    Column("device_class", String(MAX_ID_LENGTH), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("kid", String(MAX_KID_LENGTH), nullable=False),
+    Column("manifest", Text, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("chunk_count", Integer, nullable=False),
+    Column("content_key", LargeBinary, nullable=False),
+    Column("created_at", Double, nullable=False),
+    UniqueConstraint("device_class", "version"),
+)
+
+device_groups = Table(
+    "device_groups",
+    metadata,
+    Column("group_name", String(MAX_RELEASE_ID_LENGTH), primary_key=True),
+    Column("device_id", String(MAX_ID_LENGTH), _device_fk(), primary_key=True),
+    Column("added_at", Double, nullable=False),
+)
+
+# ``waves``: cumulative device counts, JSON list (hatchway.firmware.rollout.plan_waves).
+firmware_rollouts = Table(
+    "firmware_rollouts",
+    metadata,
+    Column("rollout_id", String(32), primary_key=True),
+    Column(
+        "release_id",
+        String(MAX_RELEASE_ID_LENGTH),
+        ForeignKey("firmware_releases.release_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("group_name", String(MAX_RELEASE_ID_LENGTH), nullable=False),
+    Column("waves", Text, nullable=False),
+    Column("wave", Integer, nullable=False),
+    Column("max_failures", Integer, nullable=False),
+    Column("confirm_within", Integer, nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Index(None, "release_id", "created_at"),
+)
+
+# A device's state for one release (hatchway.firmware.rollout.DEVICE_FW_TRANSITIONS);
+# ``command_id`` is the command row that carries its offer through the delivery machinery.
+firmware_devices = Table(
+    "firmware_devices",
+    metadata,
+    Column(
+        "release_id",
+        String(MAX_RELEASE_ID_LENGTH),
+        ForeignKey("firmware_releases.release_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("device_id", String(MAX_ID_LENGTH), _device_fk(), primary_key=True),
+    Column(
+        "rollout_id",
+        String(32),
+        ForeignKey("firmware_rollouts.rollout_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("wave", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("progress", Integer, nullable=True),
+    Column("reason", String(64), nullable=True),
+    Column("command_id", String(32), nullable=True),
+    Column("updated_at", Double, nullable=False),
+    Index(None, "rollout_id", "wave", "state"),
+    Index(None, "command_id"),
+)
+
 # --- Operator-side revocation (issue 9, fig. 7): revision 0008_revocation ---
 
 #: A certificate serial as lower-case hex (RFC 5280 allows up to 20 octets).

@@ -16,10 +16,12 @@ from hatchway.store.commands import CommandRepository
 from hatchway.store.device_revocations import DeviceRevocationRepository
 from hatchway.store.devices import DeviceRepository
 from hatchway.store.engine import create_store_engine, upgrade_to_head
+from hatchway.store.firmware import FirmwareRepository
 from hatchway.store.keyrotation import KeyRotationRepository
 from hatchway.store.logins import LoginRepository
 from hatchway.store.messages import MessageRepository
 from hatchway.store.revocations import RevocationRepository
+from hatchway.store.rollouts import RolloutRepository
 from hatchway.store.tokens import TokenRepository
 from hatchway.store.users import UserRepository
 
@@ -36,6 +38,8 @@ class Store(
     ClientRepository,
     KeyRotationRepository,
     DeviceRevocationRepository,
+    FirmwareRepository,
+    RolloutRepository,
 ):
     """Everything hatchway persists, behind one interface.
 
@@ -43,7 +47,8 @@ class Store(
     Cross-device login: users, login sessions, refresh token families, the
     audit log and runtime flags (revision 0002). Registered clients
     (revision 0003_clients). Refresh lifetimes and revoked access tokens
-    (revision 0004_token_lifetimes). Revoked devices, certificates and CRLs
+    (revision 0004_token_lifetimes). Firmware keys, releases, groups and
+    rollouts (revision 0006_firmware). Revoked devices, certificates and CRLs
     (revision 0008_revocation). Each entity is one repository
     mixin; later entities join the same way, with an Alembic revision each.
     """

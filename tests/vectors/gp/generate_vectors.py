@@ -57,8 +57,10 @@ HERE = Path(__file__).parent
 EXCHANGES = [
     (CommandApdu(0x80, 0x42, 0, 0, b"provisioned secret"), ResponseApdu(b"", 0x9000)),
     (CommandApdu(0x80, 0x44, 0, 0, b"x" * 40), ResponseApdu(b"provisioned secret", 0x9000)),
-    (CommandApdu(0x80, 0xCA, 0xBF, 0x21, b"\xa6\x04\x83\x02\x13\x01"),
-     ResponseApdu(bytes(range(200)), 0x9000)),
+    (
+        CommandApdu(0x80, 0xCA, 0xBF, 0x21, b"\xa6\x04\x83\x02\x13\x01"),
+        ResponseApdu(bytes(range(200)), 0x9000),
+    ),
     (CommandApdu(0x80, 0x44, 0, 0, b"y"), ResponseApdu(b"", 0x6A88)),
 ]
 
@@ -68,9 +70,13 @@ def _placeholder_cert(key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vector OCE")])
     start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     return (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(1)
-        .not_valid_before(start).not_valid_after(start + dt.timedelta(days=1))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=1))
         .sign(key, hashes.SHA256())
     )
 
@@ -82,15 +88,15 @@ def scalar(key: ec.EllipticCurvePrivateKey) -> str:
 def sm_vectors(host_keys: SessionKeys, chain: bytes) -> list[dict[str, str]]:
     host = SecureChannel(host_keys, chain)
     card = CardSecureChannel(host_keys, chain, oce_authenticated=True)
-    theirs = yk.ScpState(yk.SessionKeys(host_keys.s_enc, host_keys.s_mac, host_keys.s_rmac),
-                         chain)
+    theirs = yk.ScpState(yk.SessionKeys(host_keys.s_enc, host_keys.s_mac, host_keys.s_rmac), chain)
     out = []
     for plain_cmd, plain_resp in EXCHANGES:
         wrapped = host.wrap_command(plain_cmd)
         # yubikit builds the same protected command: encrypt, then MAC the short header.
         enc = theirs.encrypt(plain_cmd.data)
-        header = struct.pack(">BBBBB", plain_cmd.cla | 4, plain_cmd.ins, plain_cmd.p1,
-                             plain_cmd.p2, len(enc) + 8)
+        header = struct.pack(
+            ">BBBBB", plain_cmd.cla | 4, plain_cmd.ins, plain_cmd.p1, plain_cmd.p2, len(enc) + 8
+        )
         assert wrapped.data == enc + theirs.mac(header + enc), "C-MAC/C-ENC differ"
         assert card.unwrap_command(wrapped).data == plain_cmd.data
         protected = card.wrap_response(plain_resp)
@@ -98,12 +104,14 @@ def sm_vectors(host_keys: SessionKeys, chain: bytes) -> list[dict[str, str]]:
             opened = theirs.unmac(protected.data, protected.sw)
             assert (theirs.decrypt(opened) if opened else b"") == plain_resp.data
         assert host.unwrap_response(protected) == plain_resp
-        out.append({
-            "command": plain_cmd.encode().hex(),
-            "protected_command": wrapped.encode().hex(),
-            "response": plain_resp.encode().hex(),
-            "protected_response": protected.encode().hex(),
-        })
+        out.append(
+            {
+                "command": plain_cmd.encode().hex(),
+                "protected_command": wrapped.encode().hex(),
+                "response": plain_resp.encode().hex(),
+                "protected_response": protected.encode().hex(),
+            }
+        )
     return out
 
 
@@ -115,11 +123,17 @@ def scp11_vector(variant: str) -> dict[str, Any]:
     esk_sd = p256_key_from_random(rng)
     kid = ScpKid.SCP11A if variant == "a" else ScpKid.SCP11B
     params = Scp11Params.SCP11A if variant == "a" else Scp11Params.SCP11B
-    crt = tlv.encode_many([(Tag.SCP_IDENTIFIER, bytes([0x11, params])),
-                           (Tag.KEY_USAGE, bytes([KeyUsage.FULL])),
-                           (Tag.KEY_TYPE, b"\x88"), (Tag.KEY_LENGTH, b"\x10")])
+    crt = tlv.encode_many(
+        [
+            (Tag.SCP_IDENTIFIER, bytes([0x11, params])),
+            (Tag.KEY_USAGE, bytes([KeyUsage.FULL])),
+            (Tag.KEY_TYPE, b"\x88"),
+            (Tag.KEY_LENGTH, b"\x10"),
+        ]
+    )
     command_data = tlv.encode(Tag.CONTROL_REFERENCE_TEMPLATE, crt) + tlv.encode(
-        Tag.EPHEMERAL_PUBLIC_KEY, encode_point(esk_oce.public_key()))
+        Tag.EPHEMERAL_PUBLIC_KEY, encode_point(esk_oce.public_key())
+    )
     epk_sd_tlv = tlv.encode(Tag.EPHEMERAL_PUBLIC_KEY, encode_point(esk_sd.public_key()))
     static_oce = oce_key if variant == "a" else esk_oce
     sh_see = ecka(esk_sd, esk_oce.public_key())
@@ -136,13 +150,18 @@ def scp11_vector(variant: str) -> dict[str, Any]:
         return response_data
 
     params_yk = yk.Scp11KeyParams(
-        yk.KeyRef(kid, 1), sd_key.public_key(),
+        yk.KeyRef(kid, 1),
+        sd_key.public_key(),
         *((yk.KeyRef(0x10, 3), oce_key, [_placeholder_cert(oce_key)]) if variant == "a" else ()),
     )
     with mock.patch("yubikit.core.smartcard.scp.ec.generate_private_key", return_value=esk_oce):
         state = yk.ScpState.scp11_init(send_apdu, params_yk)
-    assert state._keys == (keys.session.s_enc, keys.session.s_mac, keys.session.s_rmac,
-                           keys.session.s_dek), "session keys differ from yubikit"
+    assert state._keys == (
+        keys.session.s_enc,
+        keys.session.s_mac,
+        keys.session.s_rmac,
+        keys.session.s_dek,
+    ), "session keys differ from yubikit"
     assert state._mac_chain == mac
 
     return {
@@ -151,8 +170,9 @@ def scp11_vector(variant: str) -> dict[str, Any]:
         "sk_oce_ecka": scalar(oce_key) if variant == "a" else None,
         "esk_oce_ecka": scalar(esk_oce),
         "esk_sd_ecka": scalar(esk_sd),
-        "command": CommandApdu(0x80, 0x82 if variant == "a" else 0x88, 1, kid,
-                               command_data).encode().hex(),
+        "command": CommandApdu(0x80, 0x82 if variant == "a" else 0x88, 1, kid, command_data)
+        .encode()
+        .hex(),
         "response_data": response_data.hex(),
         "sh_see": sh_see.hex(),
         "sh_ses": sh_ses.hex(),
@@ -174,7 +194,10 @@ def scp03_vector() -> dict[str, Any]:
     keys = scp03_session_keys(key, key, host_challenge, card_challenge)
     theirs = yk.StaticKeys(key, key, key).derive(host_challenge + card_challenge)
     assert (theirs.key_senc, theirs.key_smac, theirs.key_srmac) == (
-        keys.s_enc, keys.s_mac, keys.s_rmac), "SCP03 session keys differ from yubikit"
+        keys.s_enc,
+        keys.s_mac,
+        keys.s_rmac,
+    ), "SCP03 session keys differ from yubikit"
     context = host_challenge + card_challenge
     card_crypto = scp03_derive(keys.s_mac, SCP03_CARD_CRYPTOGRAM, context, 64)
     host_crypto = scp03_derive(keys.s_mac, SCP03_HOST_CRYPTOGRAM, context, 64)
@@ -195,8 +218,11 @@ def scp03_vector() -> dict[str, Any]:
 
 
 def main() -> None:
-    for name, vector in (("scp11a.json", scp11_vector("a")), ("scp11b.json", scp11_vector("b")),
-                         ("scp03.json", scp03_vector())):
+    for name, vector in (
+        ("scp11a.json", scp11_vector("a")),
+        ("scp11b.json", scp11_vector("b")),
+        ("scp03.json", scp03_vector()),
+    ):
         vector["cross_checked_with"] = "yubikey-manager (yubikit.core.smartcard.scp)"
         (HERE / name).write_text(json.dumps(vector, indent=2) + "\n", encoding="utf-8")
         print("wrote", name)

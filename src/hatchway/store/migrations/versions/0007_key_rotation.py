@@ -1,7 +1,7 @@
 """Key rotation: device-key rotations and the server's message-key generations.
 
 Revision ID: 0007_key_rotation
-Revises: 0005_command_delivery
+Revises: 0006_firmware
 Create Date: 2026-12-01
 
 Issue 9 "Key rotation" (docs/key-rotation.md). ``device_key_rotations`` keeps each
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007_key_rotation"
-down_revision = "0005_command_delivery"
+down_revision = "0006_firmware"
 branch_labels = None
 depends_on = None
 
