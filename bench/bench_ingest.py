@@ -261,7 +261,7 @@ def crypto_floor(ctx: ServerContext, tokens: list[bytes]) -> float:
     def one(token: bytes) -> None:
         message, sender = open_message(
             token,
-            decryption_keys=service._keys,
+            decryption_keys=service.keyring.decryption_keys,
             resolve_sender=resolve,
             policy=service._policy,
             now=time.time(),

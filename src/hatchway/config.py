@@ -43,6 +43,12 @@ class Settings:
     max_message_size: int = 65536
     #: Size of the per-device sliding replay window over sequence numbers.
     replay_window: int = 64
+    #: Seconds a device's old signing key stays accepted after it rotated its keys
+    #: (docs/key-rotation.md); then only the new keys work.
+    device_key_overlap: int = 24 * 3600
+    #: How often (seconds) each replica re-reads the server's message-key generations
+    #: from the store, so that ``hatchway keys rotate`` reaches it without a restart.
+    server_key_refresh: int = 10
     log_level: str = "info"
     #: Cross-device login (issue 3): RFC 8628 ``expires_in`` and ``interval``.
     login_expires_in: int = 300
@@ -156,6 +162,8 @@ _INT_FIELDS = {
     "message_ttl",
     "max_message_size",
     "replay_window",
+    "device_key_overlap",
+    "server_key_refresh",
     "login_expires_in",
     "login_interval",
     "login_access_token_ttl",
@@ -225,6 +233,10 @@ def validate(settings: Settings) -> None:
         raise ConfigurationError("max_message_size must be between 1 KiB and 16 MiB")
     if not 8 <= settings.replay_window <= 4096:
         raise ConfigurationError("replay_window must be between 8 and 4096")
+    if not 0 <= settings.device_key_overlap <= 365 * 86400:
+        raise ConfigurationError("device_key_overlap must be between 0 seconds and 365 days")
+    if not 1 <= settings.server_key_refresh <= 3600:
+        raise ConfigurationError("server_key_refresh must be between 1 and 3600 seconds")
     # Devices refuse replies living longer than 600 s (their OpenPolicy.max_lifetime).
     if not 10 <= settings.message_ttl <= 600:
         raise ConfigurationError("message_ttl must be between 10 and 600 seconds")

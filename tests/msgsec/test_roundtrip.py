@@ -90,6 +90,19 @@ def test_every_kind_round_trips_at_an_endpoint_for_its_direction(kind: MessageTy
         },
         MessageType.FIRMWARE_REPORT: {"release": "r1", "state": "downloading", "progress": 40},
         MessageType.ACK: {"status": "ok"},
+        MessageType.KEY_ROTATE: {
+            "mid": "m1",
+            "signing_key": {},
+            "encryption_key": {},
+            "proof": "p",
+        },
+        MessageType.KEY_ROTATED: {
+            "certificate": "pem",
+            "signing_kid": "s",
+            "encryption_kid": "e",
+            "retires_at": 1,
+        },
+        MessageType.SERVER_KEYS: {"server_keys": {"keys": []}, "retires_at": 1, "status": "ok"},
         MessageType.DEREGISTERED: {"reason": "stolen", "revoked_at": 1764547200},
     }
     irt = "req-1" if RULES[kind].irt is Presence.REQUIRED else None

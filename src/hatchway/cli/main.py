@@ -11,8 +11,10 @@ from hatchway.cli import (
     device,
     firmware,
     groups,
+    keys,
     login,
     mqtt,
+    rotate,
     se,
     serve,
     sessions,
@@ -30,6 +32,7 @@ app = typer.Typer(
 )
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
+device.app.command("rotate-keys")(rotate.rotate_keys)
 device.app.command("update")(update.update)
 app.add_typer(device.app, name="device")
 app.add_typer(firmware.app, name="firmware")
@@ -39,6 +42,7 @@ app.add_typer(mqtt.app, name="mqtt")
 app.add_typer(users.app, name="users")
 app.add_typer(sessions.app, name="sessions")
 app.add_typer(clients.app, name="clients")
+app.add_typer(keys.app, name="keys")
 app.add_typer(login.flow_app, name="login-flow")
 app.command("login")(login.login)
 app.command("whoami")(login.whoami)

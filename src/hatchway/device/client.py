@@ -1,4 +1,5 @@
-"""The device SDK's safe surface: ``Device.send``, ``poll``, ``respond``, ``deregister``.
+"""The device SDK's safe surface: ``Device.send``, ``poll``, ``respond``, ``deregister``,
+``rotate_keys``.
 
 Every message is sealed (JWS inside JWE) before it leaves and every reply is opened and
 checked: it must be the expected kind, signed by the pinned server key, addressed to us,
@@ -21,6 +22,12 @@ from typing import Any
 from hatchway.device.enrol import enroll
 from hatchway.device.firmware.identity import FirmwareIdentity
 from hatchway.device.revoked import DeviceRevoked, bury
+from hatchway.device.rotation import (
+    PendingRotation,
+    apply_server_keys,
+    begin_rotation,
+    finish_rotation,
+)
 from hatchway.device.state import FORMAT, DeviceState, StateFile
 from hatchway.device.transport import HttpTransport, MessageRejected, Transport, TransportError
 from hatchway.errors import InvalidMessage
@@ -73,13 +80,11 @@ class Device:
         self._signing = SigningKey.from_jwk(st.signing_key)
         self._decryption = DecryptionKey.from_jwk(st.encryption_key)
         self._suite = Suite.from_json(st.suite)
-        server_sig, server_enc = _server_keys(st.server_keys)
-        self._server_enc = server_enc
-        self._server = SenderInfo(
-            id=st.server_id,
-            verifying_key=server_sig,
-            suite=Suite(sign=server_sig.alg, key=self._suite.key, enc=self._suite.enc),
-        )
+        self._trust_server(st.server_keys)
+        # A rotation under way (docs/key-rotation.md): the server may already seal to its
+        # new encryption key, so replies are opened with it too until it is finished.
+        pending = PendingRotation.load(state_file)
+        self._pending_decryption = None if pending is None else pending.decryption
         self._url = st.endpoints["messages"]
         self._revoked: DeviceRevoked | None = None
         #: Firmware offers received (poll replies, pushes), newest last; see device/firmware.
@@ -88,6 +93,15 @@ class Device:
         bind = getattr(self._transport, "bind", None)
         if callable(bind):
             bind(st.device_id, st.endpoints)
+
+    def _trust_server(self, server_keys: dict[str, Any]) -> None:
+        server_sig, server_enc = _server_keys(server_keys)
+        self._server_enc = server_enc
+        self._server = SenderInfo(
+            id=self.server_id,
+            verifying_key=server_sig,
+            suite=Suite(sign=server_sig.alg, key=self._suite.key, enc=self._suite.enc),
+        )
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -198,7 +212,15 @@ class Device:
             raise TypeError("this transport carries no server pushes; use poll()")
         self._check_live()
         deadline = None if timeout is None else time.monotonic() + timeout
-        expected = frozenset({*_POLL_REPLIES, MessageType.DEREGISTERED})
+        # Every reply kind too, so that a stray reply is skipped below, not an error.
+        expected = frozenset(
+            {
+                *_POLL_REPLIES,
+                MessageType.DEREGISTERED,
+                MessageType.SERVER_KEYS,
+                MessageType.KEY_ROTATED,
+            }
+        )
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             raw = receive(left)
@@ -257,6 +279,33 @@ class Device:
     def deregister(self, reason: str = "requested by device") -> Message:
         return self._exchange(MessageType.DEREGISTER, {"reason": reason}, {MessageType.ACK})
 
+    def rotate_keys(self) -> Message:
+        """Rotate this device's signing and encryption keys; returns the server's answer.
+
+        The new keys are saved (pending) before anything is sent, so after a crash or a
+        lost reply calling this again finishes the same rotation (docs/key-rotation.md).
+        """
+        pending = PendingRotation.load(self._file) or begin_rotation(
+            self._file, self._signing, self._decryption, self.random
+        )
+        self._pending_decryption = pending.decryption
+        expect = {MessageType.KEY_ROTATED}
+        try:
+            reply = self._exchange(MessageType.KEY_ROTATE, pending.body(), expect)
+        except (MessageRejected, InvalidMessage):
+            # A rotation the server completed but whose answer was lost, and whose old
+            # key has since retired: the server still answers it under the new key.
+            reply = self._exchange(
+                MessageType.KEY_ROTATE,
+                pending.body(),
+                expect,
+                signing_key=pending.signing,
+            )
+        finish_rotation(self._file, pending, reply)
+        self._signing, self._decryption = pending.signing, pending.decryption
+        self._pending_decryption = None
+        return reply
+
     def close(self) -> None:
         close = getattr(self._transport, "close", None)
         if callable(close):
@@ -279,6 +328,7 @@ class Device:
         expect: set[MessageType],
         *,
         irt: str | None = None,
+        signing_key: SigningKey | None = None,
     ) -> Message:
         self._check_live()
         # One mid for every retransmission, so the server stores the message exactly once.
@@ -293,7 +343,7 @@ class Device:
             sent.add(request.jti)
             token = seal(
                 request,
-                signing_key=self._signing,
+                signing_key=signing_key or self._signing,
                 recipient_key=self._server_enc,
                 suite=self._suite,
                 random=self.random,
@@ -325,9 +375,15 @@ class Device:
     def _open_reply(self, raw: bytes, sent: set[str], expect: set[MessageType]) -> Message:
         # The reply names in `irt` the jti of one copy of our request (they differ only in
         # seq and jti), so a reply to some other request of ours is refused.
+        keys = {self._decryption.kid: self._decryption}
+        also = self._pending_decryption
+        if also is not None:  # sealed to the new key of a rotation under way
+            keys[also.kid] = also
+        if MessageType.ACK in expect:  # the server may announce new keys instead
+            expect = expect | {MessageType.SERVER_KEYS}
         reply, _ = open_message(
             raw,
-            decryption_keys={self._decryption.kid: self._decryption},
+            decryption_keys=keys,
             resolve_sender=lambda kid: (
                 self._server if kid == self._server.verifying_key.kid else None
             ),
@@ -341,6 +397,9 @@ class Device:
         if reply.typ is MessageType.DEREGISTERED:
             self._revoke(reply)
         self._accept_inbound(reply)
+        if reply.typ is MessageType.SERVER_KEYS:
+            # Signed by the server key we trust: from now on seal to, and trust, the new one.
+            self._trust_server(apply_server_keys(self._file, reply))
         return reply
 
     def _check_live(self) -> None:

@@ -30,6 +30,7 @@ from hatchway import strictjson
 from hatchway.config import Settings
 from hatchway.errors import HatchwayError, InvalidMessage
 from hatchway.flows.firmware import firmware_keys
+from hatchway.flows.keyring import ServerKeyring
 from hatchway.mqtt.discovery import enrolment_endpoints
 from hatchway.msgsec import (
     EncryptionKey,
@@ -99,9 +100,12 @@ class EnrolmentService:
         settings: Settings,
         clock: Clock,
         random: Random,
+        keyring: ServerKeyring | None = None,
     ) -> None:
         self.store = store
         self.identity = identity
+        #: The server's message-key generations; new devices get the current one.
+        self.keyring = keyring
         self.settings = settings
         self.clock = clock
         self.random = random
@@ -221,9 +225,7 @@ class EnrolmentService:
             "server_id": self.settings.issuer,
             "device_certificate": cert_pem,
             "ca_certificate": self.identity.ca_cert_path.read_text(),
-            "server_keys": jwk_set(
-                self.identity.signing_key.public(), self.identity.decryption_key.public()
-            ),
+            "server_keys": self._server_keys(),
             "suite": suite.to_json(),
             "server_suite": {"sign": SignAlg.ES256.value},
             # Issue 9: the device's first firmware trust store (flows/firmware.py).
@@ -236,6 +238,14 @@ class EnrolmentService:
                 **enrolment_endpoints(self.settings, device_id),
             },
         }
+
+    def _server_keys(self) -> dict[str, Any]:
+        if self.keyring is None:
+            return jwk_set(
+                self.identity.signing_key.public(), self.identity.decryption_key.public()
+            )
+        current = self.keyring.current
+        return jwk_set(current.signing.public(), current.decryption.public())
 
     def _parse_keys(self, request: dict[str, Any]) -> tuple[VerifyingKey, EncryptionKey, Suite]:
         try:

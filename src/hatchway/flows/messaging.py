@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import threading
 from collections import OrderedDict
@@ -42,6 +43,8 @@ from hatchway.flows import firmware as fw
 from hatchway.flows.deregistration import notice_body
 from hatchway.flows.ingest.committer import DEFAULT_MAX_BATCH, Committer, GroupCommitter
 from hatchway.flows.ingest.window import window_advance
+from hatchway.flows.keyring import KeyGeneration, ServerKeyring
+from hatchway.flows.keyrotation import DeviceKeyRotation, rotated_body
 from hatchway.msgsec import (
     EncryptionKey,
     Message,
@@ -53,6 +56,7 @@ from hatchway.msgsec import (
     open_message,
     seal,
 )
+from hatchway.msgsec.rotation import server_keys_body
 from hatchway.runtime import Clock, Random
 from hatchway.server.datadir import ServerIdentity
 from hatchway.store import (
@@ -86,6 +90,7 @@ INBOUND = frozenset(
         MessageType.POLL,
         MessageType.COMMAND_RESULT,
         MessageType.DEREGISTER,
+        MessageType.KEY_ROTATE,
         MessageType.FIRMWARE_REPORT,
     }
 )
@@ -96,8 +101,10 @@ class _NotCached(Exception):
 
 
 class _Revoked(Exception):
-    """The store refused a cached sender as not enrolled: it may have been revoked
-    meanwhile, and then gets the notice (``_after_refusal``, in a worker thread)."""
+    """The store refused a cached sender as not enrolled (nothing was stored): it may
+    have been revoked meanwhile, and then gets the notice, or have rotated its keys
+    through another replica, and then its message is taken under a fresh look-up
+    (``_after_refusal``, in a worker thread)."""
 
     def __init__(self, peer: _Peer) -> None:
         super().__init__(peer.device_id)
@@ -109,6 +116,13 @@ class _Peer:
     device_id: str
     sender: SenderInfo
     encryption_key: EncryptionKey
+    #: The device's current signing kid: the store checks it when accepting, also for
+    #: a message signed by the key it rotated away from (``sender``, until ``until``).
+    current_kid: str
+    until: float = math.inf
+    #: The older server key generation this message was sealed to (None: the current
+    #: one): the reply is signed under it and announces the current keys.
+    behind: KeyGeneration | None = None
     #: Revoked by the operator: its messages get the de-registration notice.
     revoked: bool = False
 
@@ -124,6 +138,7 @@ class MessageService:
         random: Random,
         cache_size: int = 4096,
         max_batch: int = DEFAULT_MAX_BATCH,
+        keyring: ServerKeyring | None = None,
     ) -> None:
         self.store = store
         self.identity = identity
@@ -131,7 +146,14 @@ class MessageService:
         self.clock = clock
         self.random = random
         self.server_id = settings.issuer
-        self._keys = {identity.decryption_key.kid: identity.decryption_key}
+        self.keyring = keyring or ServerKeyring(
+            store,
+            identity,
+            clock=clock,
+            random=random,
+            refresh_interval=settings.server_key_refresh,
+        )
+        self.rotation = DeviceKeyRotation(store=store, identity=identity, settings=settings)
         self._policy = OpenPolicy(
             audience=self.server_id,
             expected=INBOUND,
@@ -161,14 +183,46 @@ class MessageService:
         record = self.store.find_device_by_signing_kid(kid)
         if record is not None and record.status is DeviceStatus.REVOKED:
             return replace(_peer_from_record(record), revoked=True)  # never cached
-        if record is None or record.status is not DeviceStatus.ENROLLED:
+        if record is None:
+            peer = self._previous_peer(kid)
+            if peer is None:
+                return None
+        elif record.status is not DeviceStatus.ENROLLED:
             return None
-        peer = _peer_from_record(record)
+        else:
+            peer = _peer_from_record(record)
         with self._peers_lock:
             self._peers[kid] = peer
             while len(self._peers) > self._cache_size:
                 self._peers.popitem(last=False)
         return peer
+
+    def _previous_peer(self, kid: str) -> _Peer | None:
+        """A device's signing key during the overlap after it rotated away from it."""
+        rotation = self.store.find_previous_signing_key(kid)
+        record = None if rotation is None else self.store.get_device(rotation.device_id)
+        if rotation is None or record is None:
+            return None
+        peer = _peer_from_record(record)
+        old = VerifyingKey.from_jwk(rotation.old_signing_jwk)
+        return replace(
+            peer, sender=replace(peer.sender, verifying_key=old), until=rotation.retires_at
+        )
+
+    def _live(self, peer: _Peer, now: float) -> bool:
+        if now < peer.until:
+            return True
+        self.forget(peer.sender.verifying_key.kid)  # the overlap is over: the old key is gone
+        return False
+
+    def _sealed_to(self, peer: _Peer, token: bytes, now: float) -> _Peer:
+        """Note which server key generation the device sealed to; refuse a retired one."""
+        generation = self.keyring.sealed_to(token)
+        if not generation.live(now):
+            raise InvalidMessage("sealed to a retired server key")
+        if generation.generation == self.keyring.current.generation:
+            return peer
+        return replace(peer, behind=generation)
 
     def forget(self, kid: str) -> None:
         with self._peers_lock:
@@ -182,12 +236,17 @@ class MessageService:
         names one). A message signed by any other device is refused before anything is
         stored: it was forged or replayed onto that topic.
         """
+        return self._handle(token, sender, retry=True)
+
+    def _handle(self, token: bytes, sender: str | None, *, retry: bool) -> bytes:
         now = self.clock()
+        if self.keyring.due(now):
+            self.keyring.refresh(now)
         peers: dict[str, _Peer] = {}
 
         def resolve(kid: str) -> SenderInfo | None:
             peer = self._peer(kid)
-            if peer is None:
+            if peer is None or not self._live(peer, now):
                 return None
             if sender is not None and peer.device_id != sender:
                 peers["misrouted"] = peer
@@ -198,15 +257,18 @@ class MessageService:
         try:
             message, _ = open_message(
                 token,
-                decryption_keys=self._keys,
+                decryption_keys=self.keyring.decryption_keys,
                 resolve_sender=resolve,
                 policy=self._policy,
                 now=now,
             )
+            peer = self._sealed_to(peers["it"], token, now)
         except InvalidMessage as exc:
+            if retry and self.keyring.refresh_for(token, now):
+                return self._handle(token, sender, retry=False)
             _log_rejection(exc, peers.get("misrouted"), sender)
             raise
-        return self._finish(peers["it"], message, now)
+        return self._finish(peer, message, now)
 
     async def handle_async(self, token: bytes, *, sender: str | None = None) -> bytes:
         """``handle`` for transports on an event loop; same replies, same refusals
@@ -220,6 +282,8 @@ class MessageService:
         de-registration, the periodic jti purge) runs in a worker thread.
         """
         now = self.clock()
+        if self.keyring.due(now):
+            await asyncio.to_thread(self.keyring.refresh, now)
         found: dict[str, _Peer] = {}
 
         def cached(kid: str) -> SenderInfo | None:
@@ -232,23 +296,28 @@ class MessageService:
             if sender is not None and peer.device_id != sender:
                 found["misrouted"] = peer
                 return None
+            if not self._live(peer, now):
+                return None
             found["it"] = peer
             return peer.sender
 
         try:
             message, _ = open_message(
                 token,
-                decryption_keys=self._keys,
+                decryption_keys=self.keyring.decryption_keys,
                 resolve_sender=cached,
                 policy=self._policy,
                 now=now,
             )
+            peer = self._sealed_to(found["it"], token, now)
         except _NotCached:
             return await asyncio.to_thread(self.handle, token, sender=sender)
         except InvalidMessage as exc:
+            if self.keyring.may_refresh_for(token, now):
+                # Perhaps a rotation this replica has not read yet: ``handle`` re-reads.
+                return await asyncio.to_thread(self.handle, token, sender=sender)
             _log_rejection(exc, found.get("misrouted"), sender)
             raise
-        peer = found["it"]
         if message.typ is not MessageType.TELEMETRY:
             return await asyncio.to_thread(self._finish, peer, message, now)
         try:
@@ -306,6 +375,16 @@ class MessageService:
             # The result must answer a delivery of that command this device received.
             if not self.store.answers_delivery(peer.device_id, cid, irt):
                 raise InvalidMessage(f"result for {cid!r} does not answer its delivery")
+        elif message.typ is MessageType.KEY_ROTATE:
+            signed_by = peer.sender.verifying_key
+            previous = signed_by.kid != peer.current_kid
+            self.rotation.precheck(
+                peer.device_id, message, signed_by, peer.encryption_key, previous=previous
+            )
+        elif message.typ is MessageType.DEREGISTER and peer.until != math.inf:
+            # A retiring key still carries data during the overlap, but may not end the
+            # device: a thief of the old key could otherwise de-register it.
+            raise InvalidMessage("de-registration signed by a retiring key")
         elif message.typ is MessageType.FIRMWARE_REPORT:
             fw.check_report_body(message.body)
 
@@ -333,7 +412,7 @@ class MessageService:
             body=message.body,
             now=now,
             advance=advance,
-            signing_kid=peer.sender.verifying_key.kid,
+            signing_kid=peer.current_kid,
         )
 
     def _refused(self, peer: _Peer, exc: HatchwayError | ValueError) -> Exception:
@@ -359,6 +438,15 @@ class MessageService:
         kind, seq = message.typ, accepted.reply_seq
 
         def ack(status: str) -> Message:
+            if peer.behind is not None:  # the device learns the current server keys
+                current, until = self.keyring.current, peer.behind.retires_at or now
+                body = server_keys_body(
+                    current.signing.public(),
+                    current.decryption.public(),
+                    retires_at=int(until),
+                    status=status,
+                )
+                return self._message(peer, MessageType.SERVER_KEYS, message, now, body, seq)
             return self._message(peer, MessageType.ACK, message, now, {"status": status}, seq)
 
         if kind is MessageType.POLL:
@@ -375,6 +463,21 @@ class MessageService:
                 except (UnknownCommand, InvalidTransition) as exc:
                     raise InvalidMessage(f"result for command {cid!r} refused: {exc}") from None
             return ack("duplicate" if accepted.duplicate else "recorded")
+        if kind is MessageType.KEY_ROTATE:
+            signed_by = peer.sender.verifying_key
+            rotation = self.rotation.rotate(
+                peer.device_id, message, signed_by, peer.encryption_key, now
+            )
+            self.forget(rotation.old_signing_kid)
+            device = self.store.get_device(peer.device_id)
+            if device is None or device.status is not DeviceStatus.ENROLLED:
+                raise InvalidMessage("device gone during its key rotation")
+            # Sealed to the new encryption key: only the holder of the new keys reads it.
+            new = replace(_peer_from_record(device), behind=peer.behind)
+            body = rotated_body(rotation)
+            return self._seal(
+                new, self._message(peer, MessageType.KEY_ROTATED, message, now, body, seq)
+            )
         if kind is MessageType.FIRMWARE_REPORT:
             if accepted.duplicate:
                 return ack("duplicate")
@@ -389,11 +492,24 @@ class MessageService:
     # -- revoked devices (flows/deregistration.py) -----------------------------------------
     def _after_refusal(self, peer: _Peer, message: Message, now: float) -> bytes:
         """A cached sender the store refused (the accept rolled back, nothing stored):
-        revoked meanwhile with this key, it gets the notice; otherwise the refusal."""
+        revoked meanwhile with this key, it gets the notice; still valid under a fresh
+        look-up (it rotated its keys through another replica and this is its old key,
+        in the overlap), the message is taken once more; otherwise the refusal."""
         current = self._peer(peer.sender.verifying_key.kid)
-        if current is None or not current.revoked or current.device_id != peer.device_id:
+        if current is None or current.device_id != peer.device_id or not self._live(current, now):
             raise InvalidMessage(f"store refused: {peer.device_id} is not enrolled")
-        return self._notice(current, message, now)
+        if current.revoked:
+            return self._notice(current, message, now)
+        if current.current_kid == peer.current_kid:  # nothing changed: no second try
+            raise InvalidMessage(f"store refused: {peer.device_id} is not enrolled")
+        fresh = replace(current, behind=peer.behind)
+        self._precheck(fresh, message)
+        try:
+            accepted = self._accept(fresh, message, now)
+        except _Revoked:  # a second refusal is final
+            raise InvalidMessage(f"store refused: {peer.device_id} is not enrolled") from None
+        reply = self._dispatch(fresh, message, now, accepted)
+        return reply if isinstance(reply, bytes) else self._seal(fresh, reply)
 
     def _notice(self, peer: _Peer, message: Message, now: float) -> bytes:
         """The sealed de-registration notice for a revoked device's message."""
@@ -506,11 +622,12 @@ class MessageService:
         )
 
     def _seal(self, peer: _Peer, reply: Message) -> bytes:
+        signing_key = (peer.behind or self.keyring.current).signing
         return seal(
             reply,
-            signing_key=self.identity.signing_key,
+            signing_key=signing_key,
             recipient_key=peer.encryption_key,
-            suite=Suite(sign=self.identity.signing_key.alg, key=peer.sender.suite.key),
+            suite=Suite(sign=signing_key.alg, key=peer.sender.suite.key),
             random=self.random,
         )
 
@@ -613,4 +730,5 @@ def _peer_from_record(record: DeviceRecord) -> _Peer:
             id=record.device_id, verifying_key=verifying, suite=Suite.from_json(record.suite)
         ),
         encryption_key=EncryptionKey.from_jwk(record.encryption_jwk),
+        current_kid=verifying.kid,
     )

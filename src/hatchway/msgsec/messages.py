@@ -40,6 +40,9 @@ class MessageType(StrEnum):
     FIRMWARE_UPDATE = "hatchway-firmware+jwt"
     FIRMWARE_REPORT = "hatchway-firmware-report+jwt"
     DEREGISTER = "hatchway-deregister+jwt"
+    KEY_ROTATE = "hatchway-key-rotate+jwt"
+    KEY_ROTATED = "hatchway-key-rotated+jwt"
+    SERVER_KEYS = "hatchway-server-keys+jwt"
     DEREGISTERED = "hatchway-deregistered+jwt"
 
 
@@ -118,6 +121,22 @@ RULES: Mapping[MessageType, Rule] = {
         {"reason": STR, "progress": INT, "mid": STR},
     ),
     MessageType.ACK: Rule(TO_DEVICE, REQ, {}, {"status": STR}),
+    # Key rotation (docs/key-rotation.md; msgsec/rotation.py parses the bodies): the
+    # device's new public keys with a proof by the new signing key, the re-issued
+    # certificate, and the server's new keys announced in place of an ACK.
+    MessageType.KEY_ROTATE: Rule(
+        TO_SERVER,
+        FORBID,
+        {"mid": STR, "signing_key": OBJ, "encryption_key": OBJ, "proof": STR},
+    ),
+    MessageType.KEY_ROTATED: Rule(
+        TO_DEVICE,
+        REQ,
+        {"certificate": STR, "signing_kid": STR, "encryption_kid": STR, "retires_at": INT},
+    ),
+    MessageType.SERVER_KEYS: Rule(
+        TO_DEVICE, REQ, {"server_keys": OBJ, "retires_at": INT}, {"status": STR}
+    ),
     # The operator revoked the device (fig. 7 from the server's side): a reply to the
     # device's next message, or pushed over MQTT. ``revoked_at`` is POSIX seconds.
     MessageType.DEREGISTERED: Rule(TO_DEVICE, OPT, {"reason": STR, "revoked_at": INT}),

@@ -10,6 +10,7 @@ from hatchway.config import Settings
 from hatchway.flows.clients import ensure_default_clients
 from hatchway.flows.enrolment import EnrolmentService
 from hatchway.flows.firmware import import_legacy_trust
+from hatchway.flows.keyring import ServerKeyring
 from hatchway.flows.login.service import LoginService
 from hatchway.flows.messaging import MessageService
 from hatchway.flows.sechannel import SecureChannelService, ensure_application_identity
@@ -47,15 +48,32 @@ class ServerContext:
         # One bus per process; a PostgreSQL store shares its database as the bus,
         # so an approval on one replica wakes the device waiting on another.
         bus = bus_from_url(settings.database_url or None)
+        keyring = ServerKeyring(
+            store,
+            identity,
+            clock=clock,
+            random=random,
+            refresh_interval=settings.server_key_refresh,
+        )
         return cls(
             settings=settings,
             identity=identity,
             store=store,
             enrolment=EnrolmentService(
-                store=store, identity=identity, settings=settings, clock=clock, random=random
+                store=store,
+                identity=identity,
+                settings=settings,
+                clock=clock,
+                random=random,
+                keyring=keyring,
             ),
             messages=MessageService(
-                store=store, identity=identity, settings=settings, clock=clock, random=random
+                store=store,
+                identity=identity,
+                settings=settings,
+                clock=clock,
+                random=random,
+                keyring=keyring,
             ),
             bus=bus,
             login=LoginService(
@@ -70,8 +88,11 @@ class ServerContext:
             ),
             sechannel=SecureChannelService(
                 ensure_application_identity(
-                    settings.data_dir, identity.ca, origin=web_origin(settings.issuer),
-                    tls_cert_path=identity.tls_cert_path, now=clock(),
+                    settings.data_dir,
+                    identity.ca,
+                    origin=web_origin(settings.issuer),
+                    tls_cert_path=identity.tls_cert_path,
+                    now=clock(),
                 ),
                 clock=clock,
                 random=random,

@@ -34,7 +34,7 @@ from hatchway.flows.oauth.introspection import INTROSPECTION_PATH
 from hatchway.flows.oauth.revocation import REVOCATION_PATH
 from hatchway.login import GrantType
 from hatchway.mqtt.discovery import metadata_entries
-from hatchway.msgsec import EncAlg, KeyAlg, SignAlg, jwk_set
+from hatchway.msgsec import EncAlg, KeyAlg, SignAlg
 from hatchway.pki import CRL_PATH
 from hatchway.server.context import ServerContext
 from hatchway.server.edge import HTTPS_SHAPE, install_edge
@@ -153,8 +153,11 @@ def build_https_app(ctx: ServerContext) -> FastAPI:
 
     @app.get("/jwks.json")
     async def jwks() -> JSONResponse:
-        keys = jwk_set(ctx.identity.signing_key.public(), ctx.identity.decryption_key.public())
-        return JSONResponse(keys, headers=_PUBLIC_HEADERS)
+        # Every live message-key generation (docs/key-rotation.md) and the token key.
+        keyring, now = ctx.messages.keyring, ctx.messages.clock()
+        if keyring.due(now):
+            await run_in_threadpool(keyring.refresh, now)
+        return JSONResponse(keyring.jwk_set(now), headers=_PUBLIC_HEADERS)
 
     @app.post(TOKEN_PATH)
     async def first_token(request: Request) -> JSONResponse:

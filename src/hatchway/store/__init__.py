@@ -21,6 +21,7 @@ from hatchway.store.errors import (
     UnknownCommand,
     UnknownDevice,
 )
+from hatchway.store.keyrotation import DeviceRotation, ServerKeyRow
 from hatchway.store.login_errors import (
     ClientExists,
     LoginSessionExists,
@@ -77,6 +78,7 @@ __all__ = [
     "Delivery",
     "DeviceExists",
     "DeviceRecord",
+    "DeviceRotation",
     "DeviceStatus",
     "InvalidTransition",
     "JsonObject",
@@ -94,6 +96,7 @@ __all__ = [
     "Rotation",
     "SealedDelivery",
     "SecretAlreadyUsed",
+    "ServerKeyRow",
     "SessionFamilyRecord",
     "StaleSession",
     "Store",

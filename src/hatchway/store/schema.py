@@ -353,6 +353,42 @@ clients = Table(
     Column("updated_at", Double, nullable=False),
 )
 
+# --- Key rotation (issue 9, docs/key-rotation.md): revision 0007_key_rotation ---
+
+# One row per completed device-key rotation, keyed by the KEY_ROTATE message's mid:
+# a retransmission finds it and gets the same certificate. The old signing key
+# still resolves to the device until ``retires_at``, and only while the device's
+# current key is still ``new_signing_kid`` (a later rotation or a reset ends it).
+device_key_rotations = Table(
+    "device_key_rotations",
+    metadata,
+    Column("device_id", String(MAX_ID_LENGTH), _device_fk(), primary_key=True),
+    Column("mid", String(MAX_ID_LENGTH), primary_key=True),
+    Column("old_signing_kid", String(MAX_KID_LENGTH), nullable=False),
+    Column("old_signing_jwk", Text, nullable=False),
+    Column("new_signing_kid", String(MAX_KID_LENGTH), nullable=False),
+    Column("new_encryption_kid", String(MAX_KID_LENGTH), nullable=False),
+    Column("certificate_pem", Text, nullable=False),
+    Column("rotated_at", Double, nullable=False),
+    Column("retires_at", Double, nullable=False),
+    Index(None, "old_signing_kid"),
+)
+
+# The server's message-key generations, shared by every replica. The private JWKs
+# are AES-GCM wrapped under a key derived from the data dir's message-keys.json, so
+# the database alone does not hold them in the clear. The highest generation signs;
+# a generation with ``retires_at`` in the past opens nothing any more.
+server_keys = Table(
+    "server_keys",
+    metadata,
+    Column("generation", Integer, primary_key=True, autoincrement=False),
+    Column("signing_kid", String(MAX_KID_LENGTH), nullable=False),
+    Column("encryption_kid", String(MAX_KID_LENGTH), nullable=False),
+    Column("wrapped", Text, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("retires_at", Double, nullable=True),
+)
+
 # --- Firmware update (issue 9): revision 0006_firmware ----------------------
 
 #: Longest release id (hatchway.firmware.wire.RELEASE_ID) and group name.

@@ -17,6 +17,7 @@ from hatchway.store.device_revocations import DeviceRevocationRepository
 from hatchway.store.devices import DeviceRepository
 from hatchway.store.engine import create_store_engine, upgrade_to_head
 from hatchway.store.firmware import FirmwareRepository
+from hatchway.store.keyrotation import KeyRotationRepository
 from hatchway.store.logins import LoginRepository
 from hatchway.store.messages import MessageRepository
 from hatchway.store.revocations import RevocationRepository
@@ -35,6 +36,7 @@ class Store(
     RevocationRepository,
     AuditRepository,
     ClientRepository,
+    KeyRotationRepository,
     DeviceRevocationRepository,
     FirmwareRepository,
     RolloutRepository,

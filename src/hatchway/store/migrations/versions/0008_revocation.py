@@ -1,7 +1,7 @@
 """Operator-side revocation: revoked devices, revoked certificates, signed CRLs.
 
 Revision ID: 0008_revocation
-Revises: 0006_firmware
+Revises: 0007_key_rotation
 Create Date: 2026-12-01
 
 Issue 9, "Revocation (fig. 7 from the operator's side)": ``hatchway device revoke``
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008_revocation"
-down_revision = "0006_firmware"
+down_revision = "0007_key_rotation"
 branch_labels = None
 depends_on = None
 
