@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import ssl
 import subprocess
@@ -41,25 +42,28 @@ def test_enrol_send_pushed_command_and_answer(
     server: ServerProcess, tmp_path: Path, prefix: str
 ) -> None:
     spy = Spy(f"{prefix}/#").start()
-    secret = str(cli("device", "provision", "meter-001", data_dir=server.data_dir)["secret"])
+    # A device id of its own: the MQTT client id is the device id, and a persistent
+    # session shared with a concurrent run on the same broker would take its pushes.
+    dev = f"meter-{secrets.token_hex(4)}"
+    secret = str(cli("device", "provision", dev, data_dir=server.data_dir)["secret"])
     context = ssl.create_default_context(cafile=str(server.ca_file))
     meta = httpx.get(server.https_url + METADATA, verify=context).json()
     assert meta["hatchway_mqtt_broker"] == "mqtt://127.0.0.1:1883"
     assert meta["hatchway_mqtt_uplink_topic"] == f"{prefix}/d/{{device_id}}/up"
     assert meta["hatchway_mqtt_downlink_topic"] == f"{prefix}/d/{{device_id}}/down"
 
-    state = tmp_path / "meter-001.json"
+    state = tmp_path / f"{dev}.json"
     # No broker given: the transport uses the one enrolment named.
     device = Device.enroll(
         server=server.https_url,
-        device_id="meter-001",
+        device_id=dev,
         secret=secret,
         state_path=state,
         ca_file=server.ca_file,
         transport=MqttTransport(),
     )
-    assert device.state.endpoints["mqtt_uplink"] == f"{prefix}/d/meter-001/up"
-    assert device.state.endpoints["mqtt_downlink"] == f"{prefix}/d/meter-001/down"
+    assert device.state.endpoints["mqtt_uplink"] == f"{prefix}/d/{dev}/up"
+    assert device.state.endpoints["mqtt_downlink"] == f"{prefix}/d/{dev}/down"
     assert device.state.endpoints["mqtt_broker"] == "mqtt://127.0.0.1:1883"
 
     ack = device.send({"kwh": 12.5})
@@ -67,7 +71,7 @@ def test_enrol_send_pushed_command_and_answer(
 
     # Pushed while the device is online.
     cid = str(
-        cli("device", "command", "meter-001", '{"op": "ping"}', data_dir=server.data_dir)["cid"]
+        cli("device", "command", dev, '{"op": "ping"}', data_dir=server.data_dir)["cid"]
     )
     command = device.receive(timeout=20)
     assert command is not None and command.cid == cid
@@ -82,7 +86,7 @@ def test_enrol_send_pushed_command_and_answer(
         cli(
             "device",
             "command",
-            "meter-001",
+            dev,
             '{"op": "set-interval", "seconds": 60}',
             data_dir=server.data_dir,
         )["cid"]
@@ -99,7 +103,7 @@ def test_enrol_send_pushed_command_and_answer(
     device.close()
     assert command_status(server, cid2) is CommandStatus.DONE
     with open_store(server.data_dir) as store:
-        kinds = sorted(m.typ for m in store.list_messages("meter-001"))
+        kinds = sorted(m.typ for m in store.list_messages(dev))
     assert kinds == ["hatchway-command-result+jwt"] * 2 + ["hatchway-telemetry+jwt"]
 
     # The broker saw only sealed tokens: no reading, no command, no result in clear.
