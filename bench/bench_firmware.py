@@ -17,7 +17,9 @@ Server side, real processes (``fw_server.py`` says exactly what is measured): se
 CPU and bytes per device for the firmware path (the sealed offer for every one of
 ``--devices`` devices, the 64 chunk GETs for ``--sample`` of them) against the same
 4 MiB served as a plain file over HTTPS on a new TLS connection per device, as a
-ratio in the same run; then a 10-device wave on loopback.
+ratio in the same run; then two 10-device waves on loopback: the wire contract
+alone, and the real device SDK updater (A/B slot files, trivial installer, health
+check that passes).
 """
 
 from __future__ import annotations
@@ -99,7 +101,13 @@ def server_side(devices: int, sample: int) -> None:
         f"{(ours_cpu + r['empty_poll_cpu_ms']) / r['plain_cpu_ms']:7.2f}x"
     )
     print(f"  ratio bytes firmware / plain            {ours_bytes / r['plain_bytes']:7.2f}x")
-    print(f"10-device wave on loopback (offer .. confirmed): {r['wave10_s']:.2f} s")
+    print(f"10-device wave on loopback (rollout .. all confirmed), load average {load()}")
+    print(f"  wire contract only (in memory, no slot)  {r['wave10_s']:7.2f} s")
+    print(f"  device SDK updater, trivial installer   {r['wave10_sdk_s']:7.2f} s")
+
+
+def load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def device_side(quick: bool) -> None:

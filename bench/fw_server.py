@@ -12,6 +12,14 @@ tiny uvicorn app serving the same 4 MiB file with ``FileResponse`` over TLS):
   over one fresh keep-alive connection to the plain listener.
 * **plain file**: S downloads of the 4 MiB file, each on a brand-new TLS connection
   (full handshake, no session resumption), from the baseline process.
+* **waves**: 10 freshly enrolled devices updated at once, rollout to ``completed``:
+  once speaking the wire contract directly (in memory, no slot), once with the real
+  device SDK updater (``hatchway.device.firmware.update_once``: A/B slot files with an
+  fsync per chunk, the record, reports) and a trivial installer whose health check
+  passes.
+
+The server fills its chunk file cache from the store on the first chunk request of
+the release; one GET before the chunk measurement keeps that one-off copy out of it.
 
 Server CPU is the server process's utime+stime from ``/proc/<pid>/stat``; bytes are
 counted at the socket (TLS: every handshake and record byte).
@@ -24,6 +32,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -35,6 +44,7 @@ from hatchway.cli.main import app
 from hatchway.config import settings_from_env
 from hatchway.device import Device, DeviceState, StateFile
 from hatchway.device.enrol import _proof
+from hatchway.device.firmware import FirmwareIdentity, InstallTarget, update_once
 from hatchway.firmware import (
     ChunkAssembler,
     ChunkCipher,
@@ -79,8 +89,15 @@ class Counting:
             conn.sock.close()
 
 
-def enrol(ctx: ServerContext, device_id: str, root: Path, port: int) -> Device:
-    """Through the real enrolment service (in process, same store), keys of its own."""
+def enrol(
+    ctx: ServerContext,
+    device_id: str,
+    root: Path,
+    port: int,
+    firmware: dict[str, Any] | None = None,
+) -> Device:
+    """Through the real enrolment service (in process, same store), keys of its own;
+    ``firmware``: its position and trust (``FirmwareIdentity.to_json()``)."""
     secret = ctx.enrolment.provision(device_id)
     first = ctx.enrolment.issue_first_token(device_id, secret)
     signing, decryption = generate_signing_key(), generate_decryption_key()
@@ -99,6 +116,7 @@ def enrol(ctx: ServerContext, device_id: str, root: Path, port: int) -> Device:
         suite=result["suite"],
         server_keys=result["server_keys"],
         endpoints=result["endpoints"],
+        firmware=firmware or {},
     )
     file = StateFile(root / f"{device_id}.json", state)
     file.save()
@@ -277,6 +295,9 @@ def run(root: Path, image: bytes, devices: int, sample: int) -> dict[str, float]
         out["offer_bytes"] = (total - sent) / devices
 
         count = len(image) // 65536 + (1 if len(image) % 65536 else 0)
+        warm = ChunkClient(server.http_port)  # the one-off cache fill from the store
+        download(warm, offers[0].body, 1)
+        warm.close()
         before, wire = cpu_seconds(pid), 0
         for offer in offers[:sample]:
             client = ChunkClient(server.http_port)
@@ -293,52 +314,103 @@ def run(root: Path, image: bytes, devices: int, sample: int) -> dict[str, float]
 
         cli("firmware", "cancel", "2.1.0", *data)  # the offers above are never reported
         out["wave10_s"] = wave(server, root, image, key.public(), count)
+        out["wave10_sdk_s"] = wave_sdk(server, root, key.public())
         for device in fleet:
             device.close()
     return out
+
+
+def timed_wave(
+    server: ServerProcess,
+    root: Path,
+    group: str,
+    update: Callable[[Device], None],
+    firmware: dict[str, Any] | None = None,
+) -> float:
+    """Enrol 10 devices into ``group``, then time ``firmware rollout 2.1.0`` to all 10
+    ``update`` calls (one thread each) returning; the first error is raised after."""
+    data = ["--data-dir", str(server.data_dir)]
+    ctx = ServerContext.create(settings_from_env(server.env()))
+    try:
+        ten = [enrol(ctx, f"{group}{i}", root, server.http_port, firmware) for i in range(10)]
+    finally:
+        ctx.close()
+    cli("groups", "add", group, *[d.device_id for d in ten], *data)
+    errors: list[BaseException] = []
+
+    def guarded(device: Device) -> None:
+        try:
+            update(device)
+        except BaseException as exc:  # reported after the wave
+            errors.append(exc)
+
+    start = time.perf_counter()
+    cli("firmware", "rollout", "2.1.0", "--group", group, *data)
+    with ThreadPoolExecutor(10) as pool:
+        list(pool.map(guarded, ten))
+    elapsed = time.perf_counter() - start
+    for device in ten:
+        device.close()
+    if errors:
+        raise errors[0]
+    return elapsed
 
 
 def wave(server: ServerProcess, root: Path, image: bytes, fw_pub: Any, count: int) -> float:
     """A 10-device wave on loopback, wire contract only (no SDK update loop, no A/B slot):
     rollout -> poll -> verify manifest -> unwrap key -> 64 chunks (open + check) ->
     finish -> report verified, installed, confirmed; until the rollout is completed."""
-    data = ["--data-dir", str(server.data_dir)]
-    ctx = ServerContext.create(settings_from_env(server.env()))
-    try:
-        ten = [enrol(ctx, f"w{i}", root, server.http_port) for i in range(10)]
-    finally:
-        ctx.close()
-    cli("groups", "add", "wave", *[d.device_id for d in ten], *data)
     trust = TrustStore.of(fw_pub)
     position = DevicePosition(CLASS, 20, "2.0.0")
-    errors: list[BaseException] = []
 
     def update(device: Device) -> None:
-        try:
-            offer = poll(device).body
-            manifest = check_manifest(offer["manifest"], trust=trust, position=position,
-                                      now=time.time())  # fmt: skip
-            key = unwrap_content_key(offer["key"], device._decryption, manifest.sha256)
-            cipher = ChunkCipher(key, manifest.sha256)
-            assembler = ChunkAssembler(manifest, MemoryImage(manifest.size))
-            client = ChunkClient(server.http_port)
-            for i in range(count):
-                assembler.receive(i, cipher.open(i, client.get(f"{offer['chunks']}{i}")))
-            client.close()
-            assembler.finish()
-            for state in ("verified", "installed", "confirmed"):
-                body = {"release": offer["release"], "state": state}
-                device._exchange(MessageType.FIRMWARE_REPORT, body, {MessageType.ACK})
-        except BaseException as exc:  # reported after the wave
-            errors.append(exc)
+        offer = poll(device).body
+        manifest = check_manifest(offer["manifest"], trust=trust, position=position,
+                                  now=time.time())  # fmt: skip
+        key = unwrap_content_key(offer["key"], device._decryption, manifest.sha256)
+        cipher = ChunkCipher(key, manifest.sha256)
+        assembler = ChunkAssembler(manifest, MemoryImage(manifest.size))
+        client = ChunkClient(server.http_port)
+        for i in range(count):
+            assembler.receive(i, cipher.open(i, client.get(f"{offer['chunks']}{i}")))
+        client.close()
+        assembler.finish()
+        for state in ("verified", "installed", "confirmed"):
+            body = {"release": offer["release"], "state": state}
+            device._exchange(MessageType.FIRMWARE_REPORT, body, {MessageType.ACK})
 
-    start = time.perf_counter()
-    cli("firmware", "rollout", "2.1.0", "--group", "wave", *data)
-    with ThreadPoolExecutor(10) as pool:
-        list(pool.map(update, ten))
-    elapsed = time.perf_counter() - start
-    if errors:
-        raise errors[0]
-    for device in ten:
-        device.close()
-    return elapsed
+    return timed_wave(server, root, "wave", update)
+
+
+class BenchInstaller:
+    """The trivial installer: the verified slot file is the installed image, the
+    "boot" is instant and the health check passes."""
+
+    def install(self, target: InstallTarget) -> None:
+        assert target.image.stat().st_size == target.manifest.size
+
+    def boot(self, target: InstallTarget) -> None:
+        pass
+
+    def health_check(self, target: InstallTarget, timeout: float) -> bool:
+        return True
+
+    def confirm(self, target: InstallTarget) -> None:
+        pass
+
+    def rollback(self, target: InstallTarget) -> None:
+        raise AssertionError(f"rolled back to slot {target.slot}")
+
+
+def wave_sdk(server: ServerProcess, root: Path, fw_pub: Any) -> float:
+    """A 10-device wave on loopback with the device SDK's updater (``update_once``):
+    poll, manifest and key checks, 64 chunks over HTTP into the inactive slot file
+    (fsync per chunk, download record), ``finish``, install, boot, health check,
+    confirm, reports; until the rollout is completed."""
+    identity = FirmwareIdentity(CLASS, "2.0.0", 20, TrustStore.of(fw_pub)).to_json()
+
+    def update(device: Device) -> None:
+        result = update_once(device, BenchInstaller())
+        assert result.state is not None and result.state.value == "confirmed", result
+
+    return timed_wave(server, root, "sdkwave", update, identity)

@@ -17,8 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hatchway.cli.main import app
-from hatchway.firmware import MANIFEST_TYP, Manifest, sign_manifest
-from hatchway.firmware.chunkfile import chunk_path, read_sealed
+from hatchway.firmware import MANIFEST_TYP, ChunkCipher, Manifest, sign_manifest
 from hatchway.msgsec import _jose
 from hatchway.msgsec._codec import dumps
 from hatchway.server.datadir import ensure_data_dir
@@ -74,13 +73,19 @@ def releases(env: dict[str, Any]) -> list[str]:
         return [r.release_id for r in store.find_releases()]
 
 
-def test_publish_stores_encrypted_chunks_at_fixed_offsets(env: dict[str, Any]) -> None:
+def test_publish_stores_encrypted_chunks_in_the_store(env: dict[str, Any]) -> None:
     out = publish(env, write_manifest(env, "m", fresh(env)))
     assert out["chunks"] == 3 and out["class"] == CLASS and out["version"] == "2.1.0"
-    path = chunk_path(env["data"], out["release"])
-    sealed = [read_sealed(path, out["size"], i) for i in range(3)]
+    with Store.open(f"sqlite:///{env['data']}/hatchway.sqlite3") as store:
+        sealed = list(store.sealed_chunks(out["release"]))
+        record = store.get_release(out["release"])
     assert [len(s) for s in sealed] == [65536 + 28, 65536 + 28, 77 + 28]
-    assert env["image"][:1000] not in path.read_bytes()  # ciphertext only
+    assert env["image"][:1000] not in b"".join(sealed)  # ciphertext only
+    assert record is not None
+    cipher = ChunkCipher(record.content_key, record.sha256)
+    assert b"".join(cipher.open(i, s) for i, s in enumerate(sealed)) == env["image"]
+    # Nothing in the data dir: every replica fills its own cache from the store.
+    assert not (env["data"] / "firmware").exists()
     again = publish(env, write_manifest(env, "m2", fresh(env)), code=2)
     assert "already published" in again["error"]
 

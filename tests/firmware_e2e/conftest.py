@@ -139,13 +139,17 @@ class _Handler(BaseHTTPRequestHandler):
 class DeviceProc:
     """One device: its directory, state file, proxy, and the CLI run as a process."""
 
-    def __init__(self, root: Path, name: str, server: ServerProcess) -> None:
+    def __init__(
+        self, root: Path, name: str, server: ServerProcess, *, via: ServerProcess | None = None
+    ) -> None:
+        """Enrolled through ``server``; messages and chunks go to ``via`` (default: the
+        same server), another replica behind the same store."""
         self.name = name
         self.dir = root / name
         self.dir.mkdir()
         self.state = self.dir / f"{name}.json"
         self.server = server
-        self.proxy = ChunkProxy(server.http_url)
+        self.proxy = ChunkProxy((via or server).http_url)
         threading.Thread(target=self.proxy.serve_forever, daemon=True).start()
         self.installer = self.dir / "install.py"
         self.installer.write_text(INSTALLER)
@@ -222,19 +226,25 @@ class DeviceProc:
 class Fleet:
     """The server, the operator's firmware key, and two enrolled device processes."""
 
-    def __init__(self, root: Path, server: ServerProcess) -> None:
+    def __init__(
+        self, root: Path, server: ServerProcess, *, database_url: str | None = None
+    ) -> None:
         self.root = root
         self.server = server
         self.data = ["--data-dir", str(server.data_dir)]
+        if database_url is not None:  # replicas on PostgreSQL
+            self.data += ["--database-url", database_url]
         self.key = root / "fw.jwk"
         cli("firmware", "keygen", "--out", str(self.key))
         cli("firmware", "trust", str(root / "fw.pub.jwk"), *self.data)
         self.devices: list[DeviceProc] = []
 
-    def add_devices(self, *names: str, enroll: tuple[str, ...] = ()) -> list[DeviceProc]:
+    def add_devices(
+        self, *names: str, enroll: tuple[str, ...] = (), via: ServerProcess | None = None
+    ) -> list[DeviceProc]:
         for name in names:
             secret = cli("device", "provision", name, *self.data)["secret"]
-            device = DeviceProc(self.root, name, self.server)
+            device = DeviceProc(self.root, name, self.server, via=via)
             self.devices.append(device)
             device.enroll(
                 secret, "--firmware-version", "2.0.0", "--firmware-sequence", "20", *enroll

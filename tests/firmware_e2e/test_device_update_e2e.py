@@ -20,7 +20,6 @@ import pytest
 from hatchway.cli.fw_store import open_firmware_store
 from hatchway.device.firmware import SlotDir
 from hatchway.firmware import ChunkCipher
-from hatchway.firmware.chunkfile import chunk_path, write_chunk_file
 from hatchway.firmware.crypt import new_content_key
 from hatchway.firmware.manifest import MANIFEST_TYP, Manifest, digest_image, split_chunks
 from hatchway.msgsec import _jose
@@ -126,10 +125,8 @@ def test_a_manifest_signed_by_the_servers_message_key_is_refused(fleet: Fleet) -
     token = _jose.jws_encode(header, dumps(manifest.to_claims()), server_key.key).decode()
     with open_firmware_store(fleet.server.data_dir, None) as store:
         content_key = new_content_key(system_random)
-        path = chunk_path(fleet.server.data_dir, "evil-1")
-        count = write_chunk_file(
-            path, iter(split_chunks(image)), ChunkCipher(content_key, sha), system_random
-        )
+        cipher = ChunkCipher(content_key, sha)
+        sealed = [cipher.seal(i, c, system_random) for i, c in enumerate(split_chunks(image))]
         store.add_release(
             ReleaseRecord(
                 "evil-1",
@@ -140,10 +137,11 @@ def test_a_manifest_signed_by_the_servers_message_key_is_refused(fleet: Fleet) -
                 token,
                 sha,
                 size,
-                count,
+                len(sealed),
                 content_key,
                 float(now),
-            )
+            ),
+            sealed,
         )
     cli("firmware", "rollout", "6.6.6", "--group", "pilot", "--max-failures", "5", *fleet.data)
     out = one.update(code=1)

@@ -17,9 +17,9 @@ from hatchway.firmware import (
     ChunkCipher,
     TrustStore,
     generate_firmware_key,
+    split_chunks,
     unwrap_content_key,
 )
-from hatchway.firmware.chunkfile import chunk_path, write_chunk_file
 from hatchway.firmware.crypt import new_content_key
 from hatchway.firmware.keys import TRUST_FORMAT
 from hatchway.firmware.rollout import FwState
@@ -38,12 +38,8 @@ def publish(ctx: ServerContext, now: float) -> ReleaseRecord:
     image = image_bytes(70000)
     manifest = make_manifest(image)
     content_key = new_content_key(system_random)
-    write_chunk_file(
-        chunk_path(ctx.settings.data_dir, "r1"),
-        [image[:65536], image[65536:]],
-        ChunkCipher(content_key, manifest.sha256),
-        system_random,
-    )
+    cipher = ChunkCipher(content_key, manifest.sha256)
+    sealed = [cipher.seal(i, piece, system_random) for i, piece in enumerate(split_chunks(image))]
     release = ReleaseRecord(
         release_id="r1",
         device_class=manifest.device_class,
@@ -57,7 +53,7 @@ def publish(ctx: ServerContext, now: float) -> ReleaseRecord:
         content_key=content_key,
         created_at=now,
     )
-    ctx.store.add_release(release)
+    ctx.store.add_release(release, sealed)
     return release
 
 

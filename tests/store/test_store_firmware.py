@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from store_enrol import enrol_device
 
 from hatchway.firmware import TrustStore, generate_firmware_key
+from hatchway.firmware.chunkfile import sealed_span
 from hatchway.firmware.rollout import FAILED, FINAL, FwState, RolloutState
 from hatchway.firmware.wire import DeviceFirmwareState
 from hatchway.runtime import SeededRandom
@@ -43,6 +45,16 @@ def release(rid: str = "r1", version: str = "2.1.0", cls: str = "acme-meter-v2")
         content_key=bytes(32),
         created_at=10.0,
     )
+
+
+def sealed(rec: ReleaseRecord) -> list[bytes]:
+    """Stand-in sealed chunks of the right lengths (the store checks lengths, not tags)."""
+    return [bytes([i]) * sealed_span(rec.size, i)[1] for i in range(rec.chunk_count)]
+
+
+def add(store: Store, rec: ReleaseRecord | None = None) -> None:
+    rec = rec or release()
+    store.add_release(rec, sealed(rec))
 
 
 def fleet(store: Store, count: int, group: str = "pilot") -> list[str]:
@@ -79,14 +91,54 @@ def test_trust_moves_into_the_store(store: Store) -> None:
 
 
 def test_release_unique_per_class_and_version(store: Store) -> None:
-    store.add_release(release())
+    add(store)
     with pytest.raises(ReleaseExists):
-        store.add_release(release("r2"))
-    store.add_release(release("r3", cls="other-class"))
+        add(store, release("r2"))
+    add(store, release("r3", cls="other-class"))
     assert [r.release_id for r in store.find_releases("2.1.0")] == ["r1", "r3"]
     got = store.get_release("r1")
     assert got is not None and got.sha256 == bytes(range(32)) and got.content_key == bytes(32)
     assert "content_key" not in repr(got) and store.get_release("nope") is None
+
+
+def test_sealed_chunks_are_stored_with_their_release(store: Store) -> None:
+    rec = release()
+    add(store, rec)
+    assert list(store.sealed_chunks("r1")) == sealed(rec)
+    assert list(store.sealed_chunks("r1", batch=1)) == sealed(rec)  # batches join up
+    assert list(store.sealed_chunks("nope")) == []
+
+
+@pytest.mark.parametrize(
+    ("chunks", "why"),
+    [
+        (lambda r: sealed(r)[:1], "1 sealed chunks for 2"),  # one missing
+        (lambda r: [*sealed(r), b"x"], "past the end"),  # one too many
+        (lambda r: [sealed(r)[0], sealed(r)[1] + b"x"], "wrong length"),  # padded
+        (lambda r: [sealed(r)[0][1:], sealed(r)[1]], "wrong length"),  # truncated
+    ],
+)
+def test_a_release_whose_chunks_do_not_fit_is_not_stored(
+    store: Store, chunks: Callable[[ReleaseRecord], list[bytes]], why: str
+) -> None:
+    rec = release()
+    with pytest.raises(ValueError, match=why):
+        store.add_release(rec, chunks(rec))
+    assert store.get_release("r1") is None and list(store.sealed_chunks("r1")) == []
+
+
+def test_a_failing_chunk_source_rolls_the_release_back(store: Store) -> None:
+    rec = release()
+
+    def changing() -> Iterator[bytes]:
+        yield sealed(rec)[0]
+        raise ValueError("image refused: it changed while it was being published")
+
+    with pytest.raises(ValueError, match="changed"):
+        store.add_release(rec, changing())
+    assert store.get_release("r1") is None and list(store.sealed_chunks("r1")) == []
+    add(store, rec)  # and the release can still be published
+    assert len(list(store.sealed_chunks("r1"))) == 2
 
 
 def test_groups(store: Store) -> None:
@@ -102,7 +154,7 @@ def test_groups(store: Store) -> None:
 
 def test_rollout_waves_offers_and_completion(store: Store) -> None:
     ids = fleet(store, 4)
-    store.add_release(release())
+    add(store)
     rollout = store.start_rollout("r1", "pilot", waves="25%,100%", max_failures=1, now=20.0)
     assert rollout.waves == (1, 4) and rollout.state is RolloutState.ACTIVE
     assert states(store) == {"d00": S.OFFERED, "d01": S.PENDING, "d02": S.PENDING, "d03": S.PENDING}
@@ -127,7 +179,7 @@ def test_rollout_waves_offers_and_completion(store: Store) -> None:
 
 def test_bad_transitions_and_unknown_reports_are_refused(store: Store) -> None:
     fleet(store, 1)
-    store.add_release(release())
+    add(store)
     store.start_rollout("r1", "pilot", now=20.0)
     assert store.record_firmware_report("d00", "nope", S.VERIFIED, now=21.0).status is (
         ReportStatus.REFUSED
@@ -143,7 +195,7 @@ def test_bad_transitions_and_unknown_reports_are_refused(store: Store) -> None:
 
 def test_auto_pause_resume_and_cancel(store: Store) -> None:
     fleet(store, 6)
-    store.add_release(release())
+    add(store)
     store.start_rollout("r1", "pilot", waves="3,6", max_failures=1, now=20.0)
     store.record_firmware_report("d00", "r1", S.REFUSED, reason="rollback", now=21.0)
     assert store.rollout_status("r1")[0].state is RolloutState.ACTIVE  # type: ignore[union-attr]
@@ -173,7 +225,7 @@ def test_auto_pause_resume_and_cancel(store: Store) -> None:
 
 def test_delivered_offer_is_not_withdrawn(store: Store) -> None:
     fleet(store, 1)
-    store.add_release(release())
+    add(store)
     store.start_rollout("r1", "pilot", confirm_within=60, now=20.0)
     (command,) = store.pending_commands("d00")
     assert command.body == {OFFER_KEY: "r1", "confirm_within": 60}
@@ -207,7 +259,7 @@ def test_random_reports_never_reach_an_illegal_state(
     rid = f"r{next(_RUNS)}"  # hypothesis may repeat an example on the same store
     if not store.groups():
         fleet(store, 6)
-    store.add_release(release(rid, version=f"1.{rid[1:]}"))
+    add(store, release(rid, version=f"1.{rid[1:]}"))
     store.start_rollout(rid, "pilot", waves="2,4,6", max_failures=max_failures, now=20.0)
     history: dict[str, list[FwState]] = {}
     for n, (index, state) in enumerate(reports):
@@ -243,7 +295,7 @@ def test_concurrent_reports_open_the_next_wave_exactly_once(store: Store) -> Non
     from concurrent.futures import ThreadPoolExecutor
 
     ids = fleet(store, 8)
-    store.add_release(release())
+    add(store)
     store.start_rollout("r1", "pilot", waves="4,8", max_failures=8, now=20.0)
     barrier = threading.Barrier(4)
 

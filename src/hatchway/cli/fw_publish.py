@@ -3,8 +3,10 @@
 The server checks the manifest against its own firmware trust store and refuses
 unless the signing key may publish (``TrustStore.can_publish``: active, not retired
 or revoked), checks the image against every signed digest, then encrypts it chunk
-by chunk under a fresh content key (``firmware.crypt.ChunkCipher``) into
-``<data dir>/firmware/<release>.chunks`` and records the release.
+by chunk under a fresh content key (``firmware.crypt.ChunkCipher``) and records the
+release and its sealed chunks in the store, in one transaction. Nothing is written to
+the data dir: every replica serving ``/fw/`` fills its own file cache from the store
+(``server/fw_chunks.py``), so publishing needs only the store.
 
 A manifest the server's own message key signed is refused like any other
 non-firmware signature (``alg`` is not EdDSA, the kid is not a firmware key).
@@ -12,6 +14,8 @@ non-firmware signature (``alg`` is not EdDSA, the kid is not a firmware key).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 from collections.abc import Iterator
 from contextlib import closing
@@ -20,11 +24,10 @@ from typing import Annotated, Any
 
 import typer
 
-from hatchway.cli.common import DatabaseOption, DataDirOption, JsonOption, load_settings
+from hatchway.cli.common import DatabaseOption, DataDirOption, JsonOption
 from hatchway.cli.fw_store import open_firmware_store
 from hatchway.cli.output import console, emit, errors_reported, shown
 from hatchway.firmware import CHUNK_SIZE, ChunkCipher, ManifestRefused, TrustStore, digest_image
-from hatchway.firmware.chunkfile import chunk_path, write_chunk_file
 from hatchway.firmware.crypt import new_content_key
 from hatchway.firmware.manifest import MAX_MANIFEST_BYTES, Manifest, verify_manifest
 from hatchway.runtime import system_clock, system_random
@@ -37,6 +40,17 @@ def _pieces(path: Path) -> Iterator[bytes]:
     with path.open("rb") as fh:
         while piece := fh.read(CHUNK_SIZE):
             yield piece
+
+
+def _sealed(path: Path, manifest: Manifest, cipher: ChunkCipher) -> Iterator[bytes]:
+    """Each chunk sealed as it is read, its hash checked again: the image file may have
+    changed since it was checked, and a raise here rolls the publish back."""
+    for index, piece in enumerate(_pieces(path)):
+        if index >= manifest.chunk_count or not hmac.compare_digest(
+            hashlib.sha256(piece).digest(), manifest.chunks[index]
+        ):
+            raise ValueError("image refused: it changed while it was being published")
+        yield cipher.seal(index, piece, system_random)
 
 
 def release_json(release: ReleaseRecord) -> dict[str, Any]:
@@ -83,7 +97,6 @@ def publish(
     with errors_reported(as_json):
         with manifest.open("rb") as fh:
             token = fh.read(MAX_MANIFEST_BYTES + 1).strip()
-        settings = load_settings(data_dir, database_url)
         with closing(open_firmware_store(data_dir, database_url)) as store:
             now = system_clock()
             checked = _checked(token, store.firmware_trust(), image, now)
@@ -91,10 +104,6 @@ def publish(
                 raise ValueError(f"{checked.device_class} {checked.version} is already published")
             release_id = f"{checked.version}-{secrets.token_hex(4)}"
             content_key = new_content_key(system_random)
-            path = chunk_path(settings.data_dir, release_id)
-            count = write_chunk_file(
-                path, _pieces(image), ChunkCipher(content_key, checked.sha256), system_random
-            )
             record = ReleaseRecord(
                 release_id=release_id,
                 device_class=checked.device_class,
@@ -104,21 +113,19 @@ def publish(
                 manifest=token.decode("ascii"),
                 sha256=checked.sha256,
                 size=checked.size,
-                chunk_count=count,
+                chunk_count=checked.chunk_count,
                 content_key=content_key,
                 created_at=now,
             )
-            try:
-                store.add_release(record)
-            except BaseException:
-                path.unlink(missing_ok=True)
-                raise
+            store.add_release(
+                record, _sealed(image, checked, ChunkCipher(content_key, checked.sha256))
+            )
         emit(
             as_json,
             release_json(record),
             lambda: console.print(
                 f"published {shown(release_id)}: {shown(record.device_class)} "
                 f"{shown(record.version)} sequence {record.seq}, {record.size} bytes in "
-                f"{count} chunks"
+                f"{record.chunk_count} chunks"
             ),
         )

@@ -1,10 +1,12 @@
-"""The server's file of encrypted chunks for one release (issue 9, delivery step 3).
+"""A replica's file cache of one release's encrypted chunks (issue 9, delivery step 3).
 
-``<data dir>/firmware/<release>.chunks`` holds each sealed chunk
-(``ChunkCipher.seal``: ``iv || ct || tag``) at a fixed offset, ``index * (64 KiB + 28)``,
-so serving chunk ``i`` is one bounded ``pread`` and never reads the image.
-The file is written to a temporary name, ``fsync``-ed and renamed into place (then
-the directory is ``fsync``-ed), so a crash leaves either no file or a whole one.
+The sealed chunks (``ChunkCipher.seal``: ``iv || ct || tag``) live in the store
+(``firmware_chunks``); each replica copies them once into
+``<data dir>/firmware/<release>.chunks``, each at a fixed offset,
+``index * (64 KiB + 28)``, so serving chunk ``i`` is one bounded ``pread`` and never
+reads the image. The file is written to a temporary name, ``fsync``-ed and renamed
+into place (then the directory is ``fsync``-ed), so a crash, or two processes
+filling it at once, leaves either no file or a whole one.
 """
 
 from __future__ import annotations
@@ -13,10 +15,17 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from hatchway.firmware.crypt import ChunkCipher
 from hatchway.firmware.manifest import CHUNK_SIZE
 
-__all__ = ["SEAL_OVERHEAD", "chunk_path", "read_sealed", "sealed_span", "write_chunk_file"]
+__all__ = [
+    "SEAL_OVERHEAD",
+    "check_sealed",
+    "chunk_file_size",
+    "chunk_path",
+    "read_sealed",
+    "sealed_span",
+    "write_chunk_file",
+]
 
 SEAL_OVERHEAD = 12 + 16  # AES-GCM IV and tag
 _SLOT = CHUNK_SIZE + SEAL_OVERHEAD
@@ -35,25 +44,47 @@ def sealed_span(size: int, index: int) -> tuple[int, int]:
     return index * _SLOT, plain + SEAL_OVERHEAD
 
 
+def chunk_file_size(size: int) -> int:
+    """Bytes in the chunk file of an image of ``size`` bytes (the last chunk may be short)."""
+    offset, length = sealed_span(size, (size - 1) // CHUNK_SIZE)
+    return offset + length
+
+
+def check_sealed(size: int, index: int, sealed: bytes) -> None:
+    """``ValueError`` unless ``sealed`` has the length of sealed chunk ``index``."""
+    try:
+        expected = sealed_span(size, index)[1]
+    except IndexError:
+        raise ValueError(f"sealed chunk {index} lies past the end of its release") from None
+    if len(sealed) != expected:
+        raise ValueError(f"sealed chunk {index} has the wrong length for its release")
+
+
 def write_chunk_file(
     path: Path,
-    chunks: Iterable[bytes],
-    cipher: ChunkCipher,
+    sealed: Iterable[bytes],
+    size: int,
     random: Callable[[int], bytes],
 ) -> int:
-    """Seal every chunk into ``path`` atomically; returns the number of chunks."""
+    """Write the sealed chunks of an image of ``size`` bytes into ``path`` atomically.
+
+    Returns the number of chunks; ``ValueError`` (and no file) if a chunk has the wrong
+    length or the chunks do not cover the image.
+    """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.{random(8).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     count = 0
     try:
-        for index, chunk in enumerate(chunks):
-            sealed = cipher.seal(index, chunk, random)
-            view, offset = memoryview(sealed), index * _SLOT
+        for index, data in enumerate(sealed):
+            check_sealed(size, index, data)
+            view, offset = memoryview(data), index * _SLOT
             while view:
                 written = os.pwrite(fd, view, offset)
                 view, offset = view[written:], offset + written
             count += 1
+        if count != -(-size // CHUNK_SIZE):
+            raise ValueError(f"{count} sealed chunks do not cover the release")
         os.fsync(fd)
     except BaseException:
         os.close(fd)

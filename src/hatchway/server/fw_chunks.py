@@ -7,6 +7,13 @@ anyone, like a CDN would. A pure ASGI component in front of the app (as
 ``MessageFastPath`` is): per chunk it is one cached release lookup and one bounded
 ``pread`` of the open chunk file, never the whole image in memory.
 
+The sealed chunks live in the store (``firmware_chunks``), so every replica can
+serve every release. Each replica keeps a file cache, ``<data dir>/firmware/<release>.chunks``:
+the first request for a release it has no file for copies the chunks from the store
+into that file (a worker thread, once per release and process, written atomically),
+and from then on the hot path is the ``pread`` alone. The store holds the sealed
+bytes, IVs included, so every replica serves byte-identical chunks.
+
 * ``Cache-Control: public, max-age=31536000, immutable`` and an ``ETag``: a release's
   chunks never change (a new image is a new release id), so any cache may keep them.
 * Unknown release, index out of range, a non-canonical index (``007``): the same
@@ -24,12 +31,14 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from hatchway.firmware.chunkfile import chunk_path, sealed_span
+from hatchway.firmware.chunkfile import chunk_file_size, chunk_path, sealed_span, write_chunk_file
 from hatchway.firmware.manifest import MAX_CHUNKS
 from hatchway.firmware.wire import RELEASE_ID
 from hatchway.flows.firmware import CHUNK_PATH
+from hatchway.runtime import Random, system_random
 from hatchway.server.context import ServerContext
 from hatchway.server.edge import UNIFORM_ERROR
+from hatchway.store.firmware_records import ReleaseRecord
 
 __all__ = ["FirmwareChunks", "parse_chunk_path"]
 
@@ -57,11 +66,13 @@ def parse_chunk_path(path: str) -> tuple[str, int] | None:
 class FirmwareChunks:
     """Serves ``GET``/``HEAD`` under ``/fw/``; everything else goes to ``app``."""
 
-    def __init__(self, app: ASGIApp, ctx: ServerContext) -> None:
+    def __init__(self, app: ASGIApp, ctx: ServerContext, *, random: Random = system_random) -> None:
         self.app = app
         self.ctx = ctx
+        self._random = random  # names the cache file's temporary copy
         self._releases: OrderedDict[str, _Release] = OrderedDict()
         self._lock = threading.Lock()
+        self._filling: dict[str, asyncio.Lock] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -113,22 +124,48 @@ class FirmwareChunks:
         record = await asyncio.to_thread(self.ctx.store.get_release, release_id)
         if record is None:
             return None  # not cached: a release published later must become visible
-        path = chunk_path(self.ctx.settings.data_dir, release_id)
+        # One fill per release at a time; the locks are few (one per published
+        # release ever asked for), so they are kept.
+        async with self._filling.setdefault(release_id, asyncio.Lock()):
+            with self._lock:
+                hit = self._releases.get(release_id)
+            if hit is not None:  # the request that held the lock before opened it
+                return hit
+            fd = await asyncio.to_thread(self._open_or_fill, record)
+            if fd is None:
+                return None
+            info = _Release(record.size, record.chunk_count, record.sha256.hex()[:32].encode(), fd)
+            with self._lock:
+                self._releases[release_id] = info
+                while len(self._releases) > _CACHE_SIZE:
+                    _, evicted = self._releases.popitem(last=False)
+                    os.close(evicted.fd)
+            return info
+
+    def _open_or_fill(self, record: ReleaseRecord) -> int | None:
+        """The open cache file of ``record``, filled from the store first if it is
+        missing or not the size the release says (worker thread)."""
+        path = chunk_path(self.ctx.settings.data_dir, record.release_id)
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            fd = os.open(path, flags)
+        except FileNotFoundError:
+            pass
         except OSError:
-            log.exception("firmware chunk file of %s missing", release_id)
+            log.exception("firmware chunk file of %s unreadable", record.release_id)
             return None
-        info = _Release(record.size, record.chunk_count, record.sha256.hex()[:32].encode(), fd)
-        with self._lock:
-            old = self._releases.pop(release_id, None)
-            self._releases[release_id] = info
-            while len(self._releases) > _CACHE_SIZE:
-                _, evicted = self._releases.popitem(last=False)
-                os.close(evicted.fd)
-        if old is not None:  # a racing request opened it too
-            os.close(old.fd)
-        return info
+        else:
+            if os.fstat(fd).st_size == chunk_file_size(record.size):
+                return fd
+            os.close(fd)
+            log.warning("firmware chunk file of %s has the wrong size; refilled", record.release_id)
+        try:
+            sealed = self.ctx.store.sealed_chunks(record.release_id)
+            write_chunk_file(path, sealed, record.size, self._random)
+            return os.open(path, flags)
+        except (OSError, ValueError):
+            log.exception("firmware chunks of %s could not be cached", record.release_id)
+            return None
 
 
 @dataclass(frozen=True, slots=True)

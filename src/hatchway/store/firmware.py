@@ -3,19 +3,22 @@
 The trust store is ``hatchway.firmware.keys.TrustStore`` kept one row per key:
 ``change_firmware_trust`` loads it, applies the caller's change (``add``,
 ``retire``, ``revoke``: the rules stay in ``TrustStore``) and writes the keys that
-changed, in one transaction. Releases are immutable once published.
+changed, in one transaction. Releases are immutable once published; a release row
+and its sealed chunks (``firmware_chunks``) are written in one transaction, so a
+replica that sees the release can read every chunk of it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
+from hatchway.firmware.chunkfile import check_sealed
 from hatchway.firmware.keys import TrustedKey, TrustStore
 from hatchway.store._base import RepositoryBase, check_id
 from hatchway.store.errors import UnknownDevice
@@ -25,6 +28,7 @@ from hatchway.store.schema import (
     MAX_RELEASE_ID_LENGTH,
     device_groups,
     devices,
+    firmware_chunks,
     firmware_keys,
     firmware_releases,
 )
@@ -122,7 +126,14 @@ class FirmwareRepository(RepositoryBase):
         return added
 
     # -- releases -------------------------------------------------------------------------
-    def add_release(self, release: ReleaseRecord) -> None:
+    def add_release(self, release: ReleaseRecord, sealed: Iterable[bytes]) -> None:
+        """Record ``release`` and its sealed chunks, in order, in one transaction.
+
+        ``sealed`` is consumed one chunk at a time (an image is never whole in memory);
+        a chunk of the wrong length, or a count other than ``release.chunk_count``, is a
+        ``ValueError`` and nothing is stored. An exception ``sealed`` raises (publish
+        re-checks each chunk's hash as it seals it) rolls everything back too.
+        """
         values = {
             "release_id": release.release_id,
             "device_class": release.device_class,
@@ -139,10 +150,42 @@ class FirmwareRepository(RepositoryBase):
         try:
             with self._write() as conn:
                 conn.execute(insert(firmware_releases).values(values))
+                count = 0
+                for index, data in enumerate(sealed):
+                    check_sealed(release.size, index, data)
+                    row = {"release_id": release.release_id, "idx": index, "sealed": data}
+                    conn.execute(insert(firmware_chunks).values(row))
+                    count += 1
+                if count != release.chunk_count:
+                    raise ValueError(f"{count} sealed chunks for {release.chunk_count}")
         except IntegrityError:
             raise ReleaseExists(
                 f"{release.device_class} {release.version} is already published"
             ) from None
+
+    def sealed_chunks(self, release_id: str, *, batch: int = 16) -> Iterator[bytes]:
+        """The release's sealed chunks in index order, read ``batch`` rows at a time
+        (a short read transaction each: chunk rows never change once written)."""
+        start = 0
+        while True:
+            query = (
+                select(firmware_chunks.c.idx, firmware_chunks.c.sealed)
+                .where(
+                    firmware_chunks.c.release_id == release_id,
+                    firmware_chunks.c.idx >= start,
+                    firmware_chunks.c.idx < start + batch,
+                )
+                .order_by(firmware_chunks.c.idx)
+            )
+            with self._read() as conn:
+                rows = conn.execute(query).all()
+            for index, data in rows:
+                if index != start:
+                    raise ValueError(f"sealed chunk {start} of {release_id} is missing")
+                yield bytes(data)
+                start += 1
+            if len(rows) < batch:
+                return
 
     def get_release(self, release_id: str) -> ReleaseRecord | None:
         query = select(firmware_releases).where(firmware_releases.c.release_id == release_id)

@@ -406,7 +406,7 @@ firmware_keys = Table(
 )
 
 # One published image. The content key encrypts its chunks; it is wrapped to each
-# device at delivery. The encrypted chunks live in the data dir (firmware/<id>.chunks).
+# device at delivery. Its encrypted chunks are rows of ``firmware_chunks``.
 firmware_releases = Table(
     "firmware_releases",
     metadata,
@@ -422,6 +422,22 @@ firmware_releases = Table(
     Column("content_key", LargeBinary, nullable=False),
     Column("created_at", Double, nullable=False),
     UniqueConstraint("device_class", "version"),
+)
+
+# The sealed chunks of a release (``ChunkCipher.seal``: iv || ct || tag), written with
+# the release row in one transaction, so every replica can serve them: each fills its
+# own file cache in the data dir from here on first request (server/fw_chunks.py).
+firmware_chunks = Table(
+    "firmware_chunks",
+    metadata,
+    Column(
+        "release_id",
+        String(MAX_RELEASE_ID_LENGTH),
+        ForeignKey("firmware_releases.release_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("idx", Integer, primary_key=True, autoincrement=False),
+    Column("sealed", LargeBinary, nullable=False),
 )
 
 device_groups = Table(

@@ -6,8 +6,9 @@ Create Date: 2026-12-01
 
 Issue 9 (US 11,546,310 B2 figure 6). The firmware trust store moves from
 ``firmware-trust.json`` in the data dir into ``firmware_keys`` (the CLI imports an
-existing file once). A published image is a ``firmware_releases`` row (its encrypted
-chunks stay in the data dir); a rollout offers it to a device group in waves, and
+existing file once). A published image is a ``firmware_releases`` row and its sealed
+chunks are ``firmware_chunks`` rows (so every replica can serve them; each keeps a
+file cache in its data dir); a rollout offers it to a device group in waves, and
 ``firmware_devices`` holds each device's state along the transition table in
 ``hatchway.firmware.rollout``.
 """
@@ -74,6 +75,14 @@ def upgrade() -> None:
         ),
     )
     op.create_table(
+        "firmware_chunks",
+        sa.Column("release_id", sa.String(_RELEASE), nullable=False),
+        sa.Column("idx", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("sealed", sa.LargeBinary(), nullable=False),
+        sa.PrimaryKeyConstraint("release_id", "idx", name="pk_firmware_chunks"),
+        _release_fk("firmware_chunks"),
+    )
+    op.create_table(
         "device_groups",
         sa.Column("group_name", sa.String(_RELEASE), nullable=False),
         sa.Column("device_id", sa.String(_ID), nullable=False),
@@ -134,5 +143,6 @@ def downgrade() -> None:
     op.drop_table("firmware_devices")
     op.drop_table("firmware_rollouts")
     op.drop_table("device_groups")
+    op.drop_table("firmware_chunks")
     op.drop_table("firmware_releases")
     op.drop_table("firmware_keys")
