@@ -83,7 +83,11 @@ def shared_socket(host: str, port: int) -> socket.socket:
     port and the kernel spreads new connections over them (Linux only lets processes
     of the same user join a port this way)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto must say TCP: asyncio sets TCP_NODELAY on accepted connections only when
+    # the listening socket's proto is IPPROTO_TCP (getaddrinfo's, not socket()'s 0).
+    # Without it Nagle holds a response's second write for the client's delayed ACK:
+    # 44 ms per keep-alive request.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
