@@ -18,6 +18,8 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from hatchway.mqtt.broker import TCP_NODELAY
+
 BROKER = ("127.0.0.1", 1883)
 #: Per PUBLISH, besides topic and payload: fixed header (~3), topic length (2),
 #: packet id (2), properties (length 1, correlation data 3 + 16, content type on
@@ -44,6 +46,7 @@ async def mqtt_load(
             *BROKER,
             identifier=f"bench-lane-{n}-{os.urandom(3).hex()}",
             protocol=aiomqtt.ProtocolVersion.V5,
+            socket_options=TCP_NODELAY,  # as hatchway's own clients (mqtt/broker.py)
         ) as client:
             for device_id in sorted({d for d, _ in items}):
                 await client.subscribe(f"{prefix}/d/{device_id}/down", qos=1)

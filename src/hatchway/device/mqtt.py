@@ -34,7 +34,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from hatchway.device.transport import MAX_REPLY_SIZE, TransportError
-from hatchway.mqtt.broker import BrokerUrl, broker_tls
+from hatchway.mqtt.broker import TCP_NODELAY, BrokerUrl, broker_tls
 from hatchway.mqtt.topics import Topics
 
 log = logging.getLogger("hatchway.device.mqtt")
@@ -175,6 +175,7 @@ class MqttTransport:
             tls_context=tls,
             keepalive=30,
             timeout=self.timeout,
+            socket_options=TCP_NODELAY,
         )
 
     async def _run(self, stop: asyncio.Event) -> None:

@@ -48,7 +48,7 @@ from paho.mqtt.properties import Properties
 
 from hatchway.bus import Bus, InProcessBus
 from hatchway.errors import InvalidMessage
-from hatchway.mqtt.broker import broker_tls
+from hatchway.mqtt.broker import TCP_NODELAY, broker_tls
 from hatchway.mqtt.topics import Topics
 from hatchway.mqtt.window import AckWindow
 from hatchway.server.context import ServerContext
@@ -190,6 +190,7 @@ class MqttGateway:
             properties=connect,
             tls_context=broker_tls(self.ctx.settings.mqtt_ca_file) if b.tls else None,
             keepalive=30,
+            socket_options=TCP_NODELAY,
         )
 
     async def _run(self) -> None:
