@@ -59,6 +59,7 @@ from bench_ingest import TELEMETRY, Run, cpu_seconds, keepalive_load, lanes_for,
 from hatchway.bus import postgres_conninfo
 from hatchway.config import settings_from_env
 from hatchway.device import Device
+from hatchway.mqtt.broker import TCP_NODELAY
 from hatchway.server.context import ServerContext
 from hatchway.server.process import free_port
 from tests.mqtt.brokers import wait_mqtt
@@ -250,7 +251,9 @@ async def windowed_mqtt(
     """Publish ``order`` keeping ``window`` requests in flight; time each to its reply."""
     sent: dict[bytes, float] = {}
     slots = asyncio.Semaphore(window)
-    async with aiomqtt.Client("127.0.0.1", 1883, protocol=aiomqtt.ProtocolVersion.V5) as client:
+    async with aiomqtt.Client(
+        "127.0.0.1", 1883, protocol=aiomqtt.ProtocolVersion.V5, socket_options=TCP_NODELAY
+    ) as client:
         await client.subscribe(f"{prefix}/d/+/down", qos=1)
 
         async def replies() -> None:

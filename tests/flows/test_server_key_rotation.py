@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -290,3 +291,28 @@ def test_unknown_key_ids_reread_the_store_at_most_once_a_second(
 
     known = b64e(dumps({"kid": keyring.current.decryption.kid}))
     assert not keyring.may_refresh_for(known + b".x.y.z.w", clock() + 5)
+
+
+def test_a_periodic_refresh_reads_the_store_once_however_many_callers_see_it_due(
+    ctx: ServerContext, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keyring = ServerKeyring(
+        ctx.store, ctx.identity, clock=clock, random=system_random, refresh_interval=5
+    )
+    reads = 0
+    list_keys = ctx.store.list_server_keys
+
+    def counted() -> list[Any]:
+        nonlocal reads
+        reads += 1
+        return list(list_keys())
+
+    monkeypatch.setattr(ctx.store, "list_server_keys", counted)
+    clock.advance(5)
+    # Every thread (and every MQTT uplink in flight) sees the snapshot fall due at once.
+    assert keyring.due(clock())
+    for _ in range(8):
+        keyring.refresh(clock(), force=False)
+    assert reads == 1 and not keyring.due(clock())
+    keyring.refresh(clock())  # a forced refresh (refresh_for, the CLI) always re-reads
+    assert reads == 2

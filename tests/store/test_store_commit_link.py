@@ -46,7 +46,7 @@ def req(device: str, seq: int, jti: str, mid: str | None = None) -> AcceptReques
 def link(store: Store) -> Iterator[tuple[RemoteCommitter, CommitHub]]:
     hub = CommitHub(store, window_size=WINDOW)
     ours, theirs = multiprocessing.get_context("spawn").Pipe(duplex=True)
-    hub.serve(ours, "test-hub")
+    hub.serve(ours)
     worker = RemoteCommitter(theirs)
     try:
         yield worker, hub
@@ -107,7 +107,7 @@ def test_a_malformed_request_closes_the_link(
 ) -> None:
     hub = CommitHub(store, window_size=WINDOW)
     ours, theirs = multiprocessing.get_context("spawn").Pipe(duplex=True)
-    hub.serve(ours, "test-hub")
+    hub.serve(ours)
     theirs.send_bytes(b'[1, "too", "short"]')
     with pytest.raises(EOFError):
         theirs.recv_bytes()

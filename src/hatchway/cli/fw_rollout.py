@@ -142,11 +142,7 @@ def rollout(
                 now=system_clock(),
             )
             _, rows = store.rollout_status(release.release_id)
-        offered = [
-            r.device_id
-            for r in rows
-            if r.rollout_id == created.rollout_id and r.state is FwState.OFFERED
-        ]
+        offered = _offered(rows, created.rollout_id)
         _wake(load_settings(data_dir, database_url), offered)
         data = {"release": release.release_id, **(_rollout_json(created) or {}), "offered": offered}
         emit(
@@ -174,7 +170,9 @@ def _move(
             moved = store.set_rollout_state(release.release_id, target, now=system_clock())
             _, rows = store.rollout_status(release.release_id)
         if target is RolloutState.ACTIVE:
-            offered = [r.device_id for r in rows if r.state is FwState.OFFERED]
+            # Only this rollout's offers: rows an earlier, cancelled rollout left behind
+            # are not this rollout's to push.
+            offered = _offered(rows, moved.rollout_id)
             _wake(load_settings(data_dir, database_url), offered)
         data = {"release": release.release_id, **(_rollout_json(moved) or {})}
         emit(
@@ -182,6 +180,11 @@ def _move(
             data,
             lambda: console.print(f"rollout of {shown(release.version)} is {moved.state}"),
         )
+
+
+def _offered(rows: list[Any], rollout_id: str) -> list[str]:
+    """Devices with an undelivered-or-unanswered offer from this rollout."""
+    return [r.device_id for r in rows if r.rollout_id == rollout_id and r.state is FwState.OFFERED]
 
 
 def pause(

@@ -168,9 +168,14 @@ class ServerKeyring:
             due=due if math.isfinite(due) else now + self.refresh_interval,
         )
 
-    def refresh(self, now: float) -> None:
-        """Re-read the generations from the store (another replica or the CLI rotated)."""
+    def refresh(self, now: float, *, force: bool = True) -> None:
+        """Re-read the generations from the store (another replica or the CLI rotated).
+
+        ``force=False`` is the periodic refresh: every thread (and every MQTT uplink in
+        flight) sees the snapshot fall due at once, and only the first re-reads."""
         with self._lock:
+            if not force and now < self._snap.due:
+                return
             self._snap = self._load(now)
 
     def may_refresh_for(self, token: bytes, now: float) -> bool:

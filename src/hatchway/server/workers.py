@@ -149,7 +149,7 @@ class Supervisor:
         proc.start()
         ready_w.close()
         worker_link.close()
-        self._hub.serve(link, f"hatchway-commit-hub-{index}")
+        self._hub.serve(link)
         self._workers[index] = proc
         return ready_r
 

@@ -217,9 +217,15 @@ class DeviceRevocationRepository(RepositoryBase):
             else:
                 if now >= found.notice_until:
                     raise RevocationClosed(f"{device_id}: the notice period is over")
-                seq = int(found.outbound_seq) + 1
-                conn.execute(
-                    update(devices).where(devices.c.device_id == device_id).values(outbound_seq=seq)
+                # Incremented in the statement, as next_outbound_seq does: a push sealed
+                # at the same moment (push_notice) must not get the same number.
+                seq = int(
+                    conn.execute(
+                        update(devices)
+                        .where(devices.c.device_id == device_id)
+                        .values(outbound_seq=devices.c.outbound_seq + 1)
+                        .returning(devices.c.outbound_seq)
+                    ).scalar_one()
                 )
                 sealed = seal(seq)
                 conn.execute(

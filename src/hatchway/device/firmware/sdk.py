@@ -27,6 +27,7 @@ from hatchway.device.firmware.slots import SlotDir
 from hatchway.device.firmware.updater import FetchError, Updater, UpdateResult
 from hatchway.device.transport import MessageRejected, TransportError
 from hatchway.errors import InvalidMessage
+from hatchway.firmware.chunkfile import SEAL_OVERHEAD
 from hatchway.firmware.manifest import CHUNK_SIZE
 from hatchway.firmware.wire import DeviceFirmwareState
 from hatchway.msgsec.keys import DecryptionKey
@@ -39,7 +40,7 @@ __all__ = ["HttpChunkSource", "make_updater", "update_once"]
 log = logging.getLogger("hatchway.device.firmware")
 
 #: A sealed chunk is the plaintext chunk plus a 12-byte IV and a 16-byte tag.
-MAX_SEALED_CHUNK = CHUNK_SIZE + 28
+MAX_SEALED_CHUNK = CHUNK_SIZE + SEAL_OVERHEAD
 
 
 class HttpChunkSource:

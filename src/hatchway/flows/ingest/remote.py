@@ -192,7 +192,7 @@ class CommitHub:
     def batches(self) -> int:
         return self.committer.batches
 
-    def serve(self, link: Connection, name: str = "") -> None:
+    def serve(self, link: Connection) -> None:
         """Answer ``link``'s requests until the worker at its other end goes away."""
         with self._lock:
             self._links.append(link)

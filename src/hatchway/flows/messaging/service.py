@@ -39,7 +39,7 @@ class MessageService(Revocation):
     def _handle(self, token: bytes, sender: str | None, *, retry: bool) -> bytes:
         now = self.clock()
         if self.keyring.due(now):
-            self.keyring.refresh(now)
+            self.keyring.refresh(now, force=False)
         peers: dict[str, _Peer] = {}
 
         def resolve(kid: str) -> SenderInfo | None:
@@ -81,7 +81,7 @@ class MessageService(Revocation):
         """
         now = self.clock()
         if self.keyring.due(now):
-            await asyncio.to_thread(self.keyring.refresh, now)
+            await asyncio.to_thread(self.keyring.refresh, now, force=False)
         found: dict[str, _Peer] = {}
 
         def cached(kid: str) -> SenderInfo | None:
